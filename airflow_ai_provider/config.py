@@ -1,0 +1,51 @@
+"""Execution modes and provider defaults read from the ``[ai_provider]`` Airflow config section."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from airflow_ai_provider.exceptions import AiProviderConfigError
+
+CONFIG_SECTION = "ai_provider"
+DEFAULT_RUNTIME_IMAGE = "airflow-ai-provider-runtime:0.1.0"
+
+
+class ExecutionMode(str, Enum):
+    """Where an AI job's runtime runs.
+
+    ``kubernetes``: in its own pod, started by KubernetesPodOperator.
+    ``local``: as a subprocess of the Airflow worker, with the same command and result file.
+    """
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+    @classmethod
+    def parse(cls, value: str | ExecutionMode, *, source: str = "execution_mode") -> ExecutionMode:
+        """Turn a user-given value into a mode, with an error that names where it came from."""
+        if isinstance(value, ExecutionMode):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            choices = ", ".join(mode.value for mode in cls)
+            raise AiProviderConfigError(f"invalid {source} {value!r}: expected one of {choices}") from None
+
+
+def _conf_get(option: str, fallback: str) -> str:
+    from airflow.configuration import conf
+
+    return conf.get(CONFIG_SECTION, option, fallback=fallback)
+
+
+def default_execution_mode() -> ExecutionMode:
+    """The mode set by ``[ai_provider] execution_mode`` (env ``AIRFLOW__AI_PROVIDER__EXECUTION_MODE``)."""
+    return ExecutionMode.parse(
+        _conf_get("execution_mode", ExecutionMode.LOCAL.value),
+        source="[ai_provider] execution_mode (AIRFLOW__AI_PROVIDER__EXECUTION_MODE)",
+    )
+
+
+def default_runtime_image() -> str:
+    """The runtime image used in kubernetes mode when an operator names none."""
+    return _conf_get("runtime_image", DEFAULT_RUNTIME_IMAGE)

@@ -1,0 +1,98 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-ai-provider",
+        "name": "AI Provider",
+        "description": (
+            "Run model inference, retraining and validation as KubernetesPodOperator pods or local "
+            "subprocesses, recorded in MLflow and chained with Assets."
+        ),
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": "MLflow",
+                "external-doc-url": "https://mlflow.org/docs/latest/",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "MLflow",
+                "python-modules": ["airflow_ai_provider.operators.inference"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": "MLflow", "python-modules": ["airflow_ai_provider.hooks.mlflow"]},
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_ai_provider.hooks.mlflow.MlflowHook",
+                "hook-name": "MLflow",
+                "connection-type": "mlflow",
+                "conn-fields": {
+                    "registry_uri": {
+                        "label": "Model registry URI",
+                        "description": "Only when the registry is not the tracking server.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "experiment_name": {
+                        "label": "Default experiment",
+                        "description": "Experiment for DAG runs; default airflow/<dag_id>.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "token": {
+                        "label": "Bearer token",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "insecure_tls": {
+                        "label": "Skip TLS verification",
+                        "schema": {"type": ["boolean", "null"], "default": False},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "extra"],
+                    "relabeling": {
+                        "host": "Tracking URI",
+                        "login": "Username",
+                        "password": "Password",
+                    },
+                    "placeholders": {
+                        "host": "https://mlflow.example.com",
+                        "login": "basic-auth user (optional)",
+                        "password": "basic-auth password (optional)",
+                    },
+                },
+            }
+        ],
+        "extra-links": ["airflow_ai_provider.links.MlflowRunLink"],
+        "config": {
+            "ai_provider": {
+                "description": "Defaults for the AI provider's operators.",
+                "options": {
+                    "execution_mode": {
+                        "description": (
+                            "Where AI jobs run when an operator does not say: ``local`` (a subprocess "
+                            "of the worker) or ``kubernetes`` (a pod through KubernetesPodOperator)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "kubernetes",
+                        "default": "local",
+                    },
+                    "runtime_image": {
+                        "description": "Runtime image for kubernetes mode when an operator names none.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "registry.example.com/ml/churn-runtime:1.4.0",
+                        "default": "airflow-ai-provider-runtime:0.1.0",
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,32 @@
+"""S3 credentials for the runtime, read from an Airflow AWS connection."""
+
+from __future__ import annotations
+
+from airflow.sdk import BaseHook
+
+
+def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
+    """Environment variables that give a local runtime access to S3.
+
+    Reads an allow-list from an ``aws`` connection: access key (login), secret key (password), and
+    extras ``aws_session_token``, ``region_name`` and ``endpoint_url`` (also accepted as
+    ``service_config.s3.endpoint_url``, for MinIO or other S3-compatible stores). With no connection
+    id the runtime inherits the worker's own AWS environment (instance role, IRSA, env vars).
+    """
+    if not aws_conn_id:
+        return {}
+    conn = BaseHook.get_connection(aws_conn_id)
+    extra = conn.extra_dejson
+    env: dict[str, str] = {}
+    if conn.login:
+        env["AWS_ACCESS_KEY_ID"] = conn.login
+    if conn.password:
+        env["AWS_SECRET_ACCESS_KEY"] = conn.password
+    if extra.get("aws_session_token"):
+        env["AWS_SESSION_TOKEN"] = str(extra["aws_session_token"])
+    if extra.get("region_name"):
+        env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
+    endpoint = extra.get("endpoint_url") or extra.get("service_config", {}).get("s3", {}).get("endpoint_url")
+    if endpoint:
+        env["AWS_ENDPOINT_URL_S3"] = str(endpoint)
+    return env

@@ -1,0 +1,394 @@
+"""MLflow hook: tracking/registry location and credentials, DAG-run and task runs, model pinning."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.sdk import BaseHook
+
+from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError, ModelReferenceError
+from airflow_ai_provider.model_ref import ModelSpecifier, parse_model_reference
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# MLflow's client retries an unreachable server for minutes by default; a task should fail in seconds
+# with a clear message and let Airflow's own retries take over.
+_FAST_FAIL_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+ROLE_TAG = "airflow.role"
+PIN_PARAM_PREFIX = "pinned_model"
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """Where MLflow is and how to authenticate. ``credentials`` are env vars MLflow reads itself."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    experiment_name: str | None = None
+    credentials: dict[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who books an MLflow run: one Airflow DAG run and one task (instance) in it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int = -1
+    try_number: int = 1
+    logical_date: str | None = None
+    airflow_url: str | None = None
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskRun:
+    """The MLflow runs booked for one task: the DAG run's parent run and the task's nested run."""
+
+    experiment_id: str
+    parent_run_id: str
+    run_id: str
+    url: str | None
+
+
+@dataclass(frozen=True)
+class PinnedModel:
+    """A model reference resolved to one concrete registry version."""
+
+    name: str
+    version: str
+    alias: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def _strip_userinfo(uri: str) -> tuple[str, str | None, str | None]:
+    """Split ``https://user:pass@host`` into a credential-free URI, user and password."""
+    parts = urlsplit(uri)
+    if not parts.username and not parts.password:
+        return uri, None, None
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc)), parts.username, parts.password
+
+
+def embedded_tracking_uri() -> str:
+    """The SQLite store under ``AIRFLOW_HOME`` used when nothing else is configured."""
+    home = Path(os.environ.get("AIRFLOW_HOME", Path.home() / "airflow"))
+    return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+
+
+def _filter_value(value: str) -> str:
+    if "'" in value:
+        raise AiProviderConfigError(f"value {value!r} cannot be used in an MLflow run search (has a quote)")
+    return f"'{value}'"
+
+
+class MlflowHook(BaseHook):
+    """Talks to an MLflow tracking server and model registry for Airflow tasks.
+
+    The location comes from the ``mlflow`` connection (default ``mlflow_default``): *Tracking URI* in
+    the host field, basic-auth user and password, and extras ``registry_uri``, ``experiment_name``,
+    ``token`` and ``insecure_tls``. Without that connection it uses ``MLFLOW_TRACKING_URI`` and then an
+    embedded SQLite store under ``AIRFLOW_HOME``. Credentials are put into ``os.environ`` only for the
+    duration of one call and removed afterwards.
+
+    :param mlflow_conn_id: connection id of type ``mlflow``.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    @cached_property
+    def settings(self) -> MlflowSettings:
+        try:
+            conn = self.get_connection(self.mlflow_conn_id)
+        except AirflowNotFoundException:
+            if self.mlflow_conn_id != self.default_conn_name:
+                raise AiProviderConfigError(
+                    f"MLflow connection {self.mlflow_conn_id!r} does not exist: create it (type mlflow) "
+                    "or leave mlflow_conn_id at its default"
+                ) from None
+            return MlflowSettings(
+                tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri()
+            )
+        if not conn.host:
+            raise AiProviderConfigError(
+                f"MLflow connection {self.mlflow_conn_id!r} has no Tracking URI (host field)"
+            )
+        tracking_uri = conn.host if "://" in conn.host else f"http://{conn.host}"
+        if conn.port and "://" not in conn.host:
+            tracking_uri = f"{tracking_uri}:{conn.port}"
+        tracking_uri, user, password = _strip_userinfo(tracking_uri)
+        extra = conn.extra_dejson
+        credentials: dict[str, str] = {}
+        if conn.login or user:
+            credentials["MLFLOW_TRACKING_USERNAME"] = conn.login or user or ""
+        if conn.password or password:
+            credentials["MLFLOW_TRACKING_PASSWORD"] = conn.password or password or ""
+        if extra.get("token"):
+            credentials["MLFLOW_TRACKING_TOKEN"] = str(extra["token"])
+        if str(extra.get("insecure_tls", "")).lower() in ("true", "1"):
+            credentials["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
+        return MlflowSettings(
+            tracking_uri=tracking_uri.rstrip("/"),
+            registry_uri=extra.get("registry_uri") or None,
+            experiment_name=extra.get("experiment_name") or None,
+            credentials=credentials,
+        )
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.settings.tracking_uri
+
+    @property
+    def registry_uri(self) -> str:
+        return self.settings.registry_uri or self.settings.tracking_uri
+
+    def runtime_env(self) -> dict[str, str]:
+        """Environment a local runtime subprocess needs for MLflow: credentials and fail-fast retries."""
+        return {**_FAST_FAIL_ENV, **self.settings.credentials}
+
+    @contextmanager
+    def _authenticated(self) -> Iterator[None]:
+        """Expose credentials to MLflow for one call, then restore ``os.environ`` exactly."""
+        overrides = {k: v for k, v in _FAST_FAIL_ENV.items() if k not in os.environ}
+        overrides.update(self.settings.credentials)
+        saved = {key: os.environ.get(key) for key in overrides}
+        os.environ.update(overrides)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    @contextmanager
+    def client(self) -> Iterator[MlflowClient]:
+        """An ``MlflowClient`` for this connection; connection failures become one-line errors."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException, RestException
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        with self._authenticated():
+            try:
+                yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            except RestException:
+                raise
+            except MlflowException as err:
+                message = str(err)
+                if "Max retries exceeded" in message or "Connection" in message or "timed out" in message:
+                    raise MlflowUnavailableError(
+                        f"MLflow tracking server {self.tracking_uri} is unreachable: "
+                        f"{message.splitlines()[0][:300]}"
+                    ) from None
+                raise
+
+    def get_conn(self) -> MlflowClient:
+        """Return a client; prefer :meth:`client`, which also scopes credentials to the call."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            with self.client() as client:
+                client.search_experiments(max_results=1)
+        except Exception as err:
+            return False, str(err)
+        return True, f"MLflow at {self.tracking_uri} answered"
+
+    # ----------------------------------------------------------------------------------------------
+    # Runs: one parent run per DAG run, one nested run per task instance.
+
+    def get_or_create_experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        with self.client() as client:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            artifact_location = None
+            if self.tracking_uri.startswith("sqlite:///"):
+                root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+                artifact_location = (root / re.sub(r"[^\w.-]+", "_", name)).as_uri()
+            try:
+                return client.create_experiment(name, artifact_location=artifact_location)
+            except MlflowException as err:
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return client.get_experiment_by_name(name).experiment_id
+
+    def _find_runs(self, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
+        filter_string = " and ".join(f"tags.`{key}` = {_filter_value(value)}" for key, value in tags.items())
+        runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=50)
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def _dag_run_tags(self, who: RunIdentity) -> dict[str, str]:
+        return {ROLE_TAG: "dag_run", "airflow.dag_id": who.dag_id, "airflow.run_id": who.run_id}
+
+    def _elect_parent_run(self, client: MlflowClient, experiment_id: str, who: RunIdentity) -> str:
+        """Return the DAG run's parent run, creating it if needed.
+
+        Tasks of one DAG run may start at the same moment and each create a parent. MLflow has no
+        create-if-absent, so all of them converge on the earliest one and delete their own extras;
+        :meth:`finish_task_run` re-checks and re-parents a task run whose parent lost the election.
+        """
+        keys = self._dag_run_tags(who)
+        existing = self._find_runs(client, experiment_id, keys)
+        if existing:
+            return existing[0].info.run_id
+        tags = {**keys, "mlflow.runName": f"{who.dag_id}/{who.run_id}"}
+        if who.logical_date:
+            tags["airflow.logical_date"] = who.logical_date
+        if who.airflow_url:
+            tags["airflow.url"] = who.airflow_url
+        created = client.create_run(experiment_id, tags=tags).info.run_id
+        elected = self._find_runs(client, experiment_id, keys)[0].info.run_id
+        if elected != created:
+            client.delete_run(created)
+        return elected
+
+    def start_task_run(self, who: RunIdentity, experiment_name: str) -> TaskRun:
+        """Book (or, on a retry, reopen) the task's nested run under the DAG run's parent run."""
+        experiment_id = self.get_or_create_experiment(experiment_name)
+        with self.client() as client:
+            parent_id = self._elect_parent_run(client, experiment_id, who)
+            client.update_run(parent_id, status="RUNNING")
+            keys = {
+                ROLE_TAG: "task",
+                "airflow.dag_id": who.dag_id,
+                "airflow.run_id": who.run_id,
+                "airflow.task_id": who.task_id,
+                "airflow.map_index": str(who.map_index),
+            }
+            existing = self._find_runs(client, experiment_id, keys)
+            if existing:
+                run_id = existing[0].info.run_id
+                client.update_run(run_id, status="RUNNING")
+                client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+            else:
+                name = who.task_id if who.map_index < 0 else f"{who.task_id}[{who.map_index}]"
+                tags = {**keys, "mlflow.parentRunId": parent_id, "mlflow.runName": name}
+                run_id = client.create_run(experiment_id, tags=tags).info.run_id
+            for key, value in {"airflow.try_number": str(who.try_number), **who.extra_tags}.items():
+                client.set_tag(run_id, key, value)
+        return TaskRun(experiment_id, parent_id, run_id, self.run_url(experiment_id, run_id))
+
+    def finish_task_run(self, run: TaskRun, who: RunIdentity, *, succeeded: bool) -> None:
+        """End the task run and mirror its state on the parent; re-parent it if its parent lost."""
+        status = "FINISHED" if succeeded else "FAILED"
+        with self.client() as client:
+            parents = self._find_runs(client, run.experiment_id, self._dag_run_tags(who))
+            elected = parents[0].info.run_id if parents else run.parent_run_id
+            if elected != run.parent_run_id:
+                client.set_tag(run.run_id, "mlflow.parentRunId", elected)
+            client.set_terminated(run.run_id, status=status)
+            client.set_terminated(elected, status=status)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str | None:
+        """Link to the run in the MLflow UI, when the tracking URI is a server."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    # ----------------------------------------------------------------------------------------------
+    # Registry: resolve model references and pin them once per DAG run.
+
+    def resolve_model(self, reference: str) -> PinnedModel:
+        """Resolve ``name``, ``name@alias``, ``name/version`` or a ``models:/`` URI to one version.
+
+        A bare name means the latest registered version.
+        """
+        from mlflow.exceptions import MlflowException
+
+        spec = parse_model_reference(reference)
+        with self.client() as client:
+            try:
+                client.get_registered_model(spec.name)
+            except MlflowException as err:
+                if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    raise ModelReferenceError(
+                        f"registered model {spec.name!r} does not exist in MLflow at {self.registry_uri}"
+                    ) from None
+                raise
+            return self._resolve_existing(client, spec)
+
+    def _resolve_existing(self, client: MlflowClient, spec: ModelSpecifier) -> PinnedModel:
+        from mlflow.exceptions import MlflowException
+
+        if spec.alias:
+            try:
+                version = client.get_model_version_by_alias(spec.name, spec.alias)
+            except MlflowException:
+                aliases = sorted(client.get_registered_model(spec.name).aliases)
+                raise ModelReferenceError(
+                    f"model {spec.name!r} has no alias {spec.alias!r} "
+                    f"(its aliases: {', '.join(aliases) or 'none'})"
+                ) from None
+            return PinnedModel(spec.name, str(version.version), spec.alias)
+        if spec.version:
+            try:
+                client.get_model_version(spec.name, spec.version)
+            except MlflowException:
+                raise ModelReferenceError(
+                    f"model {spec.name!r} has no version {spec.version}: check the registry"
+                ) from None
+            return PinnedModel(spec.name, spec.version)
+        versions = client.search_model_versions(f"name = {_filter_value(spec.name)}")
+        if not versions:
+            raise ModelReferenceError(f"model {spec.name!r} has no registered version yet")
+        return PinnedModel(spec.name, str(max(int(v.version) for v in versions)))
+
+    def pin_model(self, reference: str, parent_run_id: str) -> PinnedModel:
+        """Resolve ``reference`` once per DAG run and return the same version to every task and shard.
+
+        The first task records the resolved version as a param of the DAG run's parent run. MLflow
+        params are write-once, so a task that resolved a different version (the alias moved mid-run)
+        gets a conflict and takes the recorded one instead.
+        """
+        from mlflow.exceptions import MlflowException
+
+        spec = parse_model_reference(reference)
+        if spec.version:
+            return self.resolve_model(reference)
+        key = f"{PIN_PARAM_PREFIX}/{spec.name}/{spec.alias or 'latest'}"
+        with self.client() as client:
+            recorded = client.get_run(parent_run_id).data.params.get(key)
+            if recorded is None:
+                pinned = self.resolve_model(reference)
+                try:
+                    client.log_param(parent_run_id, key, pinned.version)
+                    return pinned
+                except MlflowException:
+                    recorded = client.get_run(parent_run_id).data.params.get(key)
+                    if recorded is None:
+                        raise
+            return PinnedModel(spec.name, recorded, spec.alias)

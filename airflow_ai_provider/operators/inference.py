@@ -1,0 +1,161 @@
+"""Batch inference: score files with a pinned MLflow model version, shard by shard."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.spec import JobSpec, MlflowRef, ModelRef, Shard
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ai_provider.hooks.mlflow import TaskRun
+
+# Numeric result metrics logged to the task's MLflow run.
+_RESULT_COUNTS = ("rows_in", "rows_out")
+
+
+class BatchInferenceOperator(AiJobOperator):
+    """Score Parquet or CSV data with a registered MLflow model and write Parquet predictions.
+
+    The model reference is resolved to one version per DAG run and pinned, so every shard and task
+    of the run uses the same version even if the alias moves meanwhile. The input is streamed in
+    Arrow record batches; the output keeps the ``id_columns`` plus ``prediction`` (and ``confidence``
+    and ``proba_<class>`` when the model gives probabilities). For one pod per shard, map over
+    ``shard_index``::
+
+        BatchInferenceOperator.partial(task_id="score", model="churn@champion", input_uri=...,
+                                       output_uri=..., shard_count=4).expand(shard_index=[0, 1, 2, 3])
+
+    :param model: ``name@alias``, ``name/version``, ``name`` (latest) or a ``models:/`` URI. (templated)
+    :param input_uri: file, folder or glob, local (``file://`` or path) or ``s3://``; or a list. (templated)
+    :param output_uri: folder for the predictions; shard ``i`` of ``n`` writes
+        ``part-<i>-of-<n>.parquet`` there, atomically, replacing its own file on a retry. (templated)
+    :param id_columns: input columns copied to the output to join predictions back. (templated)
+    :param input_format: ``parquet`` or ``csv``; default from the file extension.
+    :param batch_size: rows per Arrow record batch.
+    :param shard_index: this task's shard, ``0 <= shard_index < shard_count``. (templated)
+    :param shard_count: number of shards the input is split into. (templated)
+    """
+
+    job_type = "infer"
+    template_fields: Sequence[str] = (
+        *AiJobOperator.template_fields,
+        "model",
+        "input_uri",
+        "output_uri",
+        "id_columns",
+        "shard_index",
+        "shard_count",
+    )
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input_uri: str | list[str],
+        output_uri: str,
+        id_columns: list[str] | None = None,
+        input_format: str | None = None,
+        batch_size: int = 65_536,
+        shard_index: int | str = 0,
+        shard_count: int | str = 1,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_exponential_backoff", True)
+        super().__init__(**kwargs)
+        self.model = model
+        self.input_uri = input_uri
+        self.output_uri = output_uri
+        self.id_columns = id_columns
+        self.input_format = input_format
+        self.batch_size = batch_size
+        self.shard_index = shard_index
+        self.shard_count = shard_count
+
+    def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        hook = self.mlflow_hook
+        pinned = hook.pin_model(self.model, run.parent_run_id)
+        self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
+        params: dict[str, Any] = {
+            "batch_size": int(self.batch_size),
+            "id_columns": list(self.id_columns or []),
+        }
+        if self.input_format:
+            params["input_format"] = self.input_format
+        return JobSpec(
+            job=self.job_type,
+            model=ModelRef(pinned.name, pinned.version, pinned.alias),
+            inputs=self._input_list(),
+            output=self.output_uri,
+            mlflow=MlflowRef(
+                tracking_uri=hook.tracking_uri,
+                registry_uri=hook.settings.registry_uri,
+                run_id=run.run_id,
+                experiment_id=run.experiment_id,
+            ),
+            params=params,
+            shard=Shard(int(self.shard_index), int(self.shard_count)),
+        )
+
+    def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
+
+        metrics = {key: float(value) for key, value in result.get("metrics", {}).items()}
+        metrics.update({key: float(result.get(key, 0)) for key in _RESULT_COUNTS})
+        model = result.get("model", {})
+        outputs = result.get("outputs", [])
+        tags = {
+            "ai.model_name": str(model.get("name", "")),
+            "ai.model_version": str(model.get("version", "")),
+            "ai.model_uri": str(model.get("uri", "")),
+            "ai.output_uri": self.output_uri,
+            "ai.outputs": json.dumps([out["uri"] for out in outputs]),
+            "ai.input_digest": str(result.get("input_digest", "")),
+        }
+        if model.get("alias"):
+            tags["ai.model_alias"] = str(model["alias"])
+        now_ms = int(time.time() * 1000)
+        source = ",".join(self._input_list())
+        dataset = Dataset(
+            name=self._input_list()[0].rstrip("/").rsplit("/", 1)[-1] or "input",
+            digest=str(result.get("input_digest", ""))[:32] or "unknown",
+            source_type="s3" if source.startswith("s3://") else "local",
+            source=json.dumps({"uri": source}),
+            schema=json.dumps(result.get("input_schema")) if result.get("input_schema") else None,
+        )
+        with self.mlflow_hook.client() as client:
+            client.log_batch(
+                run.run_id,
+                metrics=[Metric(key, value, now_ms, step=0) for key, value in metrics.items()],
+            )
+            client.log_inputs(
+                run.run_id,
+                datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "inference")])],
+            )
+            for key, value in tags.items():
+                client.set_tag(run.run_id, key, value)
+            client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
+
+    def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
+        model = result.get("model", {})
+        return {
+            "model_name": model.get("name"),
+            "model_version": model.get("version"),
+            "model_alias": model.get("alias"),
+            "mlflow_run_id": run.run_id,
+            "mlflow_parent_run_id": run.parent_run_id,
+            "row_count": result.get("rows_out", 0),
+            "output_uri": self.output_uri,
+            "output_files": [out["uri"] for out in result.get("outputs", [])],
+            "input_digest": result.get("input_digest"),
+            "shard": f"{self.shard_index}/{self.shard_count}",
+        }
+
+    def _input_list(self) -> list[str]:
+        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

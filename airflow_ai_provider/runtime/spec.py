@@ -1,0 +1,178 @@
+"""The job spec (what to run) and the job result (what happened), as versioned JSON.
+
+Both travel between the control plane (the Airflow operator) and the execution plane (this
+runtime). The spec never carries secrets: MLflow and S3 credentials reach the runtime through its
+environment only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from airflow_ai_provider.runtime.errors import JobInputError
+
+SPEC_VERSION = 1
+RESULT_VERSION = 1
+JOB_TYPES = ("infer",)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model, pinned to one version by the control plane.
+
+    :param name: registered model name.
+    :param version: concrete registry version; the runtime never follows an alias itself.
+    :param alias: the alias the version was resolved from, kept for the record only.
+    """
+
+    name: str
+    version: str
+    alias: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class MlflowRef:
+    """Where the job's MLflow records go. Credentials come from the environment."""
+
+    tracking_uri: str
+    registry_uri: str | None = None
+    run_id: str | None = None
+    experiment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This job's slice of the input: ``index`` out of ``count`` disjoint shards."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise JobInputError(
+                f"shard index {self.index} of {self.count} is invalid: need count >= 1 and "
+                "0 <= index < count"
+            )
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: a model, inputs, an output location and parameters.
+
+    :param job: job type, one of :data:`JOB_TYPES`.
+    :param model: the pinned model version to use.
+    :param inputs: input URIs (``file://``, ``s3://`` or plain paths): files, folders or globs.
+    :param output: output URI prefix (a folder); each shard writes its own part file in it.
+    :param params: job parameters (for ``infer``: ``id_columns``, ``batch_size``, ``input_format``).
+    :param mlflow: tracking server and the MLflow run booked for this task.
+    :param shard: which slice of the input this job handles.
+    """
+
+    job: str
+    model: ModelRef
+    inputs: list[str]
+    output: str
+    mlflow: MlflowRef
+    params: dict[str, Any] = field(default_factory=dict)
+    shard: Shard = field(default_factory=Shard)
+    version: int = SPEC_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise JobInputError(f"job spec is not valid JSON: {err}") from None
+        if not isinstance(raw, dict):
+            raise JobInputError("job spec must be a JSON object")
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> JobSpec:
+        version = raw.get("version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise JobInputError(
+                f"job spec version {version!r} is not supported by this runtime "
+                f"(supports {SPEC_VERSION}): use a runtime image that matches the provider"
+            )
+        missing = [name for name in ("job", "model", "inputs", "output", "mlflow") if name not in raw]
+        if missing:
+            raise JobInputError(f"job spec is missing field(s): {', '.join(missing)}")
+        if raw["job"] not in JOB_TYPES:
+            raise JobInputError(f"unknown job type {raw['job']!r}: expected one of {', '.join(JOB_TYPES)}")
+        inputs = raw["inputs"]
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not inputs or not all(isinstance(uri, str) and uri for uri in inputs):
+            raise JobInputError("job spec field 'inputs' must be a non-empty list of URIs")
+        if not isinstance(raw["output"], str) or not raw["output"]:
+            raise JobInputError("job spec field 'output' must be a non-empty URI")
+        return cls(
+            job=raw["job"],
+            model=_build(ModelRef, raw["model"], "model"),
+            inputs=list(inputs),
+            output=raw["output"],
+            mlflow=_build(MlflowRef, raw["mlflow"], "mlflow"),
+            params=dict(raw.get("params") or {}),
+            shard=_build(Shard, raw.get("shard") or {}, "shard"),
+            version=version,
+        )
+
+
+@dataclass
+class OutputFile:
+    """One file the job wrote, with its checksum."""
+
+    uri: str
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class JobResult:
+    """What the runtime writes when it ends, successful or not.
+
+    ``error`` is a one-line message a user can act on; ``retryable`` tells the operator whether a
+    retry can help (an unreachable server) or not (bad input).
+    """
+
+    job: str
+    status: str
+    model: dict[str, Any] = field(default_factory=dict)
+    rows_in: int = 0
+    rows_out: int = 0
+    outputs: list[OutputFile] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    shard: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    retryable: bool = False
+    version: int = RESULT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _build(kind: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise JobInputError(f"job spec field {where!r} must be an object")
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise JobInputError(f"job spec field {where!r} has unknown key(s): {', '.join(unknown)}")
+    try:
+        return kind(**raw)
+    except TypeError as err:
+        raise JobInputError(f"job spec field {where!r} is incomplete: {err}") from None

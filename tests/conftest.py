@@ -1,0 +1,40 @@
+"""Test session setup: an isolated Airflow home with a SQLite metadata DB, and the server fixtures.
+
+Airflow reads its configuration when first imported, so the environment is set here, before any
+test module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ai-provider-tests-"))
+
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dag_templates")
+os.environ["AIRFLOW__CORE__PARALLELISM"] = "4"
+os.environ["AI_TEMPLATES_DATA_ROOT"] = str(_AIRFLOW_HOME / "data")
+for _name in ("MLFLOW_TRACKING_URI", "AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(_name, None)
+
+pytest_plugins = ["tests.fixtures.servers"]
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """Create the SQLite metadata database once per test session."""
+    from airflow.utils import db
+
+    db.initdb()
+    return airflow_home
