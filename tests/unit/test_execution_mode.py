@@ -1,0 +1,50 @@
+"""Execution mode selection: config default, environment override, operator argument, bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_ai_provider.config import ExecutionMode, default_execution_mode
+from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.inference import BatchInferenceOperator
+
+
+def _operator(**kwargs):
+    return BatchInferenceOperator(
+        task_id="score", model="churn@champion", input_uri="/data/in", output_uri="/data/out", **kwargs
+    )
+
+
+def test_default_mode_is_local_out_of_the_box():
+    assert default_execution_mode() is ExecutionMode.LOCAL
+    assert _operator().resolved_execution_mode is ExecutionMode.LOCAL
+
+
+def test_environment_switches_default_to_kubernetes(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "kubernetes")
+    assert _operator().resolved_execution_mode is ExecutionMode.KUBERNETES
+
+
+def test_operator_argument_beats_config(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "kubernetes")
+    assert _operator(execution_mode="LOCAL").resolved_execution_mode is ExecutionMode.LOCAL
+
+
+def test_invalid_config_value_names_the_setting(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "k8s")
+    with pytest.raises(
+        AiProviderConfigError, match=r"AIRFLOW__AI_PROVIDER__EXECUTION_MODE.*local, kubernetes"
+    ):
+        default_execution_mode()
+
+
+def test_invalid_operator_mode_fails_at_dag_parse():
+    with pytest.raises(AiProviderConfigError, match=r"invalid execution_mode 'docker'"):
+        _operator(execution_mode="docker")
+
+
+def test_templated_mode_is_checked_when_the_task_runs():
+    op = _operator(execution_mode="{{ params.mode }}")
+    op.execution_mode = "cloud"  # what rendering produced
+    with pytest.raises(AiProviderConfigError, match="invalid execution_mode 'cloud'"):
+        _ = op.resolved_execution_mode
