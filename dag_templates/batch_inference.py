@@ -19,7 +19,7 @@ MODEL = "churn@champion"
 INPUT_URI = f"file://{DATA_ROOT}/scoring/customers"
 OUTPUT_ROOT = f"file://{DATA_ROOT}/predictions"
 SHARDS = 2
-PREDICTIONS = Asset(OUTPUT_ROOT, name="churn_predictions")
+PREDICTIONS = Asset(name="churn_predictions", uri=OUTPUT_ROOT)
 # --------------------------------------------------------------------------------------------------
 
 with DAG(

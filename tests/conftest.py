@@ -6,6 +6,7 @@ test module imports it.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,21 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="ai-provider-tests-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dag_templates")
+# dag.test() runs only DAGs found in a bundle: the templates, and the DAGs the tests drive.
+os.environ["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"] = json.dumps(
+    [
+        {
+            "name": "dag-templates",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(REPO_ROOT / "dag_templates")},
+        },
+        {
+            "name": "test-dags",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(REPO_ROOT / "tests" / "dags")},
+        },
+    ]
+)
 os.environ["AIRFLOW__CORE__PARALLELISM"] = "4"
 os.environ["AI_TEMPLATES_DATA_ROOT"] = str(_AIRFLOW_HOME / "data")
 for _name in ("MLFLOW_TRACKING_URI", "AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "AWS_ENDPOINT_URL"):

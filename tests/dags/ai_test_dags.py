@@ -1,0 +1,54 @@
+"""DAGs the tests run with ``dag.test()``. Settings come from environment variables the tests set.
+
+``dag.test()`` runs only DAGs that live in a DAG bundle; this folder is one (see tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import DAG, Asset
+
+from airflow_ai_provider.operators.inference import BatchInferenceOperator
+
+
+def local_timeout() -> DAG:
+    """A job that outlives its execution_timeout."""
+    data = os.environ.get("AI_TEST_DATA", "/tmp")
+    with DAG("local_timeout", schedule=None) as dag:
+        BatchInferenceOperator(
+            task_id="score",
+            model="churn/1",
+            input_uri=data,
+            output_uri=f"{data}/out",
+            python=os.environ.get("AI_TEST_FAKE_PYTHON"),
+            execution_mode="local",
+            execution_timeout=timedelta(seconds=3),
+            retries=0,
+        )
+    return dag
+
+
+def s3_batch_inference() -> DAG:
+    """Sharded batch inference from S3 to S3, with a predictions Asset."""
+    bucket = os.environ.get("AI_TEST_BUCKET", "bucket")
+    shards = int(os.environ.get("AI_TEST_SHARDS", "2"))
+    with DAG("s3_batch_inference", schedule=None, render_template_as_native_obj=True) as dag:
+        BatchInferenceOperator.partial(
+            task_id="score",
+            model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
+            input_uri=f"s3://{bucket}/scoring/",
+            output_uri=f"s3://{bucket}/predictions/{{{{ run_id }}}}",
+            id_columns=["customer_id"],
+            aws_conn_id="aws_test",
+            execution_mode="local",
+            shard_count=shards,
+            outlets=[Asset(name="test_predictions", uri=f"s3://{bucket}/predictions")],
+            retries=0,
+        ).expand(shard_index=list(range(shards)))
+    return dag
+
+
+local_timeout()
+s3_batch_inference()
