@@ -93,6 +93,22 @@ def test_mlflow_server_records_runs_and_proxies_artifacts(
     assert mlflow_server.backend_uri.startswith("sqlite:///")
 
 
+def test_mlflow_server_registers_and_serves_a_model(mlflow_server: MlflowServer) -> None:
+    import mlflow
+
+    from dag_templates.include.churn_sample import FEATURES, _mlflow_uris, make_customers, train_and_register
+
+    name = f"churn-fixture-{uuid.uuid4().hex[:8]}"
+    result = train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000)
+    with _mlflow_uris(mlflow_server.url, mlflow_server.url):
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+
+    predictions = model.predict(make_customers(20, seed=1, with_label=False)[list(FEATURES)])
+    assert result["version"] == 1
+    assert len(predictions) == 20
+    assert list(mlflow_server.artifacts_dir.rglob("model.pkl"))
+
+
 def test_servers_bind_loopback_only(mlflow_server: MlflowServer, s3_server: S3Server) -> None:
     assert _listen_addresses(_port(mlflow_server.url)) == {HOST}
     assert _listen_addresses(_port(s3_server.endpoint_url)) == {HOST}
