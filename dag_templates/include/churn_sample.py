@@ -259,8 +259,16 @@ def _write_local(target: str, names: list[str], payloads: Iterator[bytes]) -> li
 
 
 @contextlib.contextmanager
-def _mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+def mlflow_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator[None]:
     """Point MLflow's global tracking and registry URIs at the given stores, then restore them.
+
+    Use it to load ``models:/...`` URIs from a given store without leaving global state behind::
+
+        with mlflow_uris(tracking_uri):
+            model = mlflow.pyfunc.load_model("models:/churn@champion")
+
+    :param tracking_uri: tracking URI to use inside the block.
+    :param registry_uri: registry URI to use inside the block; ``tracking_uri`` when ``None``.
 
     ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry setter
     ``MLFLOW_REGISTRY_URI``) into ``os.environ``; both module globals and both variables are put
@@ -276,7 +284,7 @@ def _mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
     saved_registry = getattr(registry_utils, "_registry_uri", None)
     try:
         mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(registry_uri)
+        mlflow.set_registry_uri(registry_uri or tracking_uri)
         yield
     finally:
         mlflow.set_tracking_uri(saved_tracking)
@@ -382,7 +390,7 @@ def train_and_register(
     registry_uri = registry_uri or tracking_uri
     client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
     model, x_train, _, metrics = _fit(make_customers(n_rows, seed), seed, max_iter)
-    with _mlflow_uris(tracking_uri, registry_uri):
+    with mlflow_uris(tracking_uri, registry_uri):
         location = artifact_location or _local_artifact_location(tracking_uri)
         with mlflow.start_run(experiment_id=_experiment_id(client, experiment_name, location)) as run:
             mlflow.log_params({"n_rows": n_rows, "seed": seed, "max_iter": max_iter})

@@ -96,11 +96,11 @@ def test_mlflow_server_records_runs_and_proxies_artifacts(
 def test_mlflow_server_registers_and_serves_a_model(mlflow_server: MlflowServer) -> None:
     import mlflow
 
-    from dag_templates.include.churn_sample import FEATURES, _mlflow_uris, make_customers, train_and_register
+    from dag_templates.include.churn_sample import FEATURES, make_customers, mlflow_uris, train_and_register
 
     name = f"churn-fixture-{uuid.uuid4().hex[:8]}"
     result = train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000)
-    with _mlflow_uris(mlflow_server.url, mlflow_server.url):
+    with mlflow_uris(mlflow_server.url):
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
 
     predictions = model.predict(make_customers(20, seed=1, with_label=False)[list(FEATURES)])

@@ -236,7 +236,7 @@ def test_registered_model_loads_and_predicts(trained: dict[str, Any]) -> None:
     import mlflow
 
     customers = make_customers(50, seed=9, with_label=False)[list(FEATURES)]
-    with churn_sample._mlflow_uris(trained["tracking_uri"], trained["tracking_uri"]):
+    with churn_sample.mlflow_uris(trained["tracking_uri"]):
         model = mlflow.pyfunc.load_model(trained["result"]["model_uri"])
 
     predictions = model.predict(customers)
@@ -252,7 +252,7 @@ def test_logged_model_pins_its_requirements(trained: dict[str, Any]) -> None:
     import mlflow
     import sklearn
 
-    with churn_sample._mlflow_uris(trained["tracking_uri"], trained["tracking_uri"]):
+    with churn_sample.mlflow_uris(trained["tracking_uri"]):
         requirements = Path(
             mlflow.artifacts.download_artifacts(f"{trained['result']['model_uri']}/requirements.txt")
         ).read_text()
@@ -280,3 +280,20 @@ def test_the_spy_sits_on_the_path_mlflow_takes_without_pip_requirements(tmp_path
         mlflow.sklearn.save_model(model, str(tmp_path / "model"), serialization_format="cloudpickle")
 
     assert spy.call_count == 1
+
+
+def test_mlflow_uris_restores_uris_set_by_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    outer, inner = f"sqlite:///{tmp_path / 'outer.db'}", f"sqlite:///{tmp_path / 'inner.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", outer)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+
+    with churn_sample.mlflow_uris(inner):
+        assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (inner, inner)
+
+    assert os.environ["MLFLOW_TRACKING_URI"] == outer
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == (outer, outer)
