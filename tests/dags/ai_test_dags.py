@@ -38,14 +38,14 @@ def s3_batch_inference() -> DAG:
         BatchInferenceOperator.partial(
             task_id="score",
             model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
-            input_uri=f"s3://{bucket}/scoring/",
+            input_uri=os.environ.get("AI_TEST_INPUT", f"s3://{bucket}/scoring/"),
             output_uri=f"s3://{bucket}/predictions/{{{{ run_id }}}}",
             id_columns=["customer_id"],
             aws_conn_id="aws_test",
             execution_mode="local",
             shard_count=shards,
-            outlets=[Asset(name="test_predictions", uri=f"s3://{bucket}/predictions")],
-            retries=0,
+            outlets=[Asset(name=f"predictions-{bucket}", uri=f"s3://{bucket}/predictions")],
+            retries=int(os.environ.get("AI_TEST_RETRIES", "0")),
         ).expand(shard_index=list(range(shards)))
     return dag
 

@@ -1,0 +1,182 @@
+"""Batch inference end to end: a real Airflow DAG (``dag.test()``), a real ``mlflow server`` and a
+real S3-compatible server (moto), in local execution mode, sharded with dynamic task mapping."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from dag_templates.include.churn_sample import make_customers, train_and_register, write_customers
+
+pytestmark = pytest.mark.integration
+ROWS = 30_000
+SHARDS = 2
+
+
+@pytest.fixture(scope="module")
+def registered_churn(mlflow_server) -> dict:
+    model = train_and_register(mlflow_server.url, "churn", alias="champion", n_rows=5_000)
+    return {**model, "version": str(model["version"])}
+
+
+@pytest.fixture
+def airflow_env(monkeypatch, mlflow_server, s3_server, s3_bucket, airflow_db):
+    """Connections as a deployment would define them; the worker itself has no AWS credentials."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    )
+    aws = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
+    monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
+    monkeypatch.setenv("AI_TEST_SHARDS", str(SHARDS))
+    write_customers(
+        f"s3://{s3_bucket}/scoring",
+        ROWS,
+        seed=7,
+        n_files=2,
+        storage_options={"endpoint_url": s3_server.endpoint_url, "key": "testing", "secret": "testing"},
+    )
+    return s3_bucket
+
+
+def _read_outputs(s3_server, bucket: str, run_id: str) -> tuple[list[str], pd.DataFrame]:
+    client = s3_server.client()
+    prefix = f"predictions/{run_id}/"
+    keys = sorted(
+        obj["Key"] for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+    )
+    frames = [
+        pq.read_table(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read())) for key in keys
+    ]
+    return keys, pd.concat([frame.to_pandas() for frame in frames], ignore_index=True)
+
+
+def test_sharded_inference_reads_and_writes_s3_and_records_mlflow(
+    airflow_env, registered_churn, mlflow_server, s3_server, monkeypatch
+):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from airflow_ai_provider.links import MlflowRunLink
+    from airflow_ai_provider.results import dag_run_outcomes
+    from tests.dags.ai_test_dags import s3_batch_inference
+
+    dag_run = s3_batch_inference().test()
+    assert dag_run.state == "success"
+
+    # Outputs: one part per shard, disjoint and complete, equal to the model's own predictions.
+    keys, predictions = _read_outputs(s3_server, airflow_env, dag_run.run_id)
+    assert [key.rsplit("/", 1)[1] for key in keys] == [
+        f"part-0000{i}-of-0000{SHARDS}.parquet" for i in range(SHARDS)
+    ]
+    expected = make_customers(ROWS, seed=7, with_label=False)
+    assert len(predictions) == ROWS
+    assert predictions["customer_id"].is_unique
+    merged = expected.merge(predictions, on="customer_id")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    model = mlflow.pyfunc.load_model(registered_churn["model_uri"])
+    features = merged[[c for c in expected.columns if c != "customer_id"]]
+    assert (model.predict(features) == merged["prediction"].to_numpy()).all()
+    assert merged["confidence"].between(0.5, 1.0).all()
+
+    # XCom results: pinned version, checksums, and the MLflow run.
+    outcomes = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
+    results = [outcome.result for outcome in outcomes if outcome.task_id == "score"]
+    assert len(results) == SHARDS
+    assert {r["model"]["version"] for r in results} == {registered_churn["version"]}
+    assert sum(r["rows_out"] for r in results) == ROWS
+    assert all(len(out["sha256"]) == 64 for r in results for out in r["outputs"])
+
+    # MLflow: one parent run per DAG run, one nested run per shard with metrics, dataset and tags.
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("airflow/s3_batch_inference")
+    parents = client.search_runs([experiment.experiment_id], "tags.`airflow.role` = 'dag_run'")
+    children = client.search_runs([experiment.experiment_id], "tags.`airflow.role` = 'task'")
+    assert len(parents) == 1 and len(children) == SHARDS
+    parent = parents[0]
+    assert parent.data.tags["airflow.run_id"] == dag_run.run_id
+    assert parent.data.params["pinned_model/churn/champion"] == registered_churn["version"]
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.metrics["rows_out"] > 0
+        assert child.data.metrics["rows_per_s"] > 0
+        assert child.data.metrics["peak_rss_mb"] > 0
+        assert child.data.tags["ai.model_version"] == registered_churn["version"]
+        assert child.data.tags["ai.output_uri"].startswith(f"s3://{airflow_env}/predictions/")
+        (dataset_input,) = child.inputs.dataset_inputs
+        assert dataset_input.dataset.digest
+        assert f"s3://{airflow_env}/scoring/" in dataset_input.dataset.source
+
+    # Extra link: pushed by the worker when the task ended, pointing at the task's own run.
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        links = session.scalars(
+            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, key=MlflowRunLink().xcom_key)
+        ).all()
+        urls = {XComModel.deserialize_value(row) for row in links}
+    assert urls == {
+        f"{mlflow_server.url}/#/experiments/{experiment.experiment_id}/runs/{c.info.run_id}" for c in children
+    }
+
+
+def test_predictions_asset_event_carries_model_version_run_and_rows(airflow_env, registered_churn):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tests.dags.ai_test_dags import s3_batch_inference
+
+    dag_run = s3_batch_inference().test()
+    assert dag_run.state == "success"
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(
+                AssetModel.name == f"predictions-{airflow_env}", AssetEvent.source_run_id == dag_run.run_id
+            )
+        ).all()
+        extras = [event.extra for event in events]
+    assert len(extras) == SHARDS
+    assert {extra["model_version"] for extra in extras} == {registered_churn["version"]}
+    assert sum(extra["row_count"] for extra in extras) == ROWS
+    assert all(extra["mlflow_run_id"] and extra["output_uri"].startswith("s3://") for extra in extras)
+    assert {extra["shard"] for extra in extras} == {f"{i}/{SHARDS}" for i in range(SHARDS)}
+
+
+def test_missing_input_fails_without_retrying_and_writes_nothing(
+    airflow_env, registered_churn, s3_server, monkeypatch, capfd
+):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tests.dags.ai_test_dags import s3_batch_inference
+
+    missing = f"s3://{airflow_env}/nothing-here/"
+    monkeypatch.setenv("AI_TEST_INPUT", missing)
+    monkeypatch.setenv("AI_TEST_RETRIES", "3")
+    dag_run = s3_batch_inference().test()
+    assert dag_run.state == "failed"
+    with create_session() as session:
+        tries = session.scalars(
+            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
+        ).all()
+    assert set(tries) == {1}  # bad input is not retried
+    assert f"infer job failed: input not found: {missing}" in capfd.readouterr().out
+    listing = s3_server.client().list_objects_v2(Bucket=airflow_env, Prefix="predictions/")
+    assert listing.get("KeyCount", 0) == 0
