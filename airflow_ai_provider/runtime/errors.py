@@ -17,3 +17,11 @@ class JobServiceError(JobError):
     """A service (MLflow, object storage) could not be reached. A retry may help."""
 
     retryable = True
+
+
+def one_line(err: BaseException | str) -> str:
+    """``err`` as a single line: whitespace runs (newlines included) collapse to one space."""
+    text = " ".join(str(err).split())
+    if isinstance(err, BaseException) and not text:
+        return type(err).__name__
+    return text

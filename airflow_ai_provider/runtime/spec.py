@@ -56,8 +56,7 @@ class Shard:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise JobInputError(
-                f"shard index {self.index} of {self.count} is invalid: need count >= 1 and "
-                "0 <= index < count"
+                f"shard index {self.index} of {self.count} is invalid: need count >= 1 and 0 <= index < count"
             )
 
 
@@ -144,6 +143,9 @@ class JobResult:
 
     ``error`` is a one-line message a user can act on; ``retryable`` tells the operator whether a
     retry can help (an unreachable server) or not (bad input).
+
+    For data lineage, ``input_source`` holds the spec's input URIs (comma-separated), ``input_digest``
+    a stable digest of the data this job read and ``input_schema`` its columns (name to Arrow type).
     """
 
     job: str
@@ -156,6 +158,9 @@ class JobResult:
     metrics: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     shard: dict[str, int] = field(default_factory=dict)
+    input_source: str | None = None
+    input_digest: str | None = None
+    input_schema: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     error_type: str | None = None
     retryable: bool = False

@@ -1,0 +1,162 @@
+"""Command line of the job runtime: ``python -m airflow_ai_provider.runtime <job> --spec-json '<json>'``.
+
+The spec comes from ``--spec-json``, ``--spec-file`` or the ``AI_PROVIDER_JOB_SPEC`` environment
+variable. The JSON result goes to ``--result-path``, ``$AI_PROVIDER_RESULT_PATH`` or
+``/airflow/xcom/return.json`` (where the KubernetesPodOperator XCom sidecar reads it), on success and
+on failure. Exit codes: 0 success, 2 bad input (:class:`JobInputError`), 3 unreachable service
+(:class:`JobServiceError`), 1 anything else. A failure ends with one stderr line
+``airflow-ai-runtime error: <message>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.spec import JOB_TYPES, JobResult, JobSpec
+
+SPEC_ENV = "AI_PROVIDER_JOB_SPEC"
+RESULT_PATH_ENV = "AI_PROVIDER_RESULT_PATH"
+DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
+EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m airflow_ai_provider.runtime", description=__doc__)
+    parser.add_argument("job", help=f"job type ({', '.join(JOB_TYPES)}); must equal the spec's 'job'")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--spec-json", help="the job spec as JSON")
+    source.add_argument("--spec-file", help="path of a file holding the job spec JSON")
+    parser.add_argument(
+        "--result-path",
+        help=f"where to write the result JSON (default ${RESULT_PATH_ENV} or {DEFAULT_RESULT_PATH})",
+    )
+    return parser
+
+
+def read_spec(args: argparse.Namespace) -> JobSpec:
+    """The job spec from ``--spec-json``, ``--spec-file`` or ``$AI_PROVIDER_JOB_SPEC``."""
+    if args.spec_json is not None:
+        text = args.spec_json
+    elif args.spec_file is not None:
+        try:
+            with open(args.spec_file, encoding="utf-8") as handle:
+                text = handle.read()
+        except OSError as err:
+            raise JobInputError(f"cannot read spec file {args.spec_file}: {err.strerror or err}") from None
+    elif os.environ.get(SPEC_ENV):
+        text = os.environ[SPEC_ENV]
+    else:
+        raise JobInputError(f"no job spec: pass --spec-json, --spec-file or set {SPEC_ENV}")
+    spec = JobSpec.from_json(text)
+    if spec.job != args.job:
+        raise JobInputError(f"job {args.job!r} was requested but the spec is for job {spec.job!r}")
+    return spec
+
+
+def job_runner(job: str) -> Callable[[JobSpec], JobResult]:
+    """The function that runs ``job`` (imported lazily: each job pulls in its own libraries)."""
+    if job == "infer":
+        from airflow_ai_provider.runtime import infer
+
+        return infer.run
+    raise JobInputError(f"unknown job type {job!r}")
+
+
+def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: float) -> JobResult:
+    """A result for a failed job, with a one-line error."""
+    message = one_line(err) if isinstance(err, JobError) else f"{type(err).__name__}: {one_line(err)}"
+    result = JobResult(
+        job=job,
+        status="failed",
+        error=message,
+        error_type=type(err).__name__,
+        retryable=bool(getattr(err, "retryable", False)),
+    )
+    if spec is not None:
+        result.model = {
+            "name": spec.model.name,
+            "version": str(spec.model.version),
+            "alias": spec.model.alias,
+        }
+        result.shard = {"index": spec.shard.index, "count": spec.shard.count}
+        result.input_source = ",".join(spec.inputs)
+    ended = time.time()
+    result.timings = {"started_at": started, "ended_at": ended}
+    result.metrics = {"duration_s": round(ended - started, 3)}
+    return result
+
+
+def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temp)
+        raise
+
+
+def exit_code(err: BaseException) -> int:
+    if isinstance(err, JobInputError):
+        return EXIT_INPUT
+    if isinstance(err, JobServiceError):
+        return EXIT_SERVICE
+    return EXIT_UNEXPECTED
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job from the command line; return the process exit code."""
+    started = time.time()
+    args = _parser().parse_args(argv)
+    result_path = args.result_path or os.environ.get(RESULT_PATH_ENV) or DEFAULT_RESULT_PATH
+    spec: JobSpec | None = None
+    try:
+        from airflow_ai_provider.runtime.model import set_process_defaults
+
+        set_process_defaults()
+        spec = read_spec(args)
+        result = job_runner(spec.job)(spec)
+        code = EXIT_OK
+    except Exception as err:  # every failure becomes a result
+        if not isinstance(err, JobError):
+            traceback.print_exc()
+        result = failed_result(args.job, err, spec, started)
+        code = exit_code(err)
+    try:
+        write_json_atomic(result_path, result.to_dict())
+    except OSError as err:
+        print(
+            f"airflow-ai-runtime error: cannot write the result to {result_path}: {one_line(err)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code or EXIT_UNEXPECTED
+    if code:
+        print(f"airflow-ai-runtime error: {result.error}", file=sys.stderr, flush=True)
+    else:
+        print(
+            f"job {result.job} succeeded in {result.metrics.get('duration_s', 0):.1f}s; result in {result_path}",
+            flush=True,
+        )
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

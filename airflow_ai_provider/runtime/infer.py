@@ -1,0 +1,311 @@
+"""The ``infer`` job: batch inference with a registered model over Parquet or CSV files.
+
+The shard's input is streamed in Arrow record batches: one batch is read ahead in a thread while the
+current one is predicted, and finished batches are written to the part file by another thread
+(pyarrow and most estimators release the GIL), so memory stays flat however large the input is.
+
+Parameters (``spec.params``):
+
+- ``id_columns`` (list of str, default none): input columns copied to the output next to the predictions.
+- ``batch_size`` (int, default 65536): rows per record batch.
+- ``input_format`` (``"parquet"`` or ``"csv"``): overrides the format taken from file suffixes.
+- ``extra_columns`` (``"error"`` or ``"ignore"``, default ``"error"``): what to do with input
+  columns that are neither model features nor id columns.
+- ``predict_proba`` (bool, default true): use a scikit-learn classifier's ``predict_proba`` directly.
+- ``skops_trusted_types`` (list of str): extra trusted types for scikit-learn models saved with skops.
+- ``scratch_dir`` (str, default ``$TMPDIR``): where the model and S3-bound temporary files go.
+
+Empty input is an error (:class:`JobInputError`). A shard whose slice of the input is empty (fewer
+work units than shards) or yields no rows (e.g. a header-only CSV file in a sharded run) writes no
+file and succeeds with ``rows_out == 0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import model as models
+from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.memory import peak_rss_mb
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+
+Log = Callable[[str], None]
+DEFAULT_BATCH_SIZE = 65536
+LOG_EVERY_BATCHES = 10
+WRITES_IN_FLIGHT = 2
+RESERVED_OUTPUT = ("prediction", "confidence")
+
+
+def _print_log(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass(frozen=True)
+class InferParams:
+    """The ``infer`` parameters, validated."""
+
+    id_columns: list[str] = field(default_factory=list)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    input_format: str | None = None
+    extra_columns: str = "error"
+    predict_proba: bool = True
+    skops_trusted_types: list[str] = field(default_factory=list)
+    scratch_dir: str | None = None
+
+    @classmethod
+    def from_spec(cls, params: dict[str, Any]) -> InferParams:
+        known = {name for name in cls.__dataclass_fields__}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise JobInputError(f"unknown infer parameter(s): {', '.join(unknown)}")
+        ids = params.get("id_columns") or []
+        if isinstance(ids, str):
+            ids = [ids]
+        if not all(isinstance(name, str) for name in ids):
+            raise JobInputError("params.id_columns must be a list of column names")
+        batch_size = params.get("batch_size", DEFAULT_BATCH_SIZE)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise JobInputError(f"params.batch_size must be a positive integer, got {batch_size!r}")
+        extra = params.get("extra_columns", "error")
+        if extra not in ("error", "ignore"):
+            raise JobInputError(f"params.extra_columns must be 'error' or 'ignore', got {extra!r}")
+        trusted = params.get("skops_trusted_types") or []
+        if not isinstance(trusted, list) or not all(isinstance(name, str) for name in trusted):
+            raise JobInputError("params.skops_trusted_types must be a list of type names")
+        clashes = [
+            name for name in ids if name in RESERVED_OUTPUT or name.startswith(("proba_", "prediction_"))
+        ]
+        if clashes:
+            raise JobInputError(
+                f"id column(s) {', '.join(map(repr, clashes))} clash with prediction column names"
+            )
+        return cls(
+            id_columns=list(dict.fromkeys(ids)),
+            batch_size=batch_size,
+            input_format=params.get("input_format"),
+            extra_columns=extra,
+            predict_proba=bool(params.get("predict_proba", True)),
+            skops_trusted_types=trusted,
+            scratch_dir=params.get("scratch_dir"),
+        )
+
+
+@dataclass
+class _Stats:
+    rows_in: int = 0
+    rows_out: int = 0
+    batches: int = 0
+    read_s: float = 0.0
+    predict_s: float = 0.0
+    write_s: float = 0.0
+
+
+def part_name(index: int, count: int) -> str:
+    return f"part-{index:05d}-of-{count:05d}.parquet"
+
+
+def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+    """Run one ``infer`` shard and return its result (raises :class:`JobError` on failure)."""
+    started = time.time()
+    params = InferParams.from_spec(spec.params)
+    result = JobResult(
+        job=spec.job, status="running", shard={"index": spec.shard.index, "count": spec.shard.count}
+    )
+    result.model = {"name": spec.model.name, "version": str(spec.model.version), "alias": spec.model.alias}
+    result.input_source = ",".join(spec.inputs)
+
+    metas, units = _plan(spec, params, log)
+    writer = io.PartWriter(spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir)
+    stats = _Stats()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
+            load_started = time.perf_counter()
+            model = models.load_model(spec.model, spec.mlflow, model_dir, params.skops_trusted_types)
+            load_model_s = time.perf_counter() - load_started
+            log(f"loaded model {spec.model.name} version {spec.model.version} in {load_model_s:.1f}s")
+            result.model = model.info
+            features = _check_files(metas, units, model, params)
+            stream_started = time.perf_counter()
+            if units:
+                _stream(metas, units, features, model, params, writer, stats, log)
+            publish_started = time.perf_counter()
+            output = writer.publish()
+            stats.write_s += time.perf_counter() - publish_started
+            stream_s = time.perf_counter() - stream_started
+    except BaseException:
+        writer.discard()
+        raise
+    if units and stats.rows_in == 0 and spec.shard.count == 1:
+        raise JobInputError(f"input has no rows: {', '.join(spec.inputs)}")
+    if output is not None:
+        result.outputs.append(output)
+        log(f"wrote {output.uri} ({output.rows} rows, {output.bytes} bytes, sha256 {output.sha256})")
+    else:
+        log(f"shard {spec.shard.index}/{spec.shard.count}: no rows, no output file written")
+
+    result.status = "success"
+    result.rows_in, result.rows_out = stats.rows_in, stats.rows_out
+    result.inputs = _input_entries(metas, units)
+    result.input_digest = io.input_digest(metas, units)
+    result.input_schema = _schema_dict(metas, units)
+    ended = time.time()
+    result.timings = {"started_at": started, "ended_at": ended}
+    result.metrics = {
+        "duration_s": round(ended - started, 3),
+        "load_model_s": round(load_model_s, 3),
+        "stream_s": round(stream_s, 3),
+        "rows_per_s": round(stats.rows_out / stream_s, 1) if stream_s > 0 else 0.0,
+        "read_s": round(stats.read_s, 3),
+        "predict_s": round(stats.predict_s, 3),
+        "write_s": round(stats.write_s, 3),
+        "batches": stats.batches,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    return result
+
+
+def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[io.FileMeta], list[io.Unit]]:
+    """List the input files, cut them into work units and keep this shard's units."""
+    files = io.list_inputs(spec.inputs, params.input_format)
+    if files[0].format == "parquet":
+        metas = io.read_metadata(files)
+        if sum(sum(meta.row_group_rows) for meta in metas) == 0:
+            raise JobInputError(f"input has no rows: {', '.join(spec.inputs)}")
+    else:
+        metas = [io.FileMeta(file, pa.schema([])) for file in files]
+    units = io.shard_units(io.plan_units(metas), spec.shard.index, spec.shard.count)
+    if files[0].format == "csv":
+        mine = _files_of(units)
+        if mine:
+            for index, meta in zip(mine, io.read_metadata([metas[i].file for i in mine]), strict=True):
+                metas[index] = meta
+    shard = f"shard {spec.shard.index}/{spec.shard.count}"
+    if files[0].format == "parquet":
+        log(
+            f"{shard}: {len(units)} row groups from {len(_files_of(units))} files (input: {len(files)} Parquet files)"
+        )
+    else:
+        log(f"{shard}: {len(units)} of {len(files)} CSV files")
+    return metas, units
+
+
+def _files_of(units: list[io.Unit]) -> list[int]:
+    return list(dict.fromkeys(unit.file_index for unit in units))
+
+
+def _check_files(
+    metas: list[io.FileMeta], units: list[io.Unit], model: models.LoadedModel, params: InferParams
+) -> models.Features:
+    """Check every file this shard reads against the signature; all must agree on the features."""
+    signature = model.input_schema()
+    features, first_uri = models.Features([], {}), ""
+    for index in _files_of(units):
+        meta = metas[index]
+        checked = models.check_columns(
+            meta.schema, signature, params.id_columns, params.extra_columns, meta.file.uri
+        )
+        if first_uri and checked.names != features.names:
+            raise JobInputError(f"input {meta.file.uri} has other feature columns than {first_uri}")
+        if not first_uri:
+            features, first_uri = checked, meta.file.uri
+    return features
+
+
+def _stream(
+    metas: list[io.FileMeta],
+    units: list[io.Unit],
+    features: models.Features,
+    model: models.LoadedModel,
+    params: InferParams,
+    writer: io.PartWriter,
+    stats: _Stats,
+    log: Log,
+) -> None:
+    """Read, predict and write the shard batch by batch, reading ahead and writing behind."""
+    first = metas[units[0].file_index].schema
+    predictor = models.make_predictor(model, features.names, first, params.predict_proba)
+    log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
+    columns = list(dict.fromkeys([*params.id_columns, *features.names]))
+    batches = io.iter_batches(metas, units, columns, features.types, params.batch_size)
+    started = time.perf_counter()
+
+    def write(batch: pa.RecordBatch) -> None:
+        begin = time.perf_counter()
+        writer.write(batch)
+        stats.write_s += time.perf_counter() - begin
+
+    pending: deque[Future] = deque()
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as pool,
+        contextlib.closing(_read_ahead(batches, stats)) as reader,
+    ):
+        for batch in reader:
+            begin = time.perf_counter()
+            predicted = predictor.predict(batch)
+            stats.predict_s += time.perf_counter() - begin
+            ids = [(name, batch.column(name)) for name in params.id_columns]
+            output = pa.RecordBatch.from_arrays(
+                [array for _, array in ids + predicted], names=[name for name, _ in ids + predicted]
+            )
+            pending.append(pool.submit(write, output))
+            if len(pending) > WRITES_IN_FLIGHT:
+                pending.popleft().result()
+            stats.rows_in += batch.num_rows
+            stats.rows_out += output.num_rows
+            stats.batches += 1
+            if stats.batches % LOG_EVERY_BATCHES == 0:
+                elapsed = time.perf_counter() - started
+                log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
+        while pending:
+            pending.popleft().result()
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], stats: _Stats) -> Iterator[pa.RecordBatch]:
+    """Yield from ``batches`` while the next batch is already being read in a background thread."""
+    done = object()
+
+    def next_batch() -> Any:
+        begin = time.perf_counter()
+        try:
+            return next(batches, done)
+        finally:
+            stats.read_s += time.perf_counter() - begin
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as pool:
+        upcoming = pool.submit(next_batch)
+        while True:
+            batch = upcoming.result()
+            if batch is done:
+                return
+            upcoming = pool.submit(next_batch)
+            yield batch
+
+
+def _input_entries(metas: list[io.FileMeta], units: list[io.Unit]) -> list[dict[str, Any]]:
+    entries = []
+    for index in _files_of(units):
+        meta = metas[index]
+        entry: dict[str, Any] = {"uri": meta.file.uri, "bytes": meta.file.size, "format": meta.file.format}
+        if meta.file.format == "parquet":
+            groups = [unit.row_group for unit in units if unit.file_index == index]
+            entry["row_groups"] = groups
+            entry["rows"] = sum(meta.row_group_rows[group] for group in groups if group is not None)
+        entries.append(entry)
+    return entries
+
+
+def _schema_dict(metas: list[io.FileMeta], units: list[io.Unit]) -> dict[str, str]:
+    if not units:
+        return {}
+    schema = metas[units[0].file_index].schema
+    return {name: str(kind) for name, kind in zip(schema.names, schema.types, strict=True)}
