@@ -50,5 +50,24 @@ def s3_batch_inference() -> DAG:
     return dag
 
 
+def retried_inference() -> DAG:
+    """One inference task whose first try fails after publishing its output."""
+    data = os.environ.get("AI_TEST_DATA", "/tmp")
+    with DAG("retried_inference", schedule=None) as dag:
+        BatchInferenceOperator(
+            task_id="score",
+            model="churn@champion",
+            input_uri=f"{data}/scoring",
+            output_uri=f"file://{data}/predictions/{{{{ run_id }}}}",
+            id_columns=["customer_id"],
+            python=os.environ.get("AI_TEST_FAKE_PYTHON"),
+            execution_mode="local",
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+        )
+    return dag
+
+
 local_timeout()
 s3_batch_inference()
+retried_inference()

@@ -180,3 +180,63 @@ def test_missing_input_fails_without_retrying_and_writes_nothing(
     assert f"infer job failed: input not found: {missing}" in capfd.readouterr().out
     listing = s3_server.client().list_objects_v2(Bucket=airflow_env, Prefix="predictions/")
     assert listing.get("KeyCount", 0) == 0
+
+
+FLAKY_PYTHON = """#!/bin/bash
+# First try: run the real job to the end, then report a retryable failure (as if the worker died
+# after the output was published). Later tries run the job normally.
+if [ ! -e "{marker}" ]; then
+    touch "{marker}"
+    "{python}" "$@" || exit $?
+    "{python}" -c 'import json, os
+path = os.environ["AI_PROVIDER_RESULT_PATH"]
+result = json.load(open(path))
+result.update(status="failed", error="worker lost after publishing", retryable=True)
+json.dump(result, open(path, "w"))'
+    exit 3
+fi
+exec "{python}" "$@"
+"""
+
+
+def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
+    registered_churn, mlflow_server, airflow_db, tmp_path, monkeypatch
+):
+    import sys
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from mlflow import MlflowClient
+    from sqlalchemy import select
+
+    from tests.dags.ai_test_dags import retried_inference
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    )
+    write_customers(str(tmp_path / "scoring"), 5_000, seed=3)
+    flaky = tmp_path / "flaky-python"
+    flaky.write_text(FLAKY_PYTHON.format(marker=tmp_path / "tried", python=sys.executable))
+    flaky.chmod(0o755)
+    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", str(flaky))
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+
+    dag_run = retried_inference().test()
+    assert dag_run.state == "success"
+    with create_session() as session:
+        (try_number,) = session.scalars(
+            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
+        ).all()
+    assert try_number == 2
+    parts = sorted((tmp_path / "predictions" / dag_run.run_id).iterdir())
+    assert [part.name for part in parts] == ["part-00000-of-00001.parquet"]
+    assert pq.read_metadata(parts[0]).num_rows == 5_000
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("airflow/retried_inference")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    )
+    assert len(runs) == 1
+    assert runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["airflow.try_number"] == "2"
