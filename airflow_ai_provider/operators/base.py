@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
@@ -17,6 +20,7 @@ from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.runtime.spec import MlflowRef
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -24,6 +28,10 @@ if TYPE_CHECKING:
     from airflow_ai_provider.runtime.spec import JobSpec
 
 RUNTIME_MODULE = "airflow_ai_provider.runtime"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class AiJobOperator(KubernetesPodOperator):
@@ -96,8 +104,34 @@ class AiJobOperator(KubernetesPodOperator):
         """Return the job spec for this task; resolve model references through the hook."""
         raise NotImplementedError
 
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
+        """Tags to set on the task's MLflow run from the runtime's result."""
+        return {}
+
     def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
-        """Log the runtime's result into the task's MLflow run."""
+        """Log the result's numeric metrics, :meth:`result_tags` and the whole result JSON."""
+        from mlflow.entities import Metric, RunTag
+
+        now_ms = int(time.time() * 1000)
+        metrics = {key: value for key, value in result.get("metrics", {}).items() if _is_number(value)}
+        metrics.update({key: result[key] for key in ("rows_in", "rows_out") if _is_number(result.get(key))})
+        with self.mlflow_hook.client() as client:
+            client.log_batch(
+                run.run_id,
+                metrics=[Metric(key, float(value), now_ms, step=0) for key, value in metrics.items()],
+                tags=[RunTag(key, str(value)) for key, value in self.result_tags(result).items()],
+            )
+            client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
+
+    def mlflow_ref(self, run: TaskRun) -> MlflowRef:
+        """Where the runtime finds MLflow and the run booked for this task (never credentials)."""
+        hook = self.mlflow_hook
+        return MlflowRef(
+            tracking_uri=hook.tracking_uri,
+            registry_uri=hook.settings.registry_uri,
+            run_id=run.run_id,
+            experiment_id=run.experiment_id,
+        )
 
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
         """The ``extra`` of the Asset events this task emits on its outlets."""
@@ -204,7 +238,8 @@ class AiJobOperator(KubernetesPodOperator):
         self.record_result(run, result)
         extra = self.asset_event_extra(run, result)
         for outlet in self.outlets or []:
-            context["outlet_events"][outlet].extra = extra
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra = extra
         self.mlflow_hook.finish_task_run(run, who, succeeded=True)
         return {**result, "mlflow_run_id": run.run_id, "mlflow_run_url": run.url}
 

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.operators.base import AiJobOperator
-from airflow_ai_provider.runtime.spec import JobSpec, MlflowRef, ModelRef, Shard
+from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_ai_provider.hooks.mlflow import TaskRun
-
-# Numeric result metrics logged to the task's MLflow run.
-_RESULT_COUNTS = ("rows_in", "rows_out")
 
 
 class BatchInferenceOperator(AiJobOperator):
@@ -67,6 +64,7 @@ class BatchInferenceOperator(AiJobOperator):
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
         kwargs.setdefault("retry_exponential_backoff", True)
         super().__init__(**kwargs)
         self.model = model
@@ -79,8 +77,7 @@ class BatchInferenceOperator(AiJobOperator):
         self.shard_count = shard_count
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
-        hook = self.mlflow_hook
-        pinned = hook.pin_model(self.model, run.parent_run_id)
+        pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         params: dict[str, Any] = {
             "batch_size": int(self.batch_size),
@@ -93,34 +90,30 @@ class BatchInferenceOperator(AiJobOperator):
             model=ModelRef(pinned.name, pinned.version, pinned.alias),
             inputs=self._input_list(),
             output=self.output_uri,
-            mlflow=MlflowRef(
-                tracking_uri=hook.tracking_uri,
-                registry_uri=hook.settings.registry_uri,
-                run_id=run.run_id,
-                experiment_id=run.experiment_id,
-            ),
+            mlflow=self.mlflow_ref(run),
             params=params,
             shard=Shard(int(self.shard_index), int(self.shard_count)),
         )
 
-    def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
-        from mlflow.entities import Dataset, DatasetInput, InputTag, Metric
-
-        metrics = {key: float(value) for key, value in result.get("metrics", {}).items()}
-        metrics.update({key: float(result.get(key, 0)) for key in _RESULT_COUNTS})
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         model = result.get("model", {})
-        outputs = result.get("outputs", [])
         tags = {
             "ai.model_name": str(model.get("name", "")),
             "ai.model_version": str(model.get("version", "")),
             "ai.model_uri": str(model.get("uri", "")),
             "ai.output_uri": self.output_uri,
-            "ai.outputs": json.dumps([out["uri"] for out in outputs]),
+            "ai.outputs": json.dumps([out["uri"] for out in result.get("outputs", [])]),
             "ai.input_digest": str(result.get("input_digest", "")),
         }
         if model.get("alias"):
             tags["ai.model_alias"] = str(model["alias"])
-        now_ms = int(time.time() * 1000)
+        return tags
+
+    def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
+        """Besides metrics and tags, log the input as an MLflow dataset with its digest."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        super().record_result(run, result)
         source = ",".join(self._input_list())
         dataset = Dataset(
             name=self._input_list()[0].rstrip("/").rsplit("/", 1)[-1] or "input",
@@ -130,17 +123,10 @@ class BatchInferenceOperator(AiJobOperator):
             schema=json.dumps(result.get("input_schema")) if result.get("input_schema") else None,
         )
         with self.mlflow_hook.client() as client:
-            client.log_batch(
-                run.run_id,
-                metrics=[Metric(key, value, now_ms, step=0) for key, value in metrics.items()],
-            )
             client.log_inputs(
                 run.run_id,
                 datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "inference")])],
             )
-            for key, value in tags.items():
-                client.set_tag(run.run_id, key, value)
-            client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
 
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
         model = result.get("model", {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -65,11 +66,10 @@ def read_spec(args: argparse.Namespace) -> JobSpec:
 
 def job_runner(job: str) -> Callable[[JobSpec], JobResult]:
     """The function that runs ``job`` (imported lazily: each job pulls in its own libraries)."""
-    if job == "infer":
-        from airflow_ai_provider.runtime import infer
-
-        return infer.run
-    raise JobInputError(f"unknown job type {job!r}")
+    if job not in JOB_TYPES:
+        raise JobInputError(f"unknown job type {job!r}")
+    module = importlib.import_module(f"airflow_ai_provider.runtime.{job}")
+    return module.run
 
 
 def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: float) -> JobResult:
@@ -82,12 +82,13 @@ def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: f
         error_type=type(err).__name__,
         retryable=bool(getattr(err, "retryable", False)),
     )
-    if spec is not None:
+    if spec is not None and spec.model is not None:
         result.model = {
             "name": spec.model.name,
             "version": str(spec.model.version),
             "alias": spec.model.alias,
         }
+    if spec is not None:
         result.shard = {"index": spec.shard.index, "count": spec.shard.count}
         result.input_source = ",".join(spec.inputs)
     ended = time.time()

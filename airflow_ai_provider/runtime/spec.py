@@ -15,7 +15,15 @@ from airflow_ai_provider.runtime.errors import JobInputError
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
-JOB_TYPES = ("infer",)
+JOB_TYPES = ("infer", "train", "validate", "evaluate", "drift")
+# Spec fields each job cannot do without (beyond job, inputs and mlflow).
+REQUIRED_BY_JOB = {
+    "infer": ("model", "output"),
+    "train": ("params",),
+    "validate": ("params",),
+    "evaluate": ("model",),
+    "drift": ("model",),
+}
 
 
 @dataclass(frozen=True)
@@ -65,21 +73,23 @@ class JobSpec:
     """One job: a model, inputs, an output location and parameters.
 
     :param job: job type, one of :data:`JOB_TYPES`.
-    :param model: the pinned model version to use.
+    :param model: the pinned model version to use (the challenger for ``evaluate``).
     :param inputs: input URIs (``file://``, ``s3://`` or plain paths): files, folders or globs.
     :param output: output URI prefix (a folder); each shard writes its own part file in it.
     :param params: job parameters (for ``infer``: ``id_columns``, ``batch_size``, ``input_format``).
     :param mlflow: tracking server and the MLflow run booked for this task.
     :param shard: which slice of the input this job handles.
+    :param baseline_model: the model to compare with (the current champion for ``evaluate``).
     """
 
     job: str
-    model: ModelRef
     inputs: list[str]
-    output: str
     mlflow: MlflowRef
+    model: ModelRef | None = None
+    output: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     shard: Shard = field(default_factory=Shard)
+    baseline_model: ModelRef | None = None
     version: int = SPEC_VERSION
 
     def to_json(self) -> str:
@@ -103,23 +113,29 @@ class JobSpec:
                 f"job spec version {version!r} is not supported by this runtime "
                 f"(supports {SPEC_VERSION}): use a runtime image that matches the provider"
             )
-        missing = [name for name in ("job", "model", "inputs", "output", "mlflow") if name not in raw]
+        if raw.get("job") not in JOB_TYPES:
+            raise JobInputError(
+                f"unknown job type {raw.get('job')!r}: expected one of {', '.join(JOB_TYPES)}"
+            )
+        required = ("inputs", "mlflow", *REQUIRED_BY_JOB[raw["job"]])
+        missing = [name for name in required if not raw.get(name)]
         if missing:
-            raise JobInputError(f"job spec is missing field(s): {', '.join(missing)}")
-        if raw["job"] not in JOB_TYPES:
-            raise JobInputError(f"unknown job type {raw['job']!r}: expected one of {', '.join(JOB_TYPES)}")
+            raise JobInputError(f"{raw['job']} job spec is missing field(s): {', '.join(missing)}")
         inputs = raw["inputs"]
         if isinstance(inputs, str):
             inputs = [inputs]
         if not inputs or not all(isinstance(uri, str) and uri for uri in inputs):
             raise JobInputError("job spec field 'inputs' must be a non-empty list of URIs")
-        if not isinstance(raw["output"], str) or not raw["output"]:
-            raise JobInputError("job spec field 'output' must be a non-empty URI")
+        if raw.get("output") is not None and not isinstance(raw["output"], str):
+            raise JobInputError("job spec field 'output' must be a URI")
         return cls(
             job=raw["job"],
-            model=_build(ModelRef, raw["model"], "model"),
+            model=_build(ModelRef, raw["model"], "model") if raw.get("model") else None,
+            baseline_model=_build(ModelRef, raw["baseline_model"], "baseline_model")
+            if raw.get("baseline_model")
+            else None,
             inputs=list(inputs),
-            output=raw["output"],
+            output=raw.get("output"),
             mlflow=_build(MlflowRef, raw["mlflow"], "mlflow"),
             params=dict(raw.get("params") or {}),
             shard=_build(Shard, raw.get("shard") or {}, "shard"),
