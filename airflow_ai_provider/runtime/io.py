@@ -527,3 +527,44 @@ class PartWriter:
             self._writer = None
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.temp_path)
+
+
+# --- whole inputs, for jobs that need all rows (training, evaluation, drift) ------------------------
+
+
+@dataclass
+class InputData:
+    """All files behind some input URIs: their metadata, work units, digest and a batch reader.
+
+    :param uris: input URIs (files, folders or globs).
+    :param input_format: ``parquet`` or ``csv``; default from the file suffixes.
+    """
+
+    metas: list[FileMeta]
+    units: list[Unit]
+    digest: str
+
+    @classmethod
+    def open(cls, uris: list[str], input_format: str | None = None) -> InputData:
+        metas = read_metadata(list_inputs(uris, input_format))
+        units = plan_units(metas)
+        return cls(metas, units, input_digest(metas, units))
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.metas[0].schema
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def batches(self, columns: list[str] | None = None, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
+        """Stream the rows as record batches (memory stays bounded whatever the input size)."""
+        return iter_batches(self.metas, self.units, columns or self.columns, {}, batch_size)
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        """Read every row into one Arrow table; raise a clear error when there are none."""
+        table = pa.Table.from_batches(list(self.batches(columns)), schema=None if columns else self.schema)
+        if table.num_rows == 0:
+            raise JobInputError(f"input {self.metas[0].file.uri} has no rows")
+        return table

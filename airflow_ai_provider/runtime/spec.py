@@ -162,6 +162,7 @@ class JobResult:
 
     For data lineage, ``input_source`` holds the spec's input URIs (comma-separated), ``input_digest``
     a stable digest of the data this job read and ``input_schema`` its columns (name to Arrow type).
+    ``details`` holds what is particular to a job type (a registered version, a decision, a report).
     """
 
     job: str
@@ -177,6 +178,7 @@ class JobResult:
     input_source: str | None = None
     input_digest: str | None = None
     input_schema: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     error_type: str | None = None
     retryable: bool = False
