@@ -23,3 +23,7 @@ class MlflowUnavailableError(AiProviderError):
 
 class JobFailedError(AiProviderError):
     """The job runtime reported a failure; the message is the runtime's one-line error."""
+
+
+class ConcurrentPromotionError(AiProviderError):
+    """An alias moved since this DAG run saw it; the promotion refuses to overwrite it."""

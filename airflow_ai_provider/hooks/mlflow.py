@@ -15,7 +15,12 @@ from urllib.parse import urlsplit, urlunsplit
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
-from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError, ModelReferenceError
+from airflow_ai_provider.exceptions import (
+    AiProviderConfigError,
+    ConcurrentPromotionError,
+    MlflowUnavailableError,
+    ModelReferenceError,
+)
 from airflow_ai_provider.model_ref import ModelSpecifier, parse_model_reference
 
 if TYPE_CHECKING:
@@ -30,6 +35,7 @@ _FAST_FAIL_ENV = {
 }
 ROLE_TAG = "airflow.role"
 PIN_PARAM_PREFIX = "pinned_model"
+LEDGER_EXPERIMENT = "airflow-ai-provider/alias-ledger"
 
 
 @dataclass(frozen=True)
@@ -254,27 +260,32 @@ class MlflowHook(BaseHook):
     def _dag_run_tags(self, who: RunIdentity) -> dict[str, str]:
         return {ROLE_TAG: "dag_run", "airflow.dag_id": who.dag_id, "airflow.run_id": who.run_id}
 
-    def _elect_parent_run(self, client: MlflowClient, experiment_id: str, who: RunIdentity) -> str:
-        """Return the DAG run's parent run, creating it if needed.
+    def _get_or_create_run(
+        self, client: MlflowClient, experiment_id: str, keys: dict[str, str], extra_tags: dict[str, str]
+    ) -> str:
+        """Return the run carrying tags ``keys``, creating it if none exists.
 
-        Tasks of one DAG run may start at the same moment and each create a parent. MLflow has no
+        Tasks of one DAG run may start at the same moment and each create the run. MLflow has no
         create-if-absent, so all of them converge on the earliest one and delete their own extras;
         :meth:`finish_task_run` re-checks and re-parents a task run whose parent lost the election.
         """
-        keys = self._dag_run_tags(who)
         existing = self._find_runs(client, experiment_id, keys)
         if existing:
             return existing[0].info.run_id
-        tags = {**keys, "mlflow.runName": f"{who.dag_id}/{who.run_id}"}
-        if who.logical_date:
-            tags["airflow.logical_date"] = who.logical_date
-        if who.airflow_url:
-            tags["airflow.url"] = who.airflow_url
-        created = client.create_run(experiment_id, tags=tags).info.run_id
+        created = client.create_run(experiment_id, tags={**keys, **extra_tags}).info.run_id
         elected = self._find_runs(client, experiment_id, keys)[0].info.run_id
         if elected != created:
             client.delete_run(created)
         return elected
+
+    def _elect_parent_run(self, client: MlflowClient, experiment_id: str, who: RunIdentity) -> str:
+        """Return the DAG run's parent run, creating it if needed."""
+        tags = {"mlflow.runName": f"{who.dag_id}/{who.run_id}"}
+        if who.logical_date:
+            tags["airflow.logical_date"] = who.logical_date
+        if who.airflow_url:
+            tags["airflow.url"] = who.airflow_url
+        return self._get_or_create_run(client, experiment_id, self._dag_run_tags(who), tags)
 
     def start_task_run(self, who: RunIdentity, experiment_name: str) -> TaskRun:
         """Book (or, on a retry, reopen) the task's nested run under the DAG run's parent run."""
@@ -392,3 +403,69 @@ class MlflowHook(BaseHook):
                     if recorded is None:
                         raise
             return PinnedModel(spec.name, recorded, spec.alias)
+
+    # ----------------------------------------------------------------------------------------------
+    # Aliases: moved with a compare-and-set so that concurrent promotions cannot overwrite each other.
+
+    def alias_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points to, or None when the model has no such alias yet."""
+        with self.client() as client:
+            aliases = client.get_registered_model(name).aliases
+        return str(aliases[alias]) if alias in aliases else None
+
+    def move_alias(
+        self,
+        name: str,
+        alias: str,
+        *,
+        expected: str | None,
+        target: str | None,
+        claimant: str,
+        version_tags: dict[str, str],
+    ) -> None:
+        """Point ``alias`` at ``target`` (or remove it when None) only if it still points at ``expected``.
+
+        MLflow cannot compare-and-set an alias, so each move first claims the alias's current epoch
+        in a per-model ledger run: the claim is an MLflow param, and params are write-once, so of
+        two promotions racing from the same state exactly one claim succeeds. The loser fails with
+        :class:`ConcurrentPromotionError` and changes nothing. A retry by the same ``claimant``
+        finds its own claim and completes the move.
+        """
+        from mlflow.exceptions import MlflowException
+
+        value = f"{expected or 'none'}->{target or 'none'} by {claimant}"
+        with self.client() as client:
+            model = client.get_registered_model(name)
+            current = str(model.aliases[alias]) if alias in model.aliases else None
+            epoch = int(model.tags.get(f"ai.alias_epoch.{alias}", "0"))
+            ledger = self._ledger_run(client, name)
+            claims = client.get_run(ledger).data.params
+            if epoch and claims.get(f"{alias}.{epoch - 1}") == value and current == target:
+                return  # a retry of a move that already completed
+            if claims.get(f"{alias}.{epoch}") != value:
+                if current != expected:
+                    raise ConcurrentPromotionError(
+                        f"alias {alias!r} of model {name!r} points to version {current or 'none'}, but this "
+                        f"DAG run saw {expected or 'none'}: another promotion moved it; not overwriting "
+                        "(re-run the DAG to evaluate against the new version)"
+                    )
+                try:
+                    client.log_param(ledger, f"{alias}.{epoch}", value)
+                except MlflowException:
+                    winner = client.get_run(ledger).data.params.get(f"{alias}.{epoch}")
+                    raise ConcurrentPromotionError(
+                        f"alias {alias!r} of model {name!r} is being moved by a concurrent promotion "
+                        f"({winner}); not overwriting"
+                    ) from None
+            if target is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                for key, tag_value in version_tags.items():
+                    client.set_model_version_tag(name, target, key, tag_value)
+                client.set_registered_model_alias(name, alias, target)
+            client.set_registered_model_tag(name, f"ai.alias_epoch.{alias}", str(epoch + 1))
+
+    def _ledger_run(self, client: MlflowClient, name: str) -> str:
+        experiment_id = self.get_or_create_experiment(LEDGER_EXPERIMENT)
+        keys = {ROLE_TAG: "alias_ledger", "ai.model_name": name}
+        return self._get_or_create_run(client, experiment_id, keys, {"mlflow.runName": f"aliases of {name}"})

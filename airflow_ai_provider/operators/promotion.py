@@ -1,0 +1,239 @@
+"""Promotion with optional human approval, and its compensation: rollback.
+
+Both only change registry metadata (aliases and version tags), so they run in the Airflow worker in
+either execution mode; there is nothing to start a pod for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Asset, BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+from airflow_ai_provider.exceptions import ModelReferenceError
+from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
+from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.model_ref import parse_model_reference
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class ModelApprovalOperator(ApprovalOperator):
+    """Ask a human to approve a promotion; no answer within ``response_timeout`` means *Reject*.
+
+    On *Reject* (chosen or by timeout) the downstream promotion is skipped, so a run never hangs and
+    never promotes without a yes. The response (who, when, comment) reaches
+    :class:`PromoteModelOperator` through XCom and is recorded on the promoted version.
+
+    :param response_timeout: how long to wait for an answer; default 24 hours.
+    :param subject: question shown in the Airflow UI. (templated)
+    :param body: Markdown details, e.g. the quality gate's reasons. (templated)
+    """
+
+    def __init__(self, *, response_timeout: timedelta = timedelta(hours=24), **kwargs: Any) -> None:
+        kwargs.setdefault("defaults", [ApprovalOperator.REJECT])
+        kwargs.setdefault("params", {"comment": ""})
+        super().__init__(response_timeout=response_timeout, **kwargs)
+
+
+class PromoteModelOperator(BaseOperator):
+    """Move an alias (default ``champion``) to the challenger version pinned for this DAG run.
+
+    The move happens only if the alias still points where this DAG run saw it (the version pinned
+    when the quality gate or this task first resolved it): a concurrent promotion makes this task
+    fail clearly instead of silently overwriting. The promoted version gets tags saying who approved
+    it, why and when, and from which DAG run; the replaced version stays reachable as the alias
+    ``<alias>_previous`` and in this task's result, for :class:`RollbackModelOperator`.
+
+    :param model: challenger reference, e.g. ``churn@challenger`` or ``churn/7``. (templated)
+    :param alias: alias to move. (templated)
+    :param reason: why the model is promoted, recorded on the version. (templated)
+    :param approval_task_id: a :class:`ModelApprovalOperator` upstream; its answer is required
+        (anything but *Approve* skips the promotion) and recorded.
+    :param mlflow_conn_id: MLflow connection.
+    :param experiment_name: MLflow experiment for the task's run; default ``airflow/<dag_id>``.
+    """
+
+    template_fields: Sequence[str] = ("model", "alias", "reason")
+    operator_extra_links = (MlflowRunLink(),)
+    action = "promote"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        alias: str = "champion",
+        reason: str | None = None,
+        approval_task_id: str | None = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        experiment_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 2)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        super().__init__(**kwargs)
+        self.model = model
+        self.alias = alias
+        self.reason = reason
+        self.approval_task_id = approval_task_id
+        self.mlflow_conn_id = mlflow_conn_id
+        self.experiment_name = experiment_name
+
+    @cached_property
+    def mlflow_hook(self) -> MlflowHook:
+        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def plan_move(self, context: Context, run: TaskRun) -> tuple[str, str | None, str | None]:
+        """Return (model name, version the alias must point to now, version to point it to)."""
+        hook = self.mlflow_hook
+        challenger = hook.pin_model(self.model, run.parent_run_id)
+        try:
+            expected: str | None = hook.pin_model(
+                f"{challenger.name}@{self.alias}", run.parent_run_id
+            ).version
+        except ModelReferenceError:
+            expected = None  # no champion yet; the move still fails if one appears meanwhile
+        return challenger.name, expected, challenger.version
+
+    def _approval(self, context: Context) -> dict[str, str]:
+        if not self.approval_task_id:
+            return {}
+        answer = context["ti"].xcom_pull(task_ids=self.approval_task_id)
+        if not answer or answer.get("chosen_options") != [ApprovalOperator.APPROVE]:
+            raise AirflowSkipException(f"{self.action} not approved in task {self.approval_task_id!r}")
+        user = answer.get("responded_by_user") or {}
+        return {
+            "ai.approved_by": str(user.get("name") or user.get("id") or "unknown"),
+            "ai.approved_at": str(answer.get("responded_at", "")),
+            "ai.approval_comment": str((answer.get("params_input") or {}).get("comment", "")),
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = self.mlflow_hook
+        approval = self._approval(context)
+        ti = context["ti"]
+        who = RunIdentity(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            try_number=ti.try_number,
+            extra_tags={"ai.job": self.action},
+        )
+        run = hook.start_task_run(who, self.experiment_name or f"airflow/{ti.dag_id}")
+        ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=run.url or "")
+        try:
+            name, expected, target = self.plan_move(context, run)
+            tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
+            self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
+            hook.move_alias(
+                name,
+                self.alias,
+                expected=expected,
+                target=target,
+                claimant=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
+                version_tags=tags,
+            )
+            self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
+            result = {
+                "model_name": name,
+                "alias": self.alias,
+                "version": target,
+                "previous_version": expected,
+                "action": self.action,
+                "mlflow_run_id": run.run_id,
+                "model_run_id": self._version_run_id(name, target),
+                **{key.removeprefix("ai."): value for key, value in approval.items()},
+            }
+            with hook.client() as client:
+                for key, value in result.items():
+                    client.set_tag(run.run_id, f"ai.{key}", str(value))
+            for outlet in self.outlets or []:
+                if isinstance(outlet, Asset):
+                    context["outlet_events"][outlet].extra = result
+        except BaseException:
+            hook.finish_task_run(run, who, succeeded=False)
+            raise
+        hook.finish_task_run(run, who, succeeded=True)
+        return result
+
+    def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:
+        """Tags recorded on the version the alias moves to."""
+        return {
+            "ai.promoted_at": datetime.now(timezone.utc).isoformat(),
+            "ai.promoted_by_dag_run": dag_run,
+            "ai.promotion_reason": self.reason or "",
+            "ai.replaced_version": replaced or "none",
+        }
+
+    def after_move(self, name: str, replaced: str | None, dag_run: str) -> None:
+        """Keep the replaced version reachable as ``<alias>_previous`` for a later rollback."""
+        if replaced is not None:
+            with self.mlflow_hook.client() as client:
+                client.set_registered_model_alias(name, f"{self.alias}_previous", replaced)
+
+    def _version_run_id(self, name: str, version: str | None) -> str | None:
+        if version is None:
+            return None
+        with self.mlflow_hook.client() as client:
+            return client.get_model_version(name, version).run_id
+
+
+class RollbackModelOperator(PromoteModelOperator):
+    """Undo this DAG run's promotion (compensation): point the alias back to the replaced version.
+
+    Put it after the post-promotion check with ``trigger_rule="one_failed"``: it reads what the
+    promotion task moved and moves it back, with the same guard against concurrent changes. If
+    there was no previous version, the alias is removed. The rolled-back version is tagged with the
+    reason. If the promotion did not happen (skipped, rejected), there is nothing to undo and the
+    task skips.
+
+    :param promote_task_id: the :class:`PromoteModelOperator` whose move to undo.
+    :param model: registered model name (only for the record; the promote task's result wins).
+    """
+
+    action = "rollback"
+
+    def __init__(self, *, promote_task_id: str, model: str = "", **kwargs: Any) -> None:
+        kwargs.setdefault("reason", "post-promotion check failed")
+        super().__init__(model=model, **kwargs)
+        self.promote_task_id = promote_task_id
+
+    def plan_move(self, context: Context, run: TaskRun) -> tuple[str, str | None, str | None]:
+        promoted = context["ti"].xcom_pull(task_ids=self.promote_task_id)
+        if not promoted or promoted.get("action") != "promote":
+            raise AirflowSkipException(
+                f"task {self.promote_task_id!r} promoted nothing: nothing to roll back"
+            )
+        if self.model and parse_model_reference(self.model).name != promoted["model_name"]:
+            raise ModelReferenceError(
+                f"rollback of {self.model!r} but task {self.promote_task_id!r} promoted {promoted['model_name']!r}"
+            )
+        self.alias = promoted["alias"]
+        return promoted["model_name"], promoted["version"], promoted["previous_version"]
+
+    def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:
+        return {
+            "ai.restored_at": datetime.now(timezone.utc).isoformat(),
+            "ai.restored_by_dag_run": dag_run,
+            "ai.restore_reason": self.reason or "",
+        }
+
+    def after_move(self, name: str, replaced: str | None, dag_run: str) -> None:
+        """Mark the rolled-back version, so nobody mistakes it for a healthy candidate."""
+        if replaced is None:
+            return
+        tags = {
+            "ai.rolled_back_at": datetime.now(timezone.utc).isoformat(),
+            "ai.rolled_back_by_dag_run": dag_run,
+            "ai.rollback_reason": self.reason or "",
+        }
+        with self.mlflow_hook.client() as client:
+            for key, value in tags.items():
+                client.set_model_version_tag(name, replaced, key, value)
