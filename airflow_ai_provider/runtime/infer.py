@@ -1,8 +1,8 @@
 """The ``infer`` job: batch inference with a registered model over Parquet or CSV files.
 
-The shard's input is streamed in Arrow record batches: one batch is read ahead in a thread while the
-current one is predicted, and finished batches are written to the part file by another thread
-(pyarrow and most estimators release the GIL), so memory stays flat however large the input is.
+The shard's input is streamed in Arrow record batches: the next batch is read in a background thread
+(pyarrow releases the GIL) while the current one is predicted and written to the part file, so memory
+stays flat however large the input is.
 
 Parameters (``spec.params``):
 
@@ -25,9 +25,8 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,6 @@ from airflow_ai_provider.runtime.spec import JobResult, JobSpec
 Log = Callable[[str], None]
 DEFAULT_BATCH_SIZE = 65536
 LOG_EVERY_BATCHES = 10
-WRITES_IN_FLIGHT = 2
 RESERVED_OUTPUT = ("prediction", "confidence")
 
 
@@ -231,24 +229,19 @@ def _stream(
     stats: _Stats,
     log: Log,
 ) -> None:
-    """Read, predict and write the shard batch by batch, reading ahead and writing behind."""
+    """Read, predict and write the shard batch by batch, with the next batch read in the background.
+
+    Writing stays in this thread: measured on 2 cores, a writer thread gained nothing once floats are
+    written without dictionary encoding (0.2 s of 5.7 s for 2M rows), while reading ahead hides the
+    latency of object storage.
+    """
     first = metas[units[0].file_index].schema
     predictor = models.make_predictor(model, features.names, first, params.predict_proba)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *features.names]))
     batches = io.iter_batches(metas, units, columns, features.types, params.batch_size)
     started = time.perf_counter()
-
-    def write(batch: pa.RecordBatch) -> None:
-        begin = time.perf_counter()
-        writer.write(batch)
-        stats.write_s += time.perf_counter() - begin
-
-    pending: deque[Future] = deque()
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as pool,
-        contextlib.closing(_read_ahead(batches, stats)) as reader,
-    ):
+    with contextlib.closing(_read_ahead(batches, stats)) as reader:
         for batch in reader:
             begin = time.perf_counter()
             predicted = predictor.predict(batch)
@@ -257,17 +250,15 @@ def _stream(
             output = pa.RecordBatch.from_arrays(
                 [array for _, array in ids + predicted], names=[name for name, _ in ids + predicted]
             )
-            pending.append(pool.submit(write, output))
-            if len(pending) > WRITES_IN_FLIGHT:
-                pending.popleft().result()
+            begin = time.perf_counter()
+            writer.write(output)
+            stats.write_s += time.perf_counter() - begin
             stats.rows_in += batch.num_rows
             stats.rows_out += output.num_rows
             stats.batches += 1
             if stats.batches % LOG_EVERY_BATCHES == 0:
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
-        while pending:
-            pending.popleft().result()
 
 
 def _read_ahead(batches: Iterator[pa.RecordBatch], stats: _Stats) -> Iterator[pa.RecordBatch]:
