@@ -1,0 +1,220 @@
+"""Promotion, rollback, the concurrent-promotion guard and human approval, against a real
+``mlflow server`` and real Airflow (``dag.test()``, the Core API's HITL route, the scheduler's own
+HITL timeout sweep)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import pytest
+
+from airflow_ai_provider.exceptions import ConcurrentPromotionError
+from dag_templates.include.churn_sample import train_and_register
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def two_versions(mlflow_server, airflow_db, monkeypatch) -> dict[str, str]:
+    """A fresh model: version 1 is champion, version 2 challenger."""
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    champion = train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000, seed=1)
+    challenger = train_and_register(mlflow_server.url, name, alias="challenger", n_rows=2_000, seed=2)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    )
+    monkeypatch.setenv("AI_TEST_MODEL", name)
+    return {"name": name, "champion": str(champion["version"]), "challenger": str(challenger["version"])}
+
+
+def _client(mlflow_server):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=mlflow_server.url)
+
+
+def _states(dag_run) -> dict[str, str]:
+    from airflow_ai_provider.results import dag_run_outcomes
+
+    return {o.task_id: o.state for o in dag_run_outcomes(dag_run.dag_id, dag_run.run_id)}
+
+
+def test_promotion_moves_champion_and_records_who_why_when(two_versions, mlflow_server):
+    from tests.dags.promotion_dags import promote_then_check
+
+    dag_run = promote_then_check().test()
+    assert _states(dag_run) == {"promote": "success", "smoke_test": "success", "rollback": "skipped"}
+    model = _client(mlflow_server).get_registered_model(two_versions["name"])
+    assert str(model.aliases["champion"]) == two_versions["challenger"]
+    assert str(model.aliases["champion_previous"]) == two_versions["champion"]
+    tags = _client(mlflow_server).get_model_version(two_versions["name"], two_versions["challenger"]).tags
+    assert tags["ai.promotion_reason"] == "quality gate passed"
+    assert tags["ai.replaced_version"] == two_versions["champion"]
+    assert tags["ai.promoted_by_dag_run"] == f"promote_then_check/{dag_run.run_id}"
+
+
+def test_failed_post_promotion_check_rolls_back_in_one_task(two_versions, mlflow_server, monkeypatch):
+    from tests.dags.promotion_dags import promote_then_check
+
+    monkeypatch.setenv("AI_TEST_SMOKE_FAIL", "1")
+    dag_run = promote_then_check().test()
+    assert _states(dag_run) == {"promote": "success", "smoke_test": "failed", "rollback": "success"}
+    client = _client(mlflow_server)
+    assert (
+        str(client.get_registered_model(two_versions["name"]).aliases["champion"]) == two_versions["champion"]
+    )
+    rolled_back = client.get_model_version(two_versions["name"], two_versions["challenger"]).tags
+    assert rolled_back["ai.rollback_reason"] == "post-promotion check failed"
+    restored = client.get_model_version(two_versions["name"], two_versions["champion"]).tags
+    assert restored["ai.restored_by_dag_run"] == f"promote_then_check/{dag_run.run_id}"
+
+
+def test_concurrent_promotions_exactly_one_wins(two_versions, mlflow_server):
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+
+    name = two_versions["name"]
+    third = str(train_and_register(mlflow_server.url, name, alias=None, n_rows=2_000, seed=3)["version"])
+    barrier = threading.Barrier(2)
+    outcomes: dict[str, BaseException | None] = {}
+
+    def promote(target: str) -> None:
+        barrier.wait()
+        try:
+            MlflowHook().move_alias(
+                name,
+                "champion",
+                expected=two_versions["champion"],
+                target=target,
+                claimant=f"dag/run-{target}/promote",
+                version_tags={},
+            )
+            outcomes[target] = None
+        except BaseException as err:
+            outcomes[target] = err
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in (two_versions["challenger"], third)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [target for target, err in outcomes.items() if err is None]
+    losers = [err for err in outcomes.values() if err is not None]
+    assert len(winners) == 1 and len(losers) == 1
+    assert isinstance(losers[0], ConcurrentPromotionError)
+    assert "not overwriting" in str(losers[0])
+    assert str(_client(mlflow_server).get_registered_model(name).aliases["champion"]) == winners[0]
+
+
+def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_versions, mlflow_server):
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+
+    # Someone else promoted the challenger after this DAG run pinned the champion.
+    _client(mlflow_server).set_registered_model_alias(
+        two_versions["name"], "champion", two_versions["challenger"]
+    )
+    with pytest.raises(ConcurrentPromotionError, match=r"points to version 2, but this DAG run saw 1"):
+        MlflowHook().move_alias(
+            two_versions["name"],
+            "champion",
+            expected=two_versions["champion"],
+            target=two_versions["champion"],
+            claimant="other-run",
+            version_tags={},
+        )
+
+
+# --- human approval ---------------------------------------------------------------------------
+
+
+def _answer_in_background(respond) -> threading.Thread:
+    """``dag.test()`` must own the main thread (signals); the human answers from another one."""
+    thread = threading.Thread(
+        target=lambda: respond(_wait_awaiting_input("approve_then_promote")), daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _wait_awaiting_input(dag_id: str, timeout: float = 120) -> str:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with create_session() as session:
+            run_id = session.scalar(
+                select(TaskInstance.run_id).where(
+                    TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
+                )
+            )
+        if run_id:
+            return run_id
+        time.sleep(0.5)
+    raise AssertionError(f"no task of {dag_id} started waiting for input")
+
+
+@pytest.fixture
+def core_api(monkeypatch):
+    """Airflow's own Core API app, in-process, as user ``alice`` (simple auth manager)."""
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
+    from airflow.api_fastapi.app import create_app
+
+    return TestClient(create_app())
+
+
+@pytest.mark.parametrize("answer", ["Approve", "Reject"])
+def test_human_answer_through_the_api_decides_the_promotion(two_versions, mlflow_server, core_api, answer):
+    from tests.dags.promotion_dags import approve_then_promote
+
+    responses = []
+
+    def respond(run_id: str) -> None:
+        responses.append(
+            core_api.patch(
+                f"/api/v2/dags/approve_then_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+                json={"chosen_options": [answer], "params_input": {"comment": "looks good"}},
+            )
+        )
+
+    helper = _answer_in_background(respond)
+    dag_run = approve_then_promote().test()
+    helper.join(timeout=30)
+    assert responses and responses[0].status_code == 200, responses and responses[0].text
+    states = _states(dag_run)
+    champion = str(_client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"])
+    if answer == "Approve":
+        assert states == {"approve": "success", "promote": "success"}
+        assert champion == two_versions["challenger"]
+        tags = _client(mlflow_server).get_model_version(two_versions["name"], champion).tags
+        assert tags["ai.approval_comment"] == "looks good"
+        assert tags["ai.approved_by"]
+    else:
+        assert states == {"approve": "success", "promote": "skipped"}
+        assert champion == two_versions["champion"]
+
+
+def test_unanswered_approval_times_out_to_reject(two_versions, mlflow_server, monkeypatch):
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    from tests.dags.promotion_dags import approve_then_promote
+
+    monkeypatch.setenv("AI_TEST_APPROVAL_TIMEOUT", "1")
+
+    def sweep(run_id: str) -> None:
+        time.sleep(1.5)
+        SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()  # the scheduler's own sweep
+
+    helper = _answer_in_background(sweep)
+    dag_run = approve_then_promote().test()
+    helper.join(timeout=30)
+    assert _states(dag_run) == {"approve": "success", "promote": "skipped"}
+    champion = _client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"]
+    assert str(champion) == two_versions["champion"]
