@@ -71,6 +71,13 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_ai_provider.links.MlflowRunLink"],
+        "asset-uris": [
+            {
+                "schemes": ["mlflow-model"],
+                "handler": "airflow_ai_provider.assets.sanitize_uri",
+                "factory": "airflow_ai_provider.assets.create_asset",
+            }
+        ],
         "config": {
             "ai_provider": {
                 "description": "Defaults for the AI provider's operators.",
