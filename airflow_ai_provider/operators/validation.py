@@ -1,0 +1,128 @@
+"""Data validation: check Parquet or CSV data against a Great Expectations suite before using it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.expectations import parse_suite
+from airflow_ai_provider.runtime.spec import JobSpec
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ai_provider.hooks.mlflow import TaskRun
+
+
+class DataValidationOperator(AiJobOperator):
+    """Validate data with a Great Expectations 1.x suite; fail the task when an expectation fails.
+
+    The data is read batch by batch, so inputs larger than memory work (see
+    ``airflow_ai_provider.runtime.validate`` for how each kind of expectation is judged across
+    batches). Whatever the outcome, the full validation result (``validation_result.json``) and its
+    HTML data docs page (``validation_report.html``) are stored in the task's MLflow run and in
+    ``report_uri``. A failed validation fails the task without retry, with a one-line summary of the
+    failed expectations; a passed one emits an Asset event on each outlet whose ``extra`` holds
+    ``data_digest``, ``row_count``, ``suite``, ``input_uri``, ``mlflow_run_id`` and ``report_uri``.
+
+    :param input_uri: file, folder or glob, local (``file://`` or path) or ``s3://``; or a list. (templated)
+    :param suite_uri: JSON or YAML suite file (path, ``file://`` or ``s3://``), in Great Expectations'
+        suite format or a plain list of expectations. (templated)
+    :param expectations: the suite inline instead of ``suite_uri``: a list such as
+        ``[{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_id"}}]``
+        or a suite object ``{"name": ..., "expectations": [...]}``. (templated)
+    :param suite_name: suite name in reports; default the suite's own name, else the file name.
+        (templated)
+    :param input_format: ``parquet`` or ``csv``; default from the file extension.
+    :param batch_size: rows validated at a time; an input of at most this many rows is validated in
+        one batch, where every expectation type works.
+    :param report_uri: folder for the reports; default ``<first input folder>/_validation/<suite>/``.
+        (templated)
+    """
+
+    job_type = "validate"
+    template_fields: Sequence[str] = (
+        *AiJobOperator.template_fields,
+        "input_uri",
+        "suite_uri",
+        "expectations",
+        "suite_name",
+        "report_uri",
+    )
+
+    def __init__(
+        self,
+        *,
+        input_uri: str | list[str],
+        suite_uri: str | None = None,
+        expectations: list[dict[str, Any]] | dict[str, Any] | str | None = None,
+        suite_name: str | None = None,
+        input_format: str | None = None,
+        batch_size: int = 200_000,
+        report_uri: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        super().__init__(**kwargs)
+        if (suite_uri is None) == (expectations is None):
+            raise AiProviderConfigError(
+                f"{self.task_id}: give exactly one of suite_uri (a suite file) and expectations (a list)"
+            )
+        if isinstance(expectations, (list, dict)) and "{{" not in str(expectations):
+            try:
+                parse_suite(expectations, suite_name)  # structure errors surface when the DAG is parsed
+            except JobInputError as err:
+                raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+        if input_format is not None and input_format not in ("parquet", "csv"):
+            raise AiProviderConfigError(f"{self.task_id}: input_format must be 'parquet' or 'csv'")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise AiProviderConfigError(f"{self.task_id}: batch_size must be a positive integer")
+        self.input_uri = input_uri
+        self.suite_uri = suite_uri
+        self.expectations = expectations
+        self.suite_name = suite_name
+        self.input_format = input_format
+        self.batch_size = batch_size
+        self.report_uri = report_uri
+
+    def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        params: dict[str, Any] = {"batch_size": int(self.batch_size)}
+        if self.suite_uri is not None:
+            params["suite_uri"] = self.suite_uri
+        else:
+            params["expectations"] = self.expectations
+        for name in ("suite_name", "input_format", "report_uri"):
+            if getattr(self, name):
+                params[name] = getattr(self, name)
+        return JobSpec(
+            job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
+        )
+
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
+        details = result.get("details", {})
+        return {
+            "ai.suite": str(details.get("suite", "")),
+            "ai.validation_success": str(details.get("success", "")).lower(),
+            "ai.input_digest": str(result.get("input_digest", "")),
+            "ai.report_uri": str(details.get("report_uri", "")),
+        }
+
+    def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
+        details = result.get("details", {})
+        return {
+            "data_digest": result.get("input_digest"),
+            "row_count": result.get("rows_in", 0),
+            "suite": details.get("suite"),
+            "input_uri": ",".join(self._input_list()),
+            "mlflow_run_id": run.run_id,
+            "report_uri": details.get("report_uri"),
+        }
+
+    def _input_list(self) -> list[str]:
+        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)
