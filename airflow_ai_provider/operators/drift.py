@@ -1,0 +1,189 @@
+"""Drift detection: compare current data with the reference profile stored with a model version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import Asset, AssetAlias
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_ai_provider.exceptions import ModelReferenceError
+from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ai_provider.hooks.mlflow import TaskRun
+
+
+class DriftDetectionOperator(AiJobOperator):
+    """Check whether current data still looks like the data a model version was trained on.
+
+    The runtime job (``drift``) reads the reference profile that training logged with the model
+    version (``reference_profile.json``), streams the current data and computes, per feature, the
+    population stability index (PSI) over the reference bins and, for numeric features, a two-sample
+    Kolmogorov-Smirnov test against the reference sample. A feature drifts when its PSI exceeds
+    ``psi_threshold`` and (numeric features) its KS p-value is below ``ks_pvalue_threshold``; the data
+    drifts when at least ``min_drifted_features`` features do. ``drift_report.json`` and a PSI plot
+    go into the task's MLflow run. ``result["details"]`` holds ``drift``, ``drifted_features``,
+    ``features`` (``psi``, ``ks_statistic``, ``ks_pvalue``, ``drifted`` per feature), ``max_psi``,
+    ``model`` and ``thresholds``.
+
+    **Retraining on drift.** Pass ``drift_asset``: an Asset event is emitted on it *only* when drift is
+    found, so a retraining DAG can be scheduled on that asset. Airflow 3 gives every declared outlet
+    Asset an event whenever the task succeeds, so the asset is not declared as an outlet; an
+    :class:`~airflow.sdk.AssetAlias` is (``drift_alias``, default ``drift-events/<asset name>``), and
+    on drift the task adds the event through it with
+    ``context["outlet_events"][alias].add(drift_asset, extra=...)``. Airflow records that event on the
+    asset (creating the asset if no DAG declared it yet) and schedules the DAGs that consume it. The
+    event's ``extra``: ``model_name``, ``model_version``, ``mlflow_run_id``, ``drifted_features``,
+    ``max_psi``, ``input_digest``, ``input_uri``, ``rows``. ::
+
+        drift = Asset("churn-drift")
+        DriftDetectionOperator(task_id="drift", model="churn@champion",
+                               input_uri="s3://data/customers/{{ ds }}/", drift_asset=drift)
+
+        with DAG("retrain_churn", schedule=[drift]): ...
+
+    :param model: the model version whose training data is the reference: ``name@alias``,
+        ``name/version``, ``name`` (latest) or ``models:/...``; pinned once per DAG run. (templated)
+    :param input_uri: current data, Parquet or CSV, a file, folder or glob, local or ``s3://``; or a
+        list. (templated)
+    :param drift_asset: asset that gets an event when drift is found.
+    :param drift_alias: name of the asset alias declared as the task's outlet for ``drift_asset``.
+    :param psi_threshold: PSI above which a feature may drift (0.1 slight, 0.2 significant). (templated)
+    :param ks_pvalue_threshold: KS p-value below which a numeric feature's shift is significant;
+        ``None`` decides on PSI alone. (templated)
+    :param min_drifted_features: how many features must drift for the data to drift. (templated)
+    :param features: features to check; default every feature in the profile.
+    :param sample_size: rows of the current data sampled for the KS test.
+    :param input_format: ``parquet`` or ``csv``; default from the file extension.
+    :param batch_size: rows per Arrow record batch while streaming the current data.
+    """
+
+    job_type = "drift"
+    template_fields: Sequence[str] = (
+        *AiJobOperator.template_fields,
+        "model",
+        "input_uri",
+        "psi_threshold",
+        "ks_pvalue_threshold",
+        "min_drifted_features",
+    )
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        input_uri: str | list[str],
+        drift_asset: Asset | None = None,
+        drift_alias: str | None = None,
+        psi_threshold: float | str = 0.2,
+        ks_pvalue_threshold: float | str | None = 0.01,
+        min_drifted_features: int | str = 1,
+        features: list[str] | None = None,
+        sample_size: int = 5000,
+        input_format: str | None = None,
+        batch_size: int = 65_536,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        self.drift_asset = drift_asset
+        self.drift_alias = None
+        if drift_asset is not None:
+            if not isinstance(drift_asset, Asset):
+                raise TypeError(f"drift_asset must be an airflow.sdk.Asset, got {type(drift_asset).__name__}")
+            self.drift_alias = AssetAlias(name=drift_alias or f"drift-events/{drift_asset.name}")
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.drift_alias]
+        super().__init__(**kwargs)
+        self.model = model
+        self.input_uri = input_uri
+        self.psi_threshold = psi_threshold
+        self.ks_pvalue_threshold = ks_pvalue_threshold
+        self.min_drifted_features = min_drifted_features
+        self.features = features
+        self.sample_size = sample_size
+        self.input_format = input_format
+        self.batch_size = batch_size
+
+    def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        try:
+            pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
+        except ModelReferenceError as err:
+            raise AirflowFailException(str(err)) from None  # a wrong reference does not heal by retrying
+        self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
+        ks = self.ks_pvalue_threshold
+        params: dict[str, Any] = {
+            "psi_threshold": float(self.psi_threshold),
+            "ks_pvalue_threshold": None if ks in (None, "", "None") else float(ks),
+            "min_drifted_features": int(self.min_drifted_features),
+            "sample_size": int(self.sample_size),
+            "batch_size": int(self.batch_size),
+        }
+        if self.features:
+            params["features"] = list(self.features)
+        if self.input_format:
+            params["input_format"] = self.input_format
+        return JobSpec(
+            job=self.job_type,
+            model=ModelRef(pinned.name, pinned.version, pinned.alias),
+            inputs=self._inputs(),
+            mlflow=self.mlflow_ref(run),
+            params=params,
+        )
+
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
+        details = result.get("details", {})
+        model = details.get("model", {})
+        return {
+            "ai.drift": str(bool(details.get("drift"))).lower(),
+            "ai.drifted_features": ",".join(details.get("drifted_features", [])),
+            "ai.model_name": str(model.get("name", "")),
+            "ai.model_version": str(model.get("version", "")),
+            "ai.input_digest": str(result.get("input_digest", "")),
+        }
+
+    def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
+        return self._event_extra(run.run_id, result)
+
+    def _event_extra(self, mlflow_run_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        details = result.get("details", {})
+        model = details.get("model", {})
+        return {
+            "model_name": model.get("name"),
+            "model_version": model.get("version"),
+            "mlflow_run_id": mlflow_run_id,
+            "drift": bool(details.get("drift")),
+            "drifted_features": list(details.get("drifted_features", [])),
+            "max_psi": details.get("max_psi"),
+            "input_digest": result.get("input_digest"),
+            "input_uri": ",".join(self._inputs()),
+            "rows": result.get("rows_in"),
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._emit(context, super().execute(context))
+
+    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
+        return self._emit(context, super().trigger_reentry(context, event))
+
+    def _emit(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        details = result.get("details", {})
+        drifted = details.get("drifted_features", [])
+        if not details.get("drift"):
+            self.log.info("No drift (max PSI %s)", details.get("max_psi"))
+            return result
+        self.log.warning("Drift in %d feature(s): %s", len(drifted), ", ".join(drifted))
+        if self.drift_asset is not None and self.drift_alias is not None:
+            extra = self._event_extra(str(result.get("mlflow_run_id", "")), result)
+            context["outlet_events"][self.drift_alias].add(self.drift_asset, extra=extra)
+            self.log.info("Asset event on %s through alias %s", self.drift_asset.name, self.drift_alias.name)
+        return result
+
+    def _inputs(self) -> list[str]:
+        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

@@ -1,0 +1,195 @@
+"""Quality gate: evaluate a challenger model against the current champion before promoting it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_ai_provider.exceptions import ModelReferenceError
+from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ai_provider.hooks.mlflow import PinnedModel, TaskRun
+
+DEFAULT_CHAMPION_ALIAS = "champion"
+DECISION_XCOM_KEY = "decision"
+
+
+class ModelValidationOperator(AiJobOperator):
+    """Score a challenger and the current champion on the same holdout data and decide whether the
+    challenger may be promoted.
+
+    The job runs in the runtime (``evaluate``): it computes metrics per task type (classification:
+    accuracy, f1, roc_auc, log_loss; regression: rmse, mae, r2; both: latency_ms_per_1k_rows),
+    checks the challenger against absolute bounds and against the champion, and logs
+    ``comparison.json`` and ``comparison.png`` into the task's MLflow run. The task returns the job
+    result; ``result["details"]`` holds ``decision`` (``"promote"`` or ``"reject"``), ``reasons``
+    (every check with its values), ``task_type``, ``challenger`` and ``champion`` (name, version,
+    metrics; ``champion`` is ``None`` when there is none yet), ``thresholds`` and ``checks``. The
+    decision is also pushed as XCom key ``decision``, so a ``@task.branch`` can follow it::
+
+        gate = ModelValidationOperator(task_id="gate", challenger="churn@challenger",
+                                       holdout_uri="s3://data/holdout/", label_column="churned",
+                                       min_metrics={"accuracy": 0.75}, max_degradation={"accuracy": 0.01})
+
+        @task.branch
+        def route(result):
+            return "promote" if result["details"]["decision"] == "promote" else "notify"
+
+        route(gate.output)
+
+    Both references are pinned once per DAG run (recorded in the DAG run's MLflow parent run), so
+    the gate and a later promotion task of the same run agree on the versions.
+
+    :param challenger: the model to evaluate: ``name@alias``, ``name/version``, ``name`` (latest)
+        or ``models:/...``. (templated)
+    :param champion: the model to compare with; default ``<challenger name>@champion``, and when
+        that alias does not exist yet there is no champion (absolute thresholds only). An explicit
+        reference that does not resolve is an error. (templated)
+    :param holdout_uri: labelled holdout data, Parquet or CSV, a file, folder or glob, local or
+        ``s3://``; or a list. (templated)
+    :param label_column: the holdout column with the true label. (templated)
+    :param task_type: ``classification``, ``regression`` or ``None`` to infer it from the label;
+        kept as ``model_task_type`` (``BaseOperator.task_type`` is the operator class name). (templated)
+    :param min_metrics: lowest acceptable challenger metrics, e.g. ``{"accuracy": 0.75}``. (templated)
+    :param max_metrics: highest acceptable challenger metrics, e.g. ``{"log_loss": 0.5}``. (templated)
+    :param max_degradation: how much worse than the champion the challenger may be per metric, e.g.
+        ``{"accuracy": 0.01}`` (a drop; a rise for lower-is-better metrics). (templated)
+    :param fail_on_reject: fail the task (no retry) when the decision is ``reject``; by default the
+        task succeeds either way and the DAG branches on the decision.
+    :param input_format: ``parquet`` or ``csv``; default from the file extension.
+    :param skops_trusted_types: extra trusted types for scikit-learn models saved with skops.
+    """
+
+    job_type = "evaluate"
+    template_fields: Sequence[str] = (
+        *AiJobOperator.template_fields,
+        "challenger",
+        "champion",
+        "holdout_uri",
+        "label_column",
+        "model_task_type",
+        "min_metrics",
+        "max_metrics",
+        "max_degradation",
+    )
+
+    def __init__(
+        self,
+        *,
+        challenger: str,
+        holdout_uri: str | list[str],
+        label_column: str,
+        champion: str | None = None,
+        task_type: str | None = None,
+        min_metrics: dict[str, float] | None = None,
+        max_metrics: dict[str, float] | None = None,
+        max_degradation: dict[str, float] | None = None,
+        fail_on_reject: bool = False,
+        input_format: str | None = None,
+        skops_trusted_types: list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 3)
+        kwargs.setdefault("retry_delay", timedelta(seconds=30))
+        kwargs.setdefault("retry_exponential_backoff", True)
+        super().__init__(**kwargs)
+        self.challenger = challenger
+        self.champion = champion
+        self.holdout_uri = holdout_uri
+        self.label_column = label_column
+        self.model_task_type = task_type  # BaseOperator.task_type is the operator class name
+        self.min_metrics = min_metrics
+        self.max_metrics = max_metrics
+        self.max_degradation = max_degradation
+        self.fail_on_reject = fail_on_reject
+        self.input_format = input_format
+        self.skops_trusted_types = skops_trusted_types
+
+    def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        try:
+            challenger = self.mlflow_hook.pin_model(self.challenger, run.parent_run_id)
+            champion = self._pin_champion(challenger, run)
+        except ModelReferenceError as err:
+            raise AirflowFailException(str(err)) from None  # a wrong reference does not heal by retrying
+        self.log.info(
+            "Challenger %s pinned to version %s; champion: %s",
+            self.challenger,
+            challenger.version,
+            f"version {champion.version}" if champion else "none yet (absolute thresholds only)",
+        )
+        params: dict[str, Any] = {
+            "label_column": self.label_column,
+            "task_type": self.model_task_type or None,
+            "min_metrics": dict(self.min_metrics or {}),
+            "max_metrics": dict(self.max_metrics or {}),
+            "max_degradation": dict(self.max_degradation or {}),
+        }
+        if self.input_format:
+            params["input_format"] = self.input_format
+        if self.skops_trusted_types:
+            params["skops_trusted_types"] = list(self.skops_trusted_types)
+        return JobSpec(
+            job=self.job_type,
+            model=ModelRef(challenger.name, challenger.version, challenger.alias),
+            baseline_model=ModelRef(champion.name, champion.version, champion.alias) if champion else None,
+            inputs=[self.holdout_uri] if isinstance(self.holdout_uri, str) else list(self.holdout_uri),
+            mlflow=self.mlflow_ref(run),
+            params=params,
+        )
+
+    def _pin_champion(self, challenger: PinnedModel, run: TaskRun) -> PinnedModel | None:
+        if self.champion:
+            return self.mlflow_hook.pin_model(self.champion, run.parent_run_id)
+        if self.mlflow_hook.alias_version(challenger.name, DEFAULT_CHAMPION_ALIAS) is None:
+            return None
+        return self.mlflow_hook.pin_model(f"{challenger.name}@{DEFAULT_CHAMPION_ALIAS}", run.parent_run_id)
+
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
+        details = result.get("details", {})
+        challenger, champion = details.get("challenger") or {}, details.get("champion") or {}
+        return {
+            "ai.decision": str(details.get("decision", "")),
+            "ai.task_type": str(details.get("task_type", "")),
+            "ai.challenger_name": str(challenger.get("name", "")),
+            "ai.challenger_version": str(challenger.get("version", "")),
+            "ai.champion_version": str(champion.get("version", "none")),
+            "ai.input_digest": str(result.get("input_digest", "")),
+        }
+
+    def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
+        details = result.get("details", {})
+        challenger, champion = details.get("challenger") or {}, details.get("champion") or {}
+        return {
+            "decision": details.get("decision"),
+            "model_name": challenger.get("name"),
+            "challenger_version": challenger.get("version"),
+            "champion_version": champion.get("version"),
+            "mlflow_run_id": run.run_id,
+            "input_digest": result.get("input_digest"),
+        }
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self._decide(context, super().execute(context))
+
+    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
+        return self._decide(context, super().trigger_reentry(context, event))
+
+    def _decide(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        details = result.get("details", {})
+        decision = details.get("decision")
+        context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
+        reasons = "; ".join(details.get("reasons", []))
+        self.log.info("Decision for %s: %s (%s)", self.challenger, decision, reasons)
+        if decision == "reject" and self.fail_on_reject:
+            name = parse_model_reference(self.challenger).name
+            version = (details.get("challenger") or {}).get("version")
+            raise AirflowFailException(f"challenger {name} version {version} rejected: {reasons}")
+        return result
