@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         set_process_defaults()
         spec = read_spec(args)
         result = job_runner(spec.job)(spec)
-        code = EXIT_OK
+        # A job may report a failure as a result (a data check that failed) instead of raising.
+        code = EXIT_OK if result.status == "success" else EXIT_INPUT
     except Exception as err:  # every failure becomes a result
         if not isinstance(err, JobError):
             traceback.print_exc()

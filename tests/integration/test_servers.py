@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.servers import (
+from scripts.servers import (
     HOST,
     MlflowServer,
     S3Server,
