@@ -42,11 +42,12 @@ class DriftDetectionOperator(AiJobOperator):
     event's ``extra``: ``model_name``, ``model_version``, ``mlflow_run_id``, ``drifted_features``,
     ``max_psi``, ``input_digest``, ``input_uri``, ``rows``. ::
 
-        drift = Asset("churn-drift")
-        DriftDetectionOperator(task_id="drift", model="churn@champion",
-                               input_uri="s3://data/customers/{{ ds }}/", drift_asset=drift)
+        from airflow_ai_provider.assets import drift_asset
 
-        with DAG("retrain_churn", schedule=[drift]): ...
+        DriftDetectionOperator(task_id="drift", model="churn@champion",
+                               input_uri="s3://data/customers/{{ ds }}/", drift_asset=drift_asset("churn"))
+
+        with DAG("retrain_churn", schedule=[drift_asset("churn")]): ...
 
     :param model: the model version whose training data is the reference: ``name@alias``,
         ``name/version``, ``name`` (latest) or ``models:/...``; pinned once per DAG run. (templated)

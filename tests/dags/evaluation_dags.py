@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, task
 
+from airflow_ai_provider.assets import drift_asset
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
 from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 
-DRIFT_ASSET = Asset(name="ai-test-churn-drift")
+#: ``mlflow-model://drift_churn/drift``: the drift asset of the model the drift test uses.
+DRIFT_ASSET = drift_asset("drift_churn")
 
 
 def evaluation_gate() -> DAG:

@@ -106,7 +106,8 @@ def test_data_from_the_training_distribution_does_not_drift(store, tmp_path):
 
 def test_shifted_features_drift_and_are_named_in_the_report(store, tmp_path):
     inputs = write(tmp_path / "shifted", shifted_customers(10_000, seed=6), n_files=2, fmt="csv")
-    run_id = store.client().create_run("0").info.run_id
+    client = store.client()
+    run_id = client.create_run(client.get_experiment_by_name("churn-training").experiment_id).info.run_id
 
     result = drift.run(store.spec(inputs, run_id=run_id), log=lambda _: None)
 
