@@ -1,0 +1,178 @@
+"""Retraining: run the user's training function on fresh data and register the model it returns."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow_ai_provider.config import ExecutionMode
+from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.spec import JobSpec
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_ai_provider.hooks.mlflow import TaskRun
+
+_FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class RetrainModelOperator(AiJobOperator):
+    """Train a model with your own function and register it as a new MLflow model version.
+
+    The runtime reads the training data, calls ``training_function`` with a
+    :class:`~airflow_ai_provider.runtime.train.TrainingContext` (``data``, ``table``, ``label``,
+    ``features``, ``params``, ``log``, ``run_id``), logs the returned model (a scikit-learn estimator
+    or an ``mlflow.pyfunc.PythonModel``) into this task's MLflow run with a signature, an input
+    example and pinned requirements, stores the reference profile of the training data (for drift
+    checks) and a model card, registers a version with lineage tags and the card as description, and
+    points ``alias`` at it once it is ``READY``. A retry of the task reuses the version an earlier try
+    registered instead of training again. GPUs, resources, node selectors and tolerations are
+    ordinary :class:`KubernetesPodOperator` arguments (``container_resources``, ``node_selector``,
+    ``tolerations``)::
+
+        RetrainModelOperator(
+            task_id="train",
+            training_function="dag_templates.include.churn_training:train",
+            input_uri="s3://data/customers/labelled/",
+            label_column="churned",
+            id_columns=["customer_id"],
+            model_name="churn",
+            hyperparameters={"max_iter": 200, "learning_rate": 0.05},
+            intended_use="Rank customers by churn risk for retention offers.",
+        )
+
+    :param training_function: ``package.module:function``, importable in the image (kubernetes) or
+        on the worker's ``PYTHONPATH`` (local). (templated)
+    :param input_uri: training data: file, folder or glob of Parquet or CSV, local or ``s3://``; or
+        a list. (templated)
+    :param label_column: the label column. (templated)
+    :param model_name: registered model to add a version to (created if missing). (templated)
+    :param alias: alias pointed at the new version. (templated)
+    :param feature_columns: the features; default every column but the label and ``id_columns``.
+        (templated)
+    :param id_columns: columns that are neither features nor label. (templated)
+    :param hyperparameters: passed to the function as ``ctx.params`` and logged as MLflow params.
+        Named so because ``params`` is Airflow's own operator argument (DAG params). (templated)
+    :param pip_requirements: the model's pip requirements; default pins of the installed mlflow,
+        scikit-learn, pandas, numpy and cloudpickle. (templated)
+    :param intended_use: what the model is for, shown in the model card. (templated)
+    :param limitations: known limitations, shown in the model card. (templated)
+    :param input_format: ``parquet`` or ``csv``; default from the file extension.
+    """
+
+    job_type = "train"
+    template_fields: Sequence[str] = (
+        *AiJobOperator.template_fields,
+        "training_function",
+        "input_uri",
+        "label_column",
+        "model_name",
+        "alias",
+        "feature_columns",
+        "id_columns",
+        "hyperparameters",
+        "pip_requirements",
+        "intended_use",
+        "limitations",
+    )
+
+    def __init__(
+        self,
+        *,
+        training_function: str,
+        input_uri: str | list[str],
+        label_column: str,
+        model_name: str,
+        alias: str = "challenger",
+        feature_columns: list[str] | None = None,
+        id_columns: list[str] | None = None,
+        hyperparameters: dict[str, Any] | None = None,
+        pip_requirements: list[str] | None = None,
+        intended_use: str | None = None,
+        limitations: str | None = None,
+        input_format: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 1)
+        kwargs.setdefault("retry_delay", timedelta(minutes=5))
+        super().__init__(**kwargs)
+        if "{{" not in training_function and not _FUNCTION_REFERENCE.match(training_function):
+            raise AiProviderConfigError(
+                f"training_function {training_function!r} must be 'package.module:function'"
+            )
+        self.training_function = training_function
+        self.input_uri = input_uri
+        self.label_column = label_column
+        self.model_name = model_name
+        self.alias = alias
+        self.feature_columns = feature_columns
+        self.id_columns = id_columns
+        self.hyperparameters = hyperparameters
+        self.pip_requirements = pip_requirements
+        self.intended_use = intended_use
+        self.limitations = limitations
+        self.input_format = input_format
+
+    def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        ti = context["ti"]
+        map_index = ti.map_index if ti.map_index is not None else -1
+        mode = self.resolved_execution_mode
+        where = self.image if mode is ExecutionMode.KUBERNETES else f"local:{self.python or sys.executable}"
+        params: dict[str, Any] = {
+            "training_function": self.training_function,
+            "label_column": self.label_column,
+            "model_name": self.model_name,
+            "alias": self.alias,
+            "id_columns": list(self.id_columns or []),
+            "hyperparameters": dict(self.hyperparameters or {}),
+            "training_key": f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index}",
+            "dag_id": ti.dag_id,
+            "dag_run_id": ti.run_id,
+            "task_id": ti.task_id,
+            "image": str(where),
+        }
+        optional = {
+            "feature_columns": list(self.feature_columns) if self.feature_columns else None,
+            "pip_requirements": list(self.pip_requirements) if self.pip_requirements else None,
+            "intended_use": self.intended_use,
+            "limitations": self.limitations,
+            "input_format": self.input_format,
+        }
+        params.update({key: value for key, value in optional.items() if value})
+        return JobSpec(
+            job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
+        )
+
+    def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
+        model = result.get("model", {})
+        details = result.get("details", {})
+        return {
+            "ai.model_name": str(model.get("name", "")),
+            "ai.model_version": str(model.get("version", "")),
+            "ai.model_alias": str(model.get("alias", "")),
+            "ai.model_uri": str(details.get("model_uri", "")),
+            "ai.training_data_digest": str(details.get("training_data_digest", "")),
+            "ai.reused_version": str(bool(details.get("reused"))).lower(),
+        }
+
+    def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
+        """Model name, version (also as ``model_version``, the key other model events use), alias, MLflow
+        run, training data digest and rows."""
+        details = result.get("details", {})
+        return {
+            "model_name": details.get("model_name"),
+            "version": details.get("version"),
+            "model_version": details.get("version"),
+            "alias": details.get("alias"),
+            "mlflow_run_id": run.run_id,
+            "training_data_digest": details.get("training_data_digest"),
+            "rows": details.get("rows"),
+        }
+
+    def _input_list(self) -> list[str]:
+        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

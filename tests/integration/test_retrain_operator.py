@@ -1,0 +1,199 @@
+"""Retraining end to end: ``RetrainModelOperator`` in real Airflow DAGs (``dag.test()``), local execution
+mode, against a real ``mlflow server`` and a real S3-compatible server (moto)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from dag_templates.include.churn_sample import FEATURES, write_customers
+
+pytestmark = pytest.mark.integration
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ROWS = 3_000
+
+
+@pytest.fixture
+def mlflow_env(monkeypatch, mlflow_server, airflow_db):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    )
+    # the local runtime imports the training function from the repository, as a worker would from
+    # its DAG bundle or an installed package
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+
+
+@pytest.fixture
+def s3_training_data(monkeypatch, mlflow_env, s3_server, s3_bucket):
+    """Labelled customers in S3; the worker itself has no AWS credentials, only the connection."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    aws = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
+    monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
+    monkeypatch.setenv("AI_TEST_MODEL_NAME", "churn-retrained-s3")
+    write_customers(
+        f"s3://{s3_bucket}/training",
+        ROWS,
+        seed=21,
+        n_files=2,
+        with_label=True,
+        storage_options={"endpoint_url": s3_server.endpoint_url, "key": "testing", "secret": "testing"},
+    )
+    return s3_bucket
+
+
+def _task_runs(client, dag_id: str, run_id: str) -> list:
+    experiment = client.get_experiment_by_name(f"airflow/{dag_id}")
+    return client.search_runs(
+        [experiment.experiment_id], f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{run_id}'"
+    )
+
+
+def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_training_data, mlflow_server):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from mlflow import MlflowClient
+    from sqlalchemy import select
+
+    from airflow_ai_provider.results import dag_run_outcomes
+    from tests.dags.training_dags import s3_retraining
+
+    dag_run = s3_retraining().test()
+    assert dag_run.state == "success"
+    bucket, name = s3_training_data, "churn-retrained-s3"
+
+    # XCom: the runtime's result, with the version and where everything is.
+    (outcome,) = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
+    result = outcome.result
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    run_id = task_run.info.run_id
+    digest = result["input_digest"]
+    assert result["status"] == "success" and result["mlflow_run_id"] == run_id
+    assert result["model"] == {"name": name, "version": "1", "alias": "challenger"}
+    assert result["details"] == {
+        "model_name": name,
+        "version": "1",
+        "alias": "challenger",
+        "model_uri": f"models:/{name}/1",
+        "run_id": run_id,
+        "training_data_digest": digest,
+        "rows": ROWS,
+        "features": list(FEATURES),
+        "label": "churned",
+        "reference_profile_uri": f"runs:/{run_id}/reference_profile.json",
+        "model_card_artifact": f"runs:/{run_id}/model_card.md",
+        "reused": False,
+    }
+    assert result["metrics"]["accuracy"] > 0.7
+
+    # Registry: the version, its alias, lineage tags and the model card as description.
+    version = client.get_model_version_by_alias(name, "challenger")
+    assert str(version.version) == "1" and version.run_id == run_id
+    assert version.tags["airflow.dag_id"] == "s3_retraining"
+    assert version.tags["airflow.run_id"] == dag_run.run_id
+    assert version.tags["ai.training_key"] == f"s3_retraining/{dag_run.run_id}/train/-1"
+    assert version.tags["ai.training_data_uri"] == f"s3://{bucket}/training/"
+    assert version.tags["ai.training_data_digest"] == digest
+    assert version.tags["ai.image"] == f"local:{sys.executable}"
+    assert version.tags["ai.reference_profile"] == f"runs:/{run_id}/reference_profile.json"
+    assert "Churn risk ranking, retrained by s3_retraining." in version.description  # templated
+    assert "Synthetic customers only." in version.description
+
+    # The task's run: artifacts, dataset input, metrics and tags, ended by the operator.
+    artifacts = {item.path for item in client.list_artifacts(run_id)}
+    assert {
+        "model_card.md",
+        "reference_profile.json",
+        "training_summary.json",
+        "job_result.json",
+    } <= artifacts
+    assert task_run.info.status == "FINISHED"
+    assert task_run.data.tags["ai.model_version"] == "1"
+    assert task_run.data.params == {"max_iter": "30", "learning_rate": "0.2"}
+    (dataset_input,) = task_run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == digest[:32]
+    assert f"s3://{bucket}/training/" in dataset_input.dataset.source
+
+    # The Asset event says which version was trained, from which data.
+    with create_session() as session:
+        (event,) = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == f"trained-{name}", AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
+        extra = event.extra
+    assert extra == {
+        "model_name": name,
+        "version": "1",
+        "model_version": "1",
+        "alias": "challenger",
+        "mlflow_run_id": run_id,
+        "training_data_digest": digest,
+        "rows": ROWS,
+    }
+
+
+FLAKY_PYTHON = """#!/bin/bash
+# First try: run the real job to the end, then report a retryable failure (as if the worker died
+# after the version was registered). Later tries run the job normally.
+if [ ! -e "{marker}" ]; then
+    touch "{marker}"
+    "{python}" "$@" || exit $?
+    "{python}" -c 'import json, os
+path = os.environ["AI_PROVIDER_RESULT_PATH"]
+result = json.load(open(path))
+result.update(status="failed", error="worker lost after registering", retryable=True)
+json.dump(result, open(path, "w"))'
+    exit 3
+fi
+exec "{python}" "$@"
+"""
+
+
+def test_retried_training_reuses_its_version_and_run(mlflow_env, mlflow_server, tmp_path, monkeypatch):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from mlflow import MlflowClient
+    from sqlalchemy import select
+
+    from airflow_ai_provider.results import dag_run_outcomes
+    from tests.dags.training_dags import retried_training
+
+    name = "churn-retried"
+    write_customers(tmp_path / "training", 1_000, seed=5, with_label=True)
+    flaky = tmp_path / "flaky-python"
+    flaky.write_text(FLAKY_PYTHON.format(marker=tmp_path / "tried", python=sys.executable))
+    flaky.chmod(0o755)
+    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", str(flaky))
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_MODEL_NAME", name)
+
+    dag_run = retried_training().test()
+
+    assert dag_run.state == "success"
+    with create_session() as session:
+        (try_number,) = session.scalars(
+            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
+        ).all()
+    assert try_number == 2
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert [str(version.version) for version in versions] == ["1"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    assert task_run.info.status == "FINISHED"
+    (outcome,) = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
+    assert outcome.result["details"]["reused"] is True
+    assert outcome.result["details"]["version"] == "1"
+    assert outcome.result["details"]["run_id"] == task_run.info.run_id
+    assert outcome.result["metrics"]["accuracy"] > 0.6
