@@ -180,7 +180,7 @@ class TrainParams:
             not isinstance(alias, str)
             or not _ALIAS.match(alias)
             or alias.lower() == "latest"
-            or (re.fullmatch(r"[vV]\d+", alias))
+            or re.fullmatch(r"[vV]\d+", alias)
         ):
             raise JobInputError(
                 f"alias {alias!r} is not valid: use letters, digits, '_' and '-', not 'latest' or 'v<number>'"

@@ -282,6 +282,34 @@ def test_retry_with_the_same_training_key_reuses_the_version_without_training(
     assert any("reusing it, not training again" in line for line in lines)
 
 
+def test_registry_failure_before_the_version_exists_registers_nothing_and_a_retry_trains_again(
+    store: Store, training_data: str
+) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from airflow_ai_provider.runtime.errors import JobServiceError
+
+    spec = store.spec(
+        training_data, store.new_run(), model_name="churn-flaky", training_key="flaky/run/train/-1"
+    )
+    outage = MlflowException("registry is restarting", error_code="TEMPORARILY_UNAVAILABLE")
+
+    with (
+        mock.patch.object(MlflowClient, "create_model_version", side_effect=outage),
+        pytest.raises(JobServiceError, match="cannot register model 'churn-flaky'") as caught,
+    ):
+        train.run(spec)
+
+    assert caught.value.retryable
+    assert store.versions("churn-flaky") == []
+    assert store.client.get_registered_model("churn-flaky").aliases == {}
+    retried = train.run(spec)
+    assert (retried.details["version"], retried.details["reused"]) == ("1", False)
+    assert [int(v.version) for v in store.versions("churn-flaky")] == [1]
+    assert store.client.get_model_version_by_alias("churn-flaky", "challenger").version == 1
+
+
 def test_another_training_key_registers_a_new_version(store: Store, training_data: str) -> None:
     key = {"training_key": "other/run/train/-1"}
     first = train.run(store.spec(training_data, store.new_run(), model_name="churn-keys", **key))
@@ -358,6 +386,11 @@ def test_python_model_is_logged_as_pyfunc(store: Store, training_data: str) -> N
             "good",
             "metric 'accuracy' returned by training function",
         ),
+        (
+            {"training_function": f"{HERE}:raises"},
+            "good",
+            f"training function {HERE}:raises failed: ValueError: learning_rate must be positive",
+        ),
         ({}, "empty", "has no rows: nothing to train on"),
         (
             {"label_column": "churned"},
@@ -373,6 +406,7 @@ def test_python_model_is_logged_as_pyfunc(store: Store, training_data: str) -> N
         "returns-dict-of-numbers",
         "returns-unsupported-object",
         "non-numeric-metric",
+        "function-raises",
         "empty-data",
         "missing-label-column",
         "reserved-alias",
@@ -560,6 +594,10 @@ def returns_bad_metrics(ctx: train.TrainingContext) -> tuple[Any, dict[str, Any]
 
     model = DummyClassifier().fit(ctx.data[ctx.features], ctx.data[ctx.label])
     return model, {"accuracy": "high"}
+
+
+def raises(ctx: train.TrainingContext) -> Any:
+    raise ValueError("learning_rate must be positive,\ngot -1")
 
 
 def python_model(ctx: train.TrainingContext) -> dict[str, Any]:
