@@ -192,12 +192,7 @@ class AiJobOperator(KubernetesPodOperator):
         who, run = self._book_run(context, mode)
         try:
             spec = self.build_job_spec(context, run)
-            self.log.info("Job spec: %s", spec.to_json())
-            if mode is ExecutionMode.LOCAL:
-                result = self._run_local(spec)
-            else:
-                self.configure_pod_for(spec)
-                result = super().execute(context)
+            result = self.run_job(context, spec, mode)
             return self._complete(context, who, run, result)
         except TaskDeferred:
             raise
@@ -214,6 +209,14 @@ class AiJobOperator(KubernetesPodOperator):
         except BaseException:
             self.mlflow_hook.finish_task_run(run, who, succeeded=False)
             raise
+
+    def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:
+        """Run ``spec`` in a pod or a local subprocess and return the runtime's result."""
+        self.log.info("Job spec: %s", spec.to_json())
+        if mode is ExecutionMode.LOCAL:
+            return self._run_local(spec)
+        self.configure_pod_for(spec)
+        return super().execute(context)
 
     def _run_local(self, spec: JobSpec) -> dict[str, Any]:
         env = {**self.mlflow_hook.runtime_env(), **aws_runtime_env(self.aws_conn_id)}

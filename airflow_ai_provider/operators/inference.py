@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
 
@@ -37,6 +39,10 @@ class BatchInferenceOperator(AiJobOperator):
     :param batch_size: rows per Arrow record batch.
     :param shard_index: this task's shard, ``0 <= shard_index < shard_count``. (templated)
     :param shard_count: number of shards the input is split into. (templated)
+    :param fallback_model: model to use when ``model`` exists but cannot be loaded (a broken
+        artifact, a package missing from the image), e.g. ``churn@champion_previous``. Predictions
+        made with it are marked: the result's ``fallback`` and the MLflow tag ``ai.fallback_used``.
+        (templated)
     """
 
     job_type = "infer"
@@ -48,6 +54,7 @@ class BatchInferenceOperator(AiJobOperator):
         "id_columns",
         "shard_index",
         "shard_count",
+        "fallback_model",
     )
 
     def __init__(
@@ -61,6 +68,7 @@ class BatchInferenceOperator(AiJobOperator):
         batch_size: int = 65_536,
         shard_index: int | str = 0,
         shard_count: int | str = 1,
+        fallback_model: str | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("retries", 3)
@@ -75,8 +83,10 @@ class BatchInferenceOperator(AiJobOperator):
         self.batch_size = batch_size
         self.shard_index = shard_index
         self.shard_count = shard_count
+        self.fallback_model = fallback_model
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        self._parent_run_id = run.parent_run_id
         pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         params: dict[str, Any] = {
@@ -95,6 +105,29 @@ class BatchInferenceOperator(AiJobOperator):
             shard=Shard(int(self.shard_index), int(self.shard_count)),
         )
 
+    def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:
+        """Run the job; if the model cannot be loaded and a fallback is set, score with the fallback."""
+        result = super().run_job(context, spec, mode)
+        if result.get("error_type") != "ModelLoadError" or not self.fallback_model:
+            return result
+        pinned = self.mlflow_hook.pin_model(self.fallback_model, self._parent_run_id)
+        self.log.warning(
+            "Model %s version %s cannot be loaded (%s); falling back to %s version %s",
+            spec.model.name,
+            spec.model.version,
+            result.get("error"),
+            pinned.name,
+            pinned.version,
+        )
+        fallback_spec = replace(spec, model=ModelRef(pinned.name, pinned.version, pinned.alias))
+        fallback = super().run_job(context, fallback_spec, mode)
+        fallback["fallback"] = {
+            "used": True,
+            "reason": result.get("error"),
+            "intended_model": {"name": spec.model.name, "version": spec.model.version},
+        }
+        return fallback
+
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         model = result.get("model", {})
         tags = {
@@ -107,6 +140,9 @@ class BatchInferenceOperator(AiJobOperator):
         }
         if model.get("alias"):
             tags["ai.model_alias"] = str(model["alias"])
+        if result.get("fallback"):
+            tags["ai.fallback_used"] = "true"
+            tags["ai.fallback_reason"] = str(result["fallback"]["reason"])[:500]
         return tags
 
     def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
@@ -141,6 +177,7 @@ class BatchInferenceOperator(AiJobOperator):
             "output_files": [out["uri"] for out in result.get("outputs", [])],
             "input_digest": result.get("input_digest"),
             "shard": f"{self.shard_index}/{self.shard_count}",
+            "fallback": bool(result.get("fallback")),
         }
 
     def _input_list(self) -> list[str]:

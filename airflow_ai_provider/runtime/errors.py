@@ -25,3 +25,7 @@ def one_line(err: BaseException | str) -> str:
     if isinstance(err, BaseException) and not text:
         return type(err).__name__
     return text
+
+
+class ModelLoadError(JobInputError):
+    """The model version exists but cannot be loaded (a missing package, a broken artifact)."""

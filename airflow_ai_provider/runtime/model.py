@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, ModelLoadError, one_line
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
 
 #: MLflow settings for the runtime process: fail within seconds when the server misbehaves, instead of
@@ -91,7 +91,8 @@ def load_model(
         raise JobInputError(
             f"model version must be a registry version number, got {ref.version!r} for model {ref.name!r}"
         )
-    probe_tracking_server(mlflow_ref.registry_uri or mlflow_ref.tracking_uri)
+    for uri in dict.fromkeys([mlflow_ref.tracking_uri, mlflow_ref.registry_uri or mlflow_ref.tracking_uri]):
+        probe_tracking_server(uri)
     configure_mlflow(mlflow_ref)
     version = _get_version(ref, mlflow_ref)
     try:
@@ -109,17 +110,17 @@ def load_model(
     try:
         pyfunc = mlflow.pyfunc.load_model(local)
     except ImportError as err:
-        raise JobInputError(
+        raise ModelLoadError(
             f"model {ref.name!r} version {ref.version} needs a package missing from the runtime: {one_line(err)}"
         ) from None
     except Exception as err:  # flavor loaders raise anything
         untrusted = _untrusted_types_message(err)
         if untrusted:
-            raise JobInputError(
+            raise ModelLoadError(
                 f"model {ref.name!r} version {ref.version} is saved with skops and {untrusted}: if you trust "
                 "them, list them in params.skops_trusted_types"
             ) from None
-        raise JobInputError(
+        raise ModelLoadError(
             f"cannot load model {ref.name!r} version {ref.version}: {one_line(err)}"
         ) from None
     info = {

@@ -44,6 +44,7 @@ def s3_batch_inference() -> DAG:
             aws_conn_id="aws_test",
             execution_mode="local",
             shard_count=shards,
+            fallback_model=os.environ.get("AI_TEST_FALLBACK") or None,
             outlets=[Asset(name=f"predictions-{bucket}", uri=f"s3://{bucket}/predictions")],
             retries=int(os.environ.get("AI_TEST_RETRIES", "0")),
         ).expand(shard_index=list(range(shards)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 
+import mlflow.pyfunc
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -240,3 +241,51 @@ def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
     assert len(runs) == 1
     assert runs[0].info.status == "FINISHED"
     assert runs[0].data.tags["airflow.try_number"] == "2"
+
+
+class _UnloadableModel(mlflow.pyfunc.PythonModel):
+    """Stands for a model whose artifact is broken: loading it raises."""
+
+    def load_context(self, context):
+        raise RuntimeError("weights file is corrupt")
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_unloadable_model_falls_back_to_previous_champion_and_says_so(
+    airflow_env, registered_churn, mlflow_server, monkeypatch
+):
+    from mlflow import MlflowClient
+
+    from airflow_ai_provider.results import dag_run_outcomes
+    from dag_templates.include.churn_sample import mlflow_uris
+    from tests.dags.ai_test_dags import s3_batch_inference
+
+    with mlflow_uris(mlflow_server.url):
+        mlflow.set_experiment("broken-models")
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=_UnloadableModel(),
+                pip_requirements=["mlflow"],
+                registered_model_name="churn",
+            )
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    broken_version = str(info.registered_model_version)
+    client.set_registered_model_alias("churn", "broken", broken_version)
+    monkeypatch.setenv("AI_TEST_MODEL", "churn@broken")
+    monkeypatch.setenv("AI_TEST_FALLBACK", "churn@champion")
+    monkeypatch.setenv("AI_TEST_SHARDS", "1")
+
+    dag_run = s3_batch_inference().test()
+    assert dag_run.state == "success"
+    (outcome,) = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
+    result = outcome.result
+    assert result["model"]["version"] == registered_churn["version"]
+    assert result["fallback"]["used"] is True
+    assert result["fallback"]["intended_model"]["version"] == broken_version
+    assert "weights file is corrupt" in result["fallback"]["reason"]
+    tags = client.get_run(result["mlflow_run_id"]).data.tags
+    assert tags["ai.fallback_used"] == "true"
+    assert tags["ai.model_version"] == registered_churn["version"]
