@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -315,12 +316,17 @@ class MlflowHook(BaseHook):
 
     def finish_task_run(self, run: TaskRun, who: RunIdentity, *, succeeded: bool) -> None:
         """End the task run and mirror its state on the parent; re-parent it if its parent lost."""
+        from mlflow.exceptions import MlflowException
+
         status = "FINISHED" if succeeded else "FAILED"
         with self.client() as client:
             parents = self._find_runs(client, run.experiment_id, self._dag_run_tags(who))
             elected = parents[0].info.run_id if parents else run.parent_run_id
             if elected != run.parent_run_id:
                 client.set_tag(run.run_id, "mlflow.parentRunId", elected)
+            for loser in parents[1:]:  # created by a task that raced; its children re-parent likewise
+                with contextlib.suppress(MlflowException):
+                    client.delete_run(loser.info.run_id)
             client.set_terminated(run.run_id, status=status)
             client.set_terminated(elected, status=status)
 
