@@ -13,6 +13,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AiJobOperator": "airflow_ai_provider.operators.base",
     "BatchInferenceOperator": "airflow_ai_provider.operators.inference",
+    "DataValidationOperator": "airflow_ai_provider.operators.validation",
+    "DriftDetectionOperator": "airflow_ai_provider.operators.drift",
+    "ModelApprovalOperator": "airflow_ai_provider.operators.promotion",
+    "ModelValidationOperator": "airflow_ai_provider.operators.evaluation",
+    "PromoteModelOperator": "airflow_ai_provider.operators.promotion",
+    "RetrainModelOperator": "airflow_ai_provider.operators.training",
+    "RollbackModelOperator": "airflow_ai_provider.operators.promotion",
     "ExecutionMode": "airflow_ai_provider.config",
     "MlflowHook": "airflow_ai_provider.hooks.mlflow",
 }

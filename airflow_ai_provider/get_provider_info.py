@@ -24,7 +24,14 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "MLflow",
-                "python-modules": ["airflow_ai_provider.operators.inference"],
+                "python-modules": [
+                    "airflow_ai_provider.operators.inference",
+                    "airflow_ai_provider.operators.training",
+                    "airflow_ai_provider.operators.validation",
+                    "airflow_ai_provider.operators.evaluation",
+                    "airflow_ai_provider.operators.drift",
+                    "airflow_ai_provider.operators.promotion",
+                ],
             }
         ],
         "hooks": [
