@@ -1,0 +1,121 @@
+"""The ``airflow-ai`` console script.
+
+``airflow-ai lineage <predictions-uri | model-version>`` prints where predictions or a model version
+came from (see :mod:`airflow_ai_provider.lineage`). Exit codes: 0 the chain is complete, 1 a hop is
+not recorded, 2 bad input (a malformed target, or one MLflow does not know), 3 MLflow unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_COMPLETE = 0
+EXIT_INCOMPLETE = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 3
+
+# An unreachable tracking server should fail in seconds, not after MLflow's minutes of retries;
+_FAST_FAIL_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # stdout/stderr carry the chain and errors only
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="airflow-ai", description="Tools for the Airflow AI provider.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    lineage = commands.add_parser(
+        "lineage",
+        help="print where predictions or a model version came from",
+        description=(
+            "Print the chain predictions <- inference <- model version <- training <- training data <- "
+            "data validation <- quality gate <- approval <- promotion, and the Airflow DAG runs behind "
+            "it, from MLflow and Airflow records. Exit 0: complete; 1: a hop is not recorded; "
+            "2: bad input; 3: MLflow unreachable."
+        ),
+    )
+    lineage.add_argument(
+        "target",
+        help=(
+            "a predictions part file or output folder (file://, s3:// or a local path), or a model "
+            "version: models:/churn/3, churn/3 or churn@champion"
+        ),
+    )
+    lineage.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI; default the mlflow_default connection, else MLFLOW_TRACKING_URI, "
+        "else the embedded store under AIRFLOW_HOME",
+    )
+    lineage.add_argument(
+        "--mlflow-conn-id", default="mlflow_default", help="Airflow connection of type mlflow"
+    )
+    lineage.add_argument("--json", action="store_true", help="print the chain as one JSON object")
+    lineage.add_argument(
+        "--no-airflow", action="store_true", help="do not read DAG-run states from the Airflow database"
+    )
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"airflow-ai: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
+    from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
+
+    try:
+        parse_target(args.target)  # a malformed target fails before anything is contacted
+    except LineageInputError as err:
+        _error(str(err))
+        return EXIT_BAD_INPUT
+    states = (lambda dag_id, run_id: None) if args.no_airflow else airflow_dag_run_states()
+    for key, value in _FAST_FAIL_ENV.items():
+        os.environ.setdefault(key, value)
+    where = args.tracking_uri
+    try:
+        if args.tracking_uri:
+            lineage = trace(MlflowClient(tracking_uri=args.tracking_uri), args.target, states)
+        else:
+            from airflow_ai_provider.hooks.mlflow import MlflowHook
+
+            hook = MlflowHook(mlflow_conn_id=args.mlflow_conn_id)
+            where = hook.tracking_uri
+            with hook.client() as client:
+                lineage = trace(client, args.target, states)
+    except LineageInputError as err:
+        _error(f"{err} (MLflow at {where})")
+        return EXIT_BAD_INPUT
+    except AiProviderConfigError as err:
+        _error(str(err))
+        return EXIT_BAD_INPUT
+    except MlflowUnavailableError as err:
+        _error(str(err))
+        return EXIT_UNAVAILABLE
+    except MlflowException as err:
+        text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        _error(f"MLflow at {where} failed: {text}")
+        return EXIT_UNAVAILABLE
+    print(json.dumps(lineage.to_dict(), indent=2) if args.json else lineage.render(), flush=True)
+    return EXIT_COMPLETE if lineage.complete else EXIT_INCOMPLETE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``airflow-ai``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "lineage":
+        return _lineage(args)
+    return EXIT_BAD_INPUT  # argparse rejects unknown commands before this
+
+
+if __name__ == "__main__":
+    sys.exit(main())
