@@ -23,7 +23,7 @@ BASELINE = (
 )
 PROVIDER = (
     BASELINE + "; from airflow_ai_provider.operators.inference import BatchInferenceOperator"
-    "; import airflow_ai_provider.hooks.mlflow, airflow_ai_provider.links, dag_templates.batch_inference"
+    "; import airflow_ai_provider.hooks.mlflow, airflow_ai_provider.links, dag_templates.churn_batch_inference, dag_templates.churn_retrain"
 )
 REPEATS = 7
 

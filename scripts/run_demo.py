@@ -1,101 +1,98 @@
-"""The main job on embedded defaults.
+"""The main job on embedded defaults: the whole template kit through the real Airflow scheduler.
 
-Creates a churn model from synthetic data, registers it in an embedded MLflow store with the alias
-``champion``, writes scoring data, and runs the ``ai_batch_inference`` template through Airflow in
-local mode. Everything lives under ``.demo/`` in the repository (``--home`` to move it).
+Writes synthetic churn data, starts a local MLflow server and Airflow (``airflow standalone``:
+scheduler with LocalExecutor, SQLite, the templates as DAG folder, local execution mode), triggers
+``churn_ingest`` once and follows the chain: validated data -> retrained, gated, promoted model ->
+batch predictions. Prints a summary and stops every process it started. State lives in ``.demo/``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 
-
-def _configure(home: Path) -> dict[str, Path]:
-    """Point Airflow, MLflow and the templates at ``home`` before Airflow is imported."""
-    paths = {"airflow": home / "airflow", "data": home / "data"}
-    for path in paths.values():
-        path.mkdir(parents=True, exist_ok=True)
-    os.environ.update(
-        {
-            "AIRFLOW_HOME": str(paths["airflow"]),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dag_templates"),
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"),
-            "AIRFLOW__AI_PROVIDER__EXECUTION_MODE": "local",
-            "AI_TEMPLATES_DATA_ROOT": str(paths["data"]),
-        }
-    )
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # use the embedded store under AIRFLOW_HOME
-    sys.path.insert(0, str(REPO_ROOT))
-    return paths
+from scripts.main_job import run_chain, start_stack, write_sample_data, xcom  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--home", type=Path, default=REPO_ROOT / ".demo", help="where state is kept")
-    parser.add_argument("--rows", type=int, default=200_000, help="rows of scoring data")
-    parser.add_argument("--fresh", action="store_true", help="delete the home folder first")
+    parser.add_argument("--rows", type=int, default=20_000, help="new labelled customers to ingest")
+    parser.add_argument("--scoring-rows", type=int, default=100_000, help="customers to score")
+    parser.add_argument("--keep-running", action="store_true", help="leave Airflow and MLflow up")
     args = parser.parse_args()
-    if args.fresh and args.home.exists():
-        shutil.rmtree(args.home)
-    paths = _configure(args.home.resolve())
-    started = time.monotonic()
-
-    from airflow.utils import db
-
-    from airflow_ai_provider.hooks.mlflow import MlflowHook
-    from dag_templates.include.churn_sample import train_and_register, write_customers
-
-    print("1/4 Airflow metadata database (SQLite) ...", flush=True)
-    db.initdb()
-    hook = MlflowHook()
-    print(f"2/4 Training the sample churn model and registering it in MLflow at {hook.tracking_uri} ...")
-    model = train_and_register(hook.tracking_uri, "churn", alias="champion")
-    print(f"    registered churn version {model['version']} (alias champion), metrics {model['metrics']}")
-    scoring = paths["data"] / "scoring" / "customers"
-    shutil.rmtree(scoring, ignore_errors=True)
-    write_customers(str(scoring), args.rows, seed=1, n_files=2, with_label=False)
-    print(f"3/4 Wrote {args.rows} customers to score under {scoring}")
-
-    print("4/4 Running DAG ai_batch_inference through Airflow (local execution mode) ...", flush=True)
-    from dag_templates.batch_inference import dag
-
-    dag_run = dag.test()
-    return _summarise(dag_run, hook, time.monotonic() - started)
+    home = args.home.resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    print(f"1/3 Writing synthetic churn data under {home / 'data'}", flush=True)
+    write_sample_data(home / "data", rows=args.rows, scoring_rows=args.scoring_rows)
+    print("2/3 Starting MLflow and Airflow (scheduler, LocalExecutor, SQLite) ...", flush=True)
+    stack = start_stack(home)
+    try:
+        print(f"    Airflow {stack.airflow.url}   MLflow {stack.mlflow.url}", flush=True)
+        print("3/3 Triggering churn_ingest; the rest follows through Assets ...", flush=True)
+        report = run_chain(stack)
+        ok = _summarise(stack, report)
+        if args.keep_running:
+            print("\nAirflow and MLflow keep running; press Ctrl-C to stop them.")
+            with contextlib.suppress(KeyboardInterrupt):
+                stack.airflow.process.wait()
+        return 0 if ok else 1
+    finally:
+        stack.stop()
 
 
-def _summarise(dag_run, hook, seconds: float) -> int:
-    from airflow_ai_provider.results import dag_run_outcomes
-
-    print(f"\nDAG run {dag_run.run_id}: {dag_run.state} in {seconds:.0f} s")
-    for outcome in dag_run_outcomes(dag_run.dag_id, dag_run.run_id):
-        result = outcome.result
-        if not result:
-            print(f"  {outcome.task_id}[{outcome.map_index}]: {outcome.state}")
-            continue
-        model = result["model"]
-        for output in result["outputs"]:
-            print(
-                f"  {outcome.task_id}[{outcome.map_index}]: {outcome.state}, {output['rows']} rows -> {output['uri']}"
-            )
-        print(
-            f"      model {model['name']} v{model['version']}, "
-            f"{result['metrics'].get('rows_per_s', 0):,.0f} rows/s, MLflow run {result['mlflow_run_id']}"
-        )
-    store = hook.tracking_uri
-    print(f"\nMLflow store: {store}")
+def _summarise(stack, report) -> bool:
+    print(f"\nChain finished in {report.seconds:.0f} s")
+    for dag_id, run in report.runs.items():
+        tasks = ", ".join(f"{task} {state}" for task, state in report.tasks[dag_id].items())
+        print(f"  {dag_id:<22} {run['dag_run_id']}: {run['state']}\n      {tasks}")
+    complete = len(report.runs) == 3 and all(run["state"] == "success" for run in report.runs.values())
+    if not complete:
+        print("\nThe chain did not complete: see the task logs under", stack.airflow.home / "logs")
+        return False
+    retrain = report.runs["churn_retrain"]["dag_run_id"]
+    promoted = xcom(stack, "churn_retrain", retrain, "promote")
+    inference = report.runs["churn_batch_inference"]["dag_run_id"]
+    summary = xcom(stack, "churn_batch_inference", inference, "route_low_confidence")
     print(
-        f"  look at it:  .venv/bin/mlflow ui --backend-store-uri {store}  (then open http://127.0.0.1:5000)"
+        f"\nModel promoted: {promoted['model_name']} version {promoted['version']} "
+        f"(previous champion: {promoted['previous_version'] or 'none'})"
     )
-    return 0 if dag_run.state == "success" else 1
+    print(f"Rows scored: {summary['rows']} with version {summary['model_version']}")
+    print(
+        f"Low-confidence rows routed to review: {summary['low_confidence_rows']} -> {summary['review_file'] or '-'}"
+    )
+    print(f"Predictions: {summary['output_uri']}")
+    lineage = REPO_ROOT / ".venv" / "bin" / "airflow-ai"
+    if lineage.exists():
+        print("\nLineage of the predictions:")
+        subprocess.run(
+            [
+                str(lineage),
+                "lineage",
+                f"{summary['output_uri']}/part-00000-of-00002.parquet",
+                "--tracking-uri",
+                stack.mlflow.url,
+            ],
+            env={**os.environ, "AIRFLOW_HOME": str(stack.airflow.home)},
+            check=False,
+        )
+    home = stack.home
+    print(
+        "\nLook and trigger DAGs by hand:\n"
+        f"  bash scripts/demo.sh --keep-running     (Airflow UI at the URL above, user admin, password in\n"
+        f"                                           {home / 'airflow' / 'simple_auth_manager_passwords.json.generated'})\n"
+        f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow' / 'mlflow.db'} --port 5000"
+    )
+    return True
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ can run an extra server of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -335,3 +336,80 @@ def stop_server(server: _Server) -> None:
     :raises RuntimeError: if a process of the group survives SIGKILL.
     """
     server.stop()
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+@dataclass(kw_only=True)
+class AirflowServer(_Server):
+    """``airflow standalone``: api-server, scheduler (LocalExecutor), dag-processor and triggerer.
+
+    :ivar url: base URL of the API server.
+    :ivar home: the ``AIRFLOW_HOME`` it runs with (SQLite metadata DB inside).
+    """
+
+    url: str
+    home: Path
+
+    def token(self) -> str:
+        """A bearer token for the ``admin`` user of the simple auth manager."""
+        passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
+        request = urllib.request.Request(
+            f"{self.url}/auth/token",
+            data=json.dumps({"username": "admin", "password": passwords["admin"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["access_token"]
+
+    def api(self, method: str, path: str, body: dict | None = None) -> Any:
+        """Call the Airflow REST API (``/api/v2``) and return the decoded JSON answer."""
+        request = urllib.request.Request(
+            f"{self.url}/api/v2{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.token()}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+
+def start_airflow(
+    home: Path, dags_folder: Path, *, extra_env: dict[str, str] | None = None, timeout: float = 240.0
+) -> AirflowServer:
+    """Start ``airflow standalone`` on 127.0.0.1 with SQLite, LocalExecutor and small parallelism.
+
+    :param home: ``AIRFLOW_HOME`` (created); the metadata DB and logs live there.
+    :param dags_folder: the DAGs to serve (e.g. the templates).
+    :param extra_env: more environment for Airflow and the tasks it runs.
+    :param timeout: seconds to wait for the API's health endpoint.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = _child_env(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "4",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://{HOST}:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{HOST}:{port}/execution/",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(extra_env or {}),
+        }
+    )
+    log_path = home / "airflow-standalone.log"
+    server = AirflowServer(
+        process=_spawn([str(VENV_BIN / "airflow"), "standalone"], log_path, env, home),
+        log_path=log_path,
+        url=f"http://{HOST}:{port}",
+        home=home,
+    )
+    _wait_ready(server, f"{server.url}/api/v2/monitor/health", "airflow standalone", timeout)
+    return server

@@ -55,12 +55,12 @@ class PromoteModelOperator(BaseOperator):
     :param alias: alias to move. (templated)
     :param reason: why the model is promoted, recorded on the version. (templated)
     :param approval_task_id: a :class:`ModelApprovalOperator` upstream; its answer is required
-        (anything but *Approve* skips the promotion) and recorded.
+        (anything but *Approve* skips the promotion) and recorded; empty means no approval step. (templated)
     :param mlflow_conn_id: MLflow connection.
     :param experiment_name: MLflow experiment for the task's run; default ``airflow/<dag_id>``.
     """
 
-    template_fields: Sequence[str] = ("model", "alias", "reason")
+    template_fields: Sequence[str] = ("model", "alias", "reason", "approval_task_id")
     operator_extra_links = (MlflowRunLink(),)
     action = "promote"
 

@@ -33,7 +33,7 @@ def test_provider_and_template_imports_load_no_heavy_library():
         "import airflow_ai_provider\n"
         "from airflow_ai_provider import BatchInferenceOperator, MlflowHook, ExecutionMode\n"
         "import airflow_ai_provider.links, airflow_ai_provider.get_provider_info\n"
-        "import dag_templates.batch_inference"
+        "import dag_templates.churn_batch_inference, dag_templates.churn_retrain, dag_templates.churn_ingest, dag_templates.churn_drift_monitor"
     )
     assert ours <= baseline, f"provider imports pulled in {sorted(ours - baseline)}"
     assert "mlflow" not in ours

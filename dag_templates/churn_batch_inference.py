@@ -1,0 +1,140 @@
+"""Batch inference: score customers with exactly the model version a promotion announced.
+
+Scheduled on the ``mlflow-model://churn`` Asset (a promotion) or on new scoring data. A
+promotion-triggered run scores with the version carried by the triggering event, never "whatever
+the alias says now"; a run for new data uses the champion, pinned once for the whole run. The input
+is split into shards, one task (one pod in kubernetes mode) per shard. If the model cannot be loaded,
+the previous champion scores instead and the predictions say so. Predictions below the confidence
+threshold go to a review file and a human-in-the-loop review task (no answer within the timeout means
+the predictions are accepted as they are). The ``churn_predictions`` Asset is updated at the end.
+
+Inference runs at high priority in the ``ai_inference`` pool, so training cannot starve it.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import DAG, Asset, AssetAny, Param, task
+
+from airflow_ai_provider.assets import model_asset
+from airflow_ai_provider.operators.inference import BatchInferenceOperator
+
+# ---- Config: adapt to your model and data -------------------------------------------------------
+DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
+MODEL_NAME = "churn"
+SCORING_DATA = Asset(name="churn_scoring_data", uri=f"file://{DATA_ROOT}/scoring/customers")
+PREDICTIONS = Asset(name="churn_predictions", uri=f"file://{DATA_ROOT}/predictions")
+SHARDS = 2
+REVIEW_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_REVIEW_TIMEOUT_MIN", "60")))
+INFERENCE_POOL = os.environ.get("AI_TEMPLATES_INFERENCE_POOL", "ai_inference")
+# --------------------------------------------------------------------------------------------------
+
+RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
+
+with DAG(
+    dag_id="churn_batch_inference",
+    schedule=AssetAny(model_asset(MODEL_NAME), SCORING_DATA),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ai", "inference", "template"],
+    params={
+        "model": Param(
+            f"{MODEL_NAME}@champion", type="string", description="used when no promotion triggered"
+        ),
+        "input_uri": Param(
+            SCORING_DATA.uri, type="string", description="file, folder or glob; file:// or s3://"
+        ),
+        "output_root": Param(PREDICTIONS.uri, type="string", description="predictions go to <root>/<run>/"),
+        "confidence_threshold": Param(0.6, type="number", description="rows below go to human review"),
+    },
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def pin_model(params=None, triggering_asset_events=None) -> str:
+        """The promoted version from the triggering event, or the champion reference."""
+        events = list(triggering_asset_events[model_asset(MODEL_NAME)]) if triggering_asset_events else []
+        if events:
+            return f"{events[-1].extra['model_name']}/{events[-1].extra['version']}"
+        return params["model"]
+
+    score = BatchInferenceOperator.partial(
+        task_id="score",
+        model="{{ ti.xcom_pull(task_ids='pin_model') }}",
+        fallback_model=f"{MODEL_NAME}@champion_previous",
+        input_uri="{{ params.input_uri }}",
+        output_uri="{{ params.output_root }}/" + RUN_FOLDER,
+        id_columns=["customer_id"],
+        shard_count=SHARDS,
+        pool=INFERENCE_POOL,
+        priority_weight=10,
+    ).expand(shard_index=list(range(SHARDS)))
+
+    @task
+    def route_low_confidence(params=None, run_id=None, ti=None) -> dict:
+        """Copy predictions below the threshold to <output>/review/low_confidence.parquet."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        results = [r for r in ti.xcom_pull(task_ids="score") if r]
+        low = []
+        for uri in (out["uri"] for r in results for out in r["outputs"]):
+            filesystem, path = pa.fs.FileSystem.from_uri(uri)
+            table = pq.read_table(path, filesystem=filesystem)
+            low.append(table.filter(pc.less(table["confidence"], params["confidence_threshold"])))
+        rows = sum(t.num_rows for t in low)
+        review_uri = ""
+        if rows:
+            folder = (
+                params["output_root"].removeprefix("file://")
+                + "/"
+                + run_id.replace(":", "-").replace("+", "-")
+            )
+            review_uri = f"{folder}/review/low_confidence.parquet"
+            os.makedirs(os.path.dirname(review_uri), exist_ok=True)
+            pq.write_table(pa.concat_tables(low), review_uri + ".tmp")
+            os.replace(review_uri + ".tmp", review_uri)
+        first = results[0]
+        return {
+            "low_confidence_rows": rows,
+            "review_file": review_uri,
+            "rows": sum(r["rows_out"] for r in results),
+            "model_name": first["model"]["name"],
+            "model_version": first["model"]["version"],
+            "fallback": any(r.get("fallback") for r in results),
+            "output_uri": first["outputs"][0]["uri"].rsplit("/", 1)[0] if first["outputs"] else "",
+            "mlflow_run_ids": [r["mlflow_run_id"] for r in results],
+        }
+
+    routed = route_low_confidence()
+
+    review = HITLOperator(
+        task_id="review_low_confidence",
+        subject="Review low-confidence churn predictions",
+        body="{{ ti.xcom_pull(task_ids='route_low_confidence')['low_confidence_rows'] }} rows below the "
+        "threshold are in {{ ti.xcom_pull(task_ids='route_low_confidence')['review_file'] }}.",
+        options=["Accept", "Hold"],
+        defaults=["Accept"],
+        response_timeout=REVIEW_TIMEOUT,
+    )
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def needs_review(ti=None) -> bool:
+        return ti.xcom_pull(task_ids="route_low_confidence")["low_confidence_rows"] > 0
+
+    @task(outlets=[PREDICTIONS], trigger_rule="none_failed")
+    def publish(ti=None, outlet_events=None) -> dict:
+        """Announce the predictions with the exact model version that made them."""
+        summary = ti.xcom_pull(task_ids="route_low_confidence")
+        answer = ti.xcom_pull(task_ids="review_low_confidence") or {}
+        if answer.get("chosen_options") == ["Hold"]:
+            raise RuntimeError("a reviewer put these predictions on hold")
+        outlet_events[PREDICTIONS].extra = {**summary, "review": answer.get("chosen_options", ["Accept"])[0]}
+        return summary
+
+    pin_model() >> score >> routed >> needs_review() >> review >> publish()

@@ -1,0 +1,169 @@
+"""Retraining: validated data (or drift, or the nightly cron) -> train -> quality gate -> approval
+-> promote -> post-promotion smoke test, with automatic rollback when the smoke test fails.
+
+The training data is exactly the data named by the triggering ``churn_validated_data`` event (its
+URI and digest); a drift- or cron-triggered run takes the latest validated data. The challenger is
+registered as a new version with alias ``challenger``, compared with the champion on the holdout
+set, and promoted only if the gate says so (and, with ``require_approval``, a human approves within
+the timeout; no answer means reject). Once the new champion passes the smoke test, the
+``mlflow-model://churn`` Asset that the batch inference template waits for is updated with the
+promoted version; if the smoke test fails, the promotion is rolled back and nothing is announced.
+
+Training runs in the ``ai_training`` pool at low priority so it cannot starve inference (create the
+pool: ``airflow pools set ai_training 1 "model training"``). For a GPU node pool in kubernetes mode,
+add to the ``train`` task: ``container_resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu":
+"1"})``, ``node_selector={"pool": "gpu"}`` and a matching toleration.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+from airflow.sdk import (
+    DAG,
+    Asset,
+    AssetAny,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    task,
+)
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airflow_ai_provider.assets import drift_asset, model_asset
+from airflow_ai_provider.operators.evaluation import ModelValidationOperator
+from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.operators.promotion import (
+    ModelApprovalOperator,
+    PromoteModelOperator,
+    RollbackModelOperator,
+)
+from airflow_ai_provider.operators.training import RetrainModelOperator
+
+# ---- Config: adapt to your model and data -------------------------------------------------------
+DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
+MODEL_NAME = "churn"
+TRAINING_FUNCTION = "dag_templates.include.churn_training:train"
+LABEL = "churned"
+HOLDOUT = f"file://{DATA_ROOT}/holdout/customers"
+VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+APPROVAL_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_APPROVAL_TIMEOUT_MIN", "60")))
+TRAINING_POOL = os.environ.get("AI_TEMPLATES_TRAINING_POOL", "ai_training")
+# --------------------------------------------------------------------------------------------------
+
+VERSION = "{{ ti.xcom_pull(task_ids='train')['details']['version'] }}"
+
+with DAG(
+    dag_id="churn_retrain",
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+        assets=AssetAny(VALIDATED_DATA, drift_asset(MODEL_NAME)),
+    ),
+    catchup=False,
+    max_active_runs=1,
+    tags=["ai", "training", "template"],
+    params={
+        "holdout_uri": Param(HOLDOUT, type="string", description="labelled data the gate scores"),
+        "min_accuracy": Param(0.7, type="number", description="gate: minimum challenger accuracy"),
+        "max_accuracy_drop": Param(0.02, type="number", description="gate: allowed drop vs champion"),
+        "require_approval": Param(False, type="boolean", description="ask a human before promoting"),
+        "fail_smoke_test": Param(False, type="boolean", description="exercise the automatic rollback"),
+    },
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+) as dag:
+
+    @task(inlets=[VALIDATED_DATA])
+    def pick_training_data(triggering_asset_events=None, inlet_events=None) -> dict:
+        """The validated data this run trains on: the triggering event's, else the latest one."""
+        events = list(triggering_asset_events[VALIDATED_DATA]) if triggering_asset_events else []
+        events = events or list(inlet_events[VALIDATED_DATA])
+        if not events:
+            raise AirflowSkipException("no validated data yet: run churn_ingest first")
+        extra = events[-1].extra
+        return {"uri": extra["input_uri"], "digest": extra["data_digest"], "rows": extra["row_count"]}
+
+    training_data = pick_training_data()
+
+    train = RetrainModelOperator(
+        task_id="train",
+        training_function=TRAINING_FUNCTION,
+        input_uri="{{ ti.xcom_pull(task_ids='pick_training_data')['uri'] }}",
+        label_column=LABEL,
+        id_columns=["customer_id"],
+        model_name=MODEL_NAME,
+        hyperparameters={"max_iter": 100, "learning_rate": 0.1},
+        intended_use="Rank customers by churn risk for retention campaigns; not for pricing decisions.",
+        pool=TRAINING_POOL,
+        priority_weight=1,
+    )
+
+    gate = ModelValidationOperator(
+        task_id="quality_gate",
+        challenger=f"{MODEL_NAME}/{VERSION}",
+        holdout_uri="{{ params.holdout_uri }}",
+        label_column=LABEL,
+        min_metrics={"accuracy": "{{ params.min_accuracy }}"},
+        max_degradation={"accuracy": "{{ params.max_accuracy_drop }}"},
+    )
+
+    @task.branch
+    def decide(params=None, ti=None) -> str:
+        decision = ti.xcom_pull(task_ids="quality_gate")["details"]["decision"]
+        if decision != "promote":
+            return "keep_champion"
+        return "approve" if params["require_approval"] else "promote"
+
+    @task
+    def keep_champion(ti=None) -> list[str]:
+        """The gate rejected the challenger: nothing is promoted, the reasons stay in MLflow."""
+        return ti.xcom_pull(task_ids="quality_gate")["details"]["reasons"]
+
+    approve = ModelApprovalOperator(
+        task_id="approve",
+        subject=f"Promote {MODEL_NAME} version {VERSION} to champion?",
+        body="Quality gate: {{ ti.xcom_pull(task_ids='quality_gate')['details']['reasons'] }}",
+        response_timeout=APPROVAL_TIMEOUT,
+    )
+
+    promote = PromoteModelOperator(
+        task_id="promote",
+        model=f"{MODEL_NAME}/{VERSION}",
+        reason="quality gate: {{ ti.xcom_pull(task_ids='quality_gate')['details']['reasons'] }}",
+        approval_task_id="{{ 'approve' if params.require_approval else '' }}",
+        trigger_rule="none_failed_min_one_success",
+    )
+
+    smoke_score = BatchInferenceOperator(
+        task_id="smoke_score",
+        model=f"{MODEL_NAME}/{VERSION}",
+        input_uri="{{ params.holdout_uri }}",
+        output_uri=f"file://{DATA_ROOT}/smoke/" + "{{ run_id }}",
+        id_columns=["customer_id", LABEL],
+        retries=0,
+    )
+
+    @task(retries=0)
+    def smoke_test(params=None, ti=None) -> None:
+        """Post-promotion check: the new champion scores the holdout completely and sensibly."""
+        result = ti.xcom_pull(task_ids="smoke_score")
+        if params["fail_smoke_test"] or not result or result["rows_out"] != result["rows_in"]:
+            raise AirflowFailException(
+                f"smoke test failed for the new champion: {result and result['metrics']}"
+            )
+
+    rollback = RollbackModelOperator(task_id="rollback", promote_task_id="promote", trigger_rule="one_failed")
+
+    @task(outlets=[model_asset(MODEL_NAME)])
+    def announce(ti=None, outlet_events=None) -> dict:
+        """Only a champion that passed the smoke test is announced to the inference DAG."""
+        promoted = ti.xcom_pull(task_ids="promote")
+        outlet_events[model_asset(MODEL_NAME)].extra = promoted
+        return promoted
+
+    route = decide()
+    training_data >> train >> gate >> route
+    route >> [approve, promote, keep_champion()]
+    checked = smoke_test()
+    approve >> promote >> smoke_score >> checked >> [rollback, announce()]
