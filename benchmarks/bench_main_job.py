@@ -1,0 +1,274 @@
+"""The main job, timed: phases, DAG runs, and the orchestration overhead of each AI task.
+
+Runs ``scripts/main_job.py`` once (synthetic data -> MLflow + ``airflow standalone`` -> one trigger of
+``churn_ingest`` followed through the Asset-triggered ``churn_retrain`` and ``churn_batch_inference``
+runs) in local execution mode, then reads from Airflow's REST API:
+
+- each DAG run's ``start_date``/``end_date``, and the gap from one run's end to the next run's start
+  (the Asset trigger);
+- each task instance's ``start_date``/``end_date``. For an AI task, the runtime's own ``timings``
+  (``started_at``/``ended_at``, epoch seconds, in the XCom ``return_value``) split the task into
+  *task start -> runtime start* (worker start-up, MLflow run booking, model pinning, spawning the
+  interpreter and importing the runtime), the runtime itself, and *runtime end -> task end*
+  (process exit, recording metrics and the result in MLflow, closing the run, pushing XCom).
+  The plain ``@task`` functions of the same runs are the baseline: their whole duration is what
+  Airflow costs for a task that does almost nothing.
+
+The task logs add a finer split where their lines are found (Airflow's ``Worker startup parse
+complete`` with ``dag_file_parse_ms``, the operator's ``Job spec:`` line just before the runtime is
+spawned, and ``Runtime exited``).
+
+Run: ``.venv/bin/python benchmarks/bench_main_job.py`` (several minutes; state in
+``benchmarks/.work/main_job``, removed at the start of each run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench_docs import machine_line, replace_section  # noqa: E402
+
+from scripts.main_job import DAGS, run_chain, start_stack, write_sample_data, xcom  # noqa: E402
+
+HOME = Path(__file__).resolve().parent / ".work" / "main_job"
+AI_OPERATORS = {
+    "DataValidationOperator",
+    "RetrainModelOperator",
+    "ModelValidationOperator",
+    "BatchInferenceOperator",
+    "DriftDetectionOperator",
+}
+PLAIN_TASK_OPERATORS = {"_PythonDecoratedOperator", "PythonOperator"}
+
+
+def _ts(value: str | None) -> float | None:
+    return dt.datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _label(ti: dict[str, Any]) -> str:
+    return ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+
+
+def _log_marks(home: Path, dag_id: str, run_id: str, ti: dict[str, Any]) -> dict[str, float]:
+    """Epoch times of a few known lines of the task's log (empty when the log is not found)."""
+    folder = home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+    if ti["map_index"] >= 0:
+        folder /= f"map_index={ti['map_index']}"
+    path = folder / f"attempt={ti['try_number']}.log"
+    marks: dict[str, float] = {}
+    if not path.exists():
+        return marks
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        event, stamp = str(record.get("event", "")), _ts(record.get("timestamp"))
+        if stamp is None:
+            continue
+        marks.setdefault("first_line", stamp)
+        if event == "Worker startup parse complete":
+            marks["parse_done"] = stamp
+            marks["parse_ms"] = float(record.get("dag_file_parse_ms", 0))
+        elif event.startswith("Job spec:"):
+            marks["spawn"] = stamp
+        elif event.startswith("Runtime exited"):
+            marks["exited"] = stamp
+    return marks
+
+
+def _task_rows(stack: Any, report: Any) -> list[dict[str, Any]]:
+    rows = []
+    for dag_id, run in report.runs.items():
+        run_id = run["dag_run_id"]
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        for ti in stack.airflow.api("GET", path)["task_instances"]:
+            start, end = _ts(ti.get("start_date")), _ts(ti.get("end_date"))
+            if start is None or end is None or ti["state"] != "success":
+                continue
+            row: dict[str, Any] = {
+                "dag": dag_id,
+                "task": _label(ti),
+                "operator": ti.get("operator") or "",
+                "duration": end - start,
+                "queued": start - _ts(ti["queued_when"]) if ti.get("queued_when") else None,
+                "marks": _log_marks(stack.airflow.home, dag_id, run_id, ti),
+            }
+            if row["operator"] in AI_OPERATORS:
+                result = xcom(stack, dag_id, run_id, ti["task_id"], ti["map_index"]) or {}
+                timings = result.get("timings", {})
+                started, ended = timings.get("started_at"), timings.get("ended_at")
+                if started is not None and ended is not None:
+                    row.update(pre=started - start, runtime=ended - started, post=end - ended)
+                    marks = row["marks"]
+                    if "spawn" in marks and "parse_done" in marks:
+                        row["booking"] = marks["spawn"] - marks["parse_done"]
+                    if "spawn" in marks:
+                        row["spawn_to_runtime"] = started - marks["spawn"]
+                    if "exited" in marks:
+                        row["runtime_to_exit"] = marks["exited"] - ended
+                        row["exit_to_end"] = end - marks["exited"]
+            if "first_line" in row["marks"]:
+                row["startup"] = row["marks"]["first_line"] - start
+            rows.append(row)
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _render(phases: dict[str, float], report: Any, rows: list[dict[str, Any]], command: str) -> str:
+    out = [
+        machine_line(),
+        "",
+        f"Command: `{command}` (one run; Airflow 3 `airflow standalone` with LocalExecutor and SQLite, "
+        "`AIRFLOW__CORE__PARALLELISM=4`, a local `mlflow server`, local execution mode, local folders "
+        "for data). Load on this 2-core machine from other work during the run: "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min average at the end).",
+        "",
+        "| phase | wall time (s) |",
+        "| --- | ---: |",
+        *(f"| {name} | {seconds:.1f} |" for name, seconds in phases.items()),
+        "",
+        "| DAG run | state | start minus previous run's end (s) | run wall time (s) |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    previous_end = None
+    for dag_id, run in report.runs.items():
+        start, end = _ts(run.get("start_date")), _ts(run.get("end_date"))
+        gap = start - previous_end if start is not None and previous_end is not None else None
+        wall = end - start if start is not None and end is not None else None
+        out.append(f"| {dag_id} | {run['state']} | {_fmt(gap)} | {_fmt(wall)} |")
+        previous_end = end
+    ai_rows = [row for row in rows if row["operator"] in AI_OPERATORS]
+    plain_rows = [row for row in rows if row["operator"] in PLAIN_TASK_OPERATORS]
+    out += [
+        "",
+        "Per AI task (local mode), seconds. *pre* = task start -> runtime start, split into: *start-up* "
+        "(task `start_date` -> first line of the task log), *worker parse* (Airflow's own "
+        "`dag_file_parse_ms`), *MLflow + spec* (parse done -> the operator's `Job spec:` line: booking "
+        "the task's MLflow run, pinning the model, building the spec) and *spawn* (`Job spec:` line -> "
+        "the runtime's `started_at`: interpreter start and runtime imports); the small rest is log "
+        "grouping. *post* = runtime end -> task end, split into *exit* (runtime `ended_at` -> the "
+        "operator's `Runtime exited` line: writing the result file and interpreter shutdown) and "
+        "*record* (`Runtime exited` -> task `end_date`: metrics and result into MLflow, closing the "
+        "run, XCom, task state).",
+        "",
+        "| DAG | task | task duration | pre | start-up | worker parse | MLflow + spec | spawn | runtime "
+        "| post | exit | record |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in ai_rows:
+        parse = row["marks"].get("parse_ms")
+        cells = [
+            row["duration"],
+            row.get("pre"),
+            row.get("startup"),
+            parse / 1000 if parse is not None else None,
+            row.get("booking"),
+            row.get("spawn_to_runtime"),
+            row.get("runtime"),
+            row.get("post"),
+            row.get("runtime_to_exit"),
+            row.get("exit_to_end"),
+        ]
+        out.append(f"| {row['dag']} | {row['task']} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    out += [
+        "",
+        "Baseline: the plain `@task` functions of the same runs; their whole duration is Airflow's own "
+        "cost for a task (start-up and worker parse as above, then the function and the task state).",
+        "",
+        "| DAG | task | task duration | start-up | worker parse |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in plain_rows:
+        parse = row["marks"].get("parse_ms")
+        cells = [row["duration"], row.get("startup"), parse / 1000 if parse is not None else None]
+        out.append(f"| {row['dag']} | {row['task']} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    pre = [row["pre"] for row in ai_rows if "pre" in row]
+    post = [row["post"] for row in ai_rows if "post" in row]
+    plain = [row["duration"] for row in plain_rows]
+    if pre and post and plain:
+        overhead = statistics.median([a + b for a, b in zip(pre, post, strict=True)])
+        out += [
+            "",
+            f"Median over {len(pre)} AI tasks: pre {statistics.median(pre):.2f} s + post "
+            f"{statistics.median(post):.2f} s = {overhead:.2f} s of orchestration per AI task, against a "
+            f"median plain `@task` duration of {statistics.median(plain):.2f} s ({len(plain)} tasks): "
+            f"the provider adds {overhead - statistics.median(plain):+.2f} s per task to what Airflow "
+            "itself costs.",
+        ]
+        parts = {
+            "MLflow + spec": "booking",
+            "spawn": "spawn_to_runtime",
+            "exit": "runtime_to_exit",
+            "record": "exit_to_end",
+        }
+        medians = [
+            f"{label} {statistics.median(values):.2f} s"
+            for label, key in parts.items()
+            if (values := [row[key] for row in ai_rows if key in row])
+        ]
+        if medians:
+            out[-1] += f" Medians of the provider's parts: {', '.join(medians)}."
+    out += [
+        "",
+        "One run on a shared 2-core machine with other work running (load above); the two `score` "
+        "shards run at the same time and compete for the cores, so figures move by seconds between "
+        "runs.",
+    ]
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000, help="new labelled customers to ingest")
+    parser.add_argument("--scoring-rows", type=int, default=100_000, help="customers to score")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md")
+    args = parser.parse_args()
+    command = ".venv/bin/python benchmarks/bench_main_job.py"
+    if (args.rows, args.scoring_rows) != (20_000, 100_000):
+        command += f" --rows {args.rows} --scoring-rows {args.scoring_rows}"
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    phases: dict[str, float] = {}
+    begin = time.monotonic()
+    write_sample_data(HOME / "data", rows=args.rows, scoring_rows=args.scoring_rows)
+    phases[f"write sample data ({args.rows:,} + {args.scoring_rows:,} rows)"] = time.monotonic() - begin
+    begin = time.monotonic()
+    stack = start_stack(HOME)
+    phases["start MLflow + Airflow, DAGs parsed and unpaused"] = time.monotonic() - begin
+    try:
+        report = run_chain(stack)
+        phases["chain: trigger -> last DAG run finished"] = report.seconds
+        rows = _task_rows(stack, report)
+    finally:
+        begin = time.monotonic()
+        stack.stop()
+        phases["stop"] = time.monotonic() - begin
+    complete = len(report.runs) == len(DAGS) and all(r["state"] == "success" for r in report.runs.values())
+    body = _render(phases, report, rows, command)
+    print(body)
+    if not complete:
+        print(f"\nthe chain did not complete: see the task logs under {HOME / 'airflow' / 'logs'}")
+        return 1
+    if not args.no_write:
+        replace_section("Main job", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
