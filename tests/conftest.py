@@ -75,3 +75,57 @@ def _restore_mlflow_globals():
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+@pytest.fixture
+def mlflow_connection(monkeypatch, mlflow_server, airflow_db) -> str:
+    """The ``mlflow_default`` connection, pointing at the test session's MLflow server."""
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
+    )
+    return mlflow_server.url
+
+
+@pytest.fixture
+def aws_connection(monkeypatch, s3_server) -> str:
+    """An ``aws_test`` connection to the moto server, as a deployment would define it; the worker
+    itself has no AWS credentials, so the runtime can only reach S3 through the connection."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    aws = {
+        "conn_type": "aws",
+        "login": s3_server.access_key,
+        "password": s3_server.secret_key,
+        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
+    return "aws_test"
+
+
+_FLAKY_PYTHON = """#!/bin/bash
+# First try: run the real job to the end, then report a retryable failure (as if the worker died
+# right after the job's side effects). Later tries run the job normally.
+if [ ! -e "{marker}" ]; then
+    touch "{marker}"
+    "{python}" "$@" || exit $?
+    "{python}" -c 'import json, os
+path = os.environ["AI_PROVIDER_RESULT_PATH"]
+result = json.load(open(path))
+result.update(status="failed", error="worker lost after the job finished", retryable=True)
+json.dump(result, open(path, "w"))'
+    exit 3
+fi
+exec "{python}" "$@"
+"""
+
+
+@pytest.fixture
+def flaky_python(tmp_path) -> str:
+    """An interpreter for ``python=`` whose first run completes the job and then reports a
+    retryable failure, so the task's second try runs after the job's outputs already exist."""
+    import sys
+
+    script = tmp_path / "flaky-python"
+    script.write_text(_FLAKY_PYTHON.format(marker=tmp_path / "tried", python=sys.executable))
+    script.chmod(0o755)
+    return str(script)

@@ -6,3 +6,8 @@ importing it is cheap: each job module loads its heavy libraries (pyarrow, MLflo
 """
 
 from __future__ import annotations
+
+
+def log_line(message: str) -> None:
+    """Print one progress line; flushed at once so the task log shows it as it happens."""
+    print(message, flush=True)

@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.evaluate import log_report
@@ -57,10 +57,6 @@ Log = Callable[[str], None]
 EPSILON = 1e-4
 REPORT_ARTIFACT = "drift_report.json"
 REPORT_PLOT = "drift_psi.png"
-
-
-def _print_log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -162,7 +158,7 @@ class _Accumulator:
         return column[np.isfinite(column)]
 
 
-def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Compare the current data with the model version's reference profile; raise JobError on failure."""
     started = time.time()
     params = DriftParams.from_spec(spec.params)

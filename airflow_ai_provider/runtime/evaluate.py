@@ -39,7 +39,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
@@ -55,10 +55,6 @@ METRICS = {
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "latency_ms_per_1k_rows"}
 COMPARISON_ARTIFACT = "comparison.json"
 COMPARISON_PLOT = "comparison.png"
-
-
-def _print_log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,7 @@ class Scored:
         }
 
 
-def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Evaluate the challenger (and the champion) on the holdout and decide; raise JobError on failure."""
     started = time.time()
     params = EvaluateParams.from_spec(spec.params)

@@ -32,7 +32,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.memory import peak_rss_mb
@@ -42,10 +42,6 @@ Log = Callable[[str], None]
 DEFAULT_BATCH_SIZE = 65536
 LOG_EVERY_BATCHES = 10
 RESERVED_OUTPUT = ("prediction", "confidence")
-
-
-def _print_log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -112,7 +108,7 @@ def part_name(index: int, count: int) -> str:
     return f"part-{index:05d}-of-{count:05d}.parquet"
 
 
-def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Run one ``infer`` shard and return its result (raises :class:`JobError` on failure)."""
     started = time.time()
     params = InferParams.from_spec(spec.params)

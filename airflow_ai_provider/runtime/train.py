@@ -87,7 +87,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_server
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
@@ -116,10 +116,6 @@ SUPPORTED = (
 )
 _ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SERVICE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
-
-
-def _print_log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -230,7 +226,7 @@ class _Trained:
     flavor: str
 
 
-def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Run one ``train`` job and return its result (raises :class:`JobError` on failure)."""
     started = time.time()
     params = TrainParams.from_spec(spec.params)

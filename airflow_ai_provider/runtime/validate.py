@@ -64,7 +64,7 @@ from typing import Any
 import pyarrow as pa
 
 from airflow_ai_provider.runtime import expectations as suites
-from airflow_ai_provider.runtime import io
+from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.model import probe_tracking_server
@@ -109,10 +109,6 @@ NOT_ROW_LOCAL = frozenset(
         "expect_column_values_to_not_be_outliers",
     }
 )
-
-
-def _print_log(message: str) -> None:
-    print(message, flush=True)
 
 
 @dataclass(frozen=True)
@@ -470,7 +466,7 @@ class Uniqueness:
 # --- the job -------------------------------------------------------------------------------------------
 
 
-def run(spec: JobSpec, log: Log = _print_log) -> JobResult:
+def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Validate the spec's input against its suite; store the reports; return the result."""
     started = time.time()
     params = ValidateParams.from_spec(spec.params)

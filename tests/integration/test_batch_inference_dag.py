@@ -4,7 +4,6 @@ real S3-compatible server (moto), in local execution mode, sharded with dynamic 
 from __future__ import annotations
 
 import io
-import json
 
 import mlflow.pyfunc
 import pandas as pd
@@ -25,20 +24,8 @@ def registered_churn(mlflow_server) -> dict:
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, mlflow_server, s3_server, s3_bucket, airflow_db):
+def airflow_env(monkeypatch, mlflow_connection, aws_connection, s3_server, s3_bucket):
     """Connections as a deployment would define them; the worker itself has no AWS credentials."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
-    aws = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
     monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
     monkeypatch.setenv("AI_TEST_SHARDS", str(SHARDS))
     write_customers(
@@ -183,27 +170,9 @@ def test_missing_input_fails_without_retrying_and_writes_nothing(
     assert listing.get("KeyCount", 0) == 0
 
 
-FLAKY_PYTHON = """#!/bin/bash
-# First try: run the real job to the end, then report a retryable failure (as if the worker died
-# after the output was published). Later tries run the job normally.
-if [ ! -e "{marker}" ]; then
-    touch "{marker}"
-    "{python}" "$@" || exit $?
-    "{python}" -c 'import json, os
-path = os.environ["AI_PROVIDER_RESULT_PATH"]
-result = json.load(open(path))
-result.update(status="failed", error="worker lost after publishing", retryable=True)
-json.dump(result, open(path, "w"))'
-    exit 3
-fi
-exec "{python}" "$@"
-"""
-
-
 def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
-    registered_churn, mlflow_server, airflow_db, tmp_path, monkeypatch
+    registered_churn, mlflow_server, mlflow_connection, flaky_python, tmp_path, monkeypatch
 ):
-    import sys
 
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -212,14 +181,8 @@ def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
 
     from tests.dags.ai_test_dags import retried_inference
 
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
     write_customers(str(tmp_path / "scoring"), 5_000, seed=3)
-    flaky = tmp_path / "flaky-python"
-    flaky.write_text(FLAKY_PYTHON.format(marker=tmp_path / "tried", python=sys.executable))
-    flaky.chmod(0o755)
-    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", str(flaky))
+    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", flaky_python)
     monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
 
     dag_run = retried_inference().test()

@@ -21,20 +21,8 @@ REPORTS = "customers/_validation/churn_customers"
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, mlflow_server, s3_server, s3_bucket, airflow_db):
+def airflow_env(monkeypatch, mlflow_connection, aws_connection, s3_server, s3_bucket):
     """Connections as a deployment would define them; the worker itself has no AWS credentials."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
-    aws = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
     monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
     monkeypatch.setenv("AI_TEST_BATCH_SIZE", "6000")
     s3_server.client().put_object(

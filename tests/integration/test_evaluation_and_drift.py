@@ -3,7 +3,6 @@ server``, local execution mode."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -36,10 +35,7 @@ def models(mlflow_server) -> dict:
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, mlflow_server, airflow_db, tmp_path) -> Path:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
+def airflow_env(monkeypatch, mlflow_connection, tmp_path) -> Path:
     return tmp_path
 
 

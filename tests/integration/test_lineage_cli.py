@@ -8,7 +8,6 @@ subprocess with the same ``AIRFLOW_HOME``, so the DAG-run states come from Airfl
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,19 +25,7 @@ TRAINING = ("churn_retrain", "manual__lineage")
 
 
 @pytest.fixture
-def airflow_env(monkeypatch, mlflow_server, s3_server, s3_bucket, airflow_db, tmp_path):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
-    aws = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
+def airflow_env(monkeypatch, mlflow_connection, aws_connection, s3_server, s3_bucket, tmp_path):
     monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
     s3_server.client().put_object(
         Bucket=s3_bucket, Key="suites/churn_expectations.json", Body=SUITE.read_bytes()

@@ -4,7 +4,6 @@ HITL timeout sweep)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -18,14 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def two_versions(mlflow_server, airflow_db, monkeypatch) -> dict[str, str]:
+def two_versions(mlflow_server, mlflow_connection, monkeypatch) -> dict[str, str]:
     """A fresh model: version 1 is champion, version 2 challenger."""
     name = f"churn-{uuid.uuid4().hex[:8]}"
     champion = train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000, seed=1)
     challenger = train_and_register(mlflow_server.url, name, alias="challenger", n_rows=2_000, seed=2)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
     monkeypatch.setenv("AI_TEST_MODEL", name)
     return {"name": name, "champion": str(champion["version"]), "challenger": str(challenger["version"])}
 

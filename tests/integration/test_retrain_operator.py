@@ -3,7 +3,6 @@ mode, against a real ``mlflow server`` and a real S3-compatible server (moto).""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -17,27 +16,17 @@ ROWS = 3_000
 
 
 @pytest.fixture
-def mlflow_env(monkeypatch, mlflow_server, airflow_db):
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_server.url})
-    )
-    # the local runtime imports the training function from the repository, as a worker would from
-    # its DAG bundle or an installed package
+def training_code_importable(monkeypatch):
+    """The local runtime imports the training function from the repository, as a worker would from
+    its DAG bundle or an installed package."""
     monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
 
 
 @pytest.fixture
-def s3_training_data(monkeypatch, mlflow_env, s3_server, s3_bucket):
+def s3_training_data(
+    monkeypatch, training_code_importable, mlflow_connection, aws_connection, s3_server, s3_bucket
+):
     """Labelled customers in S3; the worker itself has no AWS credentials, only the connection."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    aws = {
-        "conn_type": "aws",
-        "login": s3_server.access_key,
-        "password": s3_server.secret_key,
-        "extra": {"region_name": s3_server.region, "endpoint_url": s3_server.endpoint_url},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(aws))
     monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
     monkeypatch.setenv("AI_TEST_MODEL_NAME", "churn-retrained-s3")
     write_customers(
@@ -143,24 +132,9 @@ def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_trainin
     }
 
 
-FLAKY_PYTHON = """#!/bin/bash
-# First try: run the real job to the end, then report a retryable failure (as if the worker died
-# after the version was registered). Later tries run the job normally.
-if [ ! -e "{marker}" ]; then
-    touch "{marker}"
-    "{python}" "$@" || exit $?
-    "{python}" -c 'import json, os
-path = os.environ["AI_PROVIDER_RESULT_PATH"]
-result = json.load(open(path))
-result.update(status="failed", error="worker lost after registering", retryable=True)
-json.dump(result, open(path, "w"))'
-    exit 3
-fi
-exec "{python}" "$@"
-"""
-
-
-def test_retried_training_reuses_its_version_and_run(mlflow_env, mlflow_server, tmp_path, monkeypatch):
+def test_retried_training_reuses_its_version_and_run(
+    training_code_importable, mlflow_connection, mlflow_server, flaky_python, tmp_path, monkeypatch
+):
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from mlflow import MlflowClient
@@ -171,10 +145,7 @@ def test_retried_training_reuses_its_version_and_run(mlflow_env, mlflow_server, 
 
     name = "churn-retried"
     write_customers(tmp_path / "training", 1_000, seed=5, with_label=True)
-    flaky = tmp_path / "flaky-python"
-    flaky.write_text(FLAKY_PYTHON.format(marker=tmp_path / "tried", python=sys.executable))
-    flaky.chmod(0o755)
-    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", str(flaky))
+    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", flaky_python)
     monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
     monkeypatch.setenv("AI_TEST_MODEL_NAME", name)
 
