@@ -106,6 +106,86 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "registry.example.com/ml/churn-runtime:1.4.0",
                         "default": "airflow-ai-provider-runtime:0.1.0",
                     },
+                    "default_resources_infer": {
+                        "description": (
+                            "Kubernetes resources (JSON with ``requests`` and ``limits``) of batch inference "
+                            "pods, for each resource the operator's ``container_resources`` leaves out."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"memory": "8Gi"}}',
+                        "default": '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}',
+                    },
+                    "default_resources_train": {
+                        "description": (
+                            "Kubernetes resources (JSON with ``requests`` and ``limits``) of training "
+                            "pods, for each resource the operator's ``container_resources`` leaves out."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"requests": {"cpu": "8", "memory": "32Gi"}, "limits": {"memory": "32Gi"}}',
+                        "default": '{"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}',
+                    },
+                    "default_resources_validate": {
+                        "description": (
+                            "Kubernetes resources (JSON with ``requests`` and ``limits``) of data validation "
+                            "pods, for each resource the operator's ``container_resources`` leaves out."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "6Gi"}}',
+                        "default": '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}',
+                    },
+                    "default_resources_evaluate": {
+                        "description": (
+                            "Kubernetes resources (JSON with ``requests`` and ``limits``) of model evaluation (quality gate) "
+                            "pods, for each resource the operator's ``container_resources`` leaves out."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"requests": {"cpu": "2", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}',
+                        "default": '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}',
+                    },
+                    "default_resources_drift": {
+                        "description": (
+                            "Kubernetes resources (JSON with ``requests`` and ``limits``) of drift detection "
+                            "pods, for each resource the operator's ``container_resources`` leaves out."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "6Gi"}}',
+                        "default": '{"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}}',
+                    },
+                    "gpu_node_selector": {
+                        "description": (
+                            "Node selector (JSON) added to pods of operators given ``gpus=``, unless "
+                            "the operator sets ``gpu_node_selector``. Empty: none."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": '{"nvidia.com/gpu.present": "true"}',
+                        "default": "",
+                    },
+                    "run_as_user": {
+                        "description": (
+                            "Non-root uid (also gid and fsGroup) that AI job pods run as unless their "
+                            "security context says otherwise; the runtime image's user."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "1000",
+                        "default": "1000",
+                    },
+                    "scratch_size_limit": {
+                        "description": (
+                            "Size limit of the emptyDir mounted at /tmp in AI job pods (a Kubernetes "
+                            "quantity). Empty: no limit beyond the node's."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "20Gi",
+                        "default": "",
+                    },
                 },
             }
         },

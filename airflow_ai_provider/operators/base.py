@@ -15,23 +15,80 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
-from airflow_ai_provider.exceptions import JobFailedError
+from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
 from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
+from airflow_ai_provider.kubernetes import (
+    configured_gpu_node_selector,
+    configured_resources,
+    configured_run_as_user,
+    configured_scratch_size_limit,
+)
+from airflow_ai_provider.kubernetes.pod_defaults import (
+    lookup_annotations,
+    lookup_labels,
+    merge_resources,
+    secure_pod,
+    trace_env,
+)
+from airflow_ai_provider.kubernetes.validation import (
+    check_built_pod,
+    check_env_literals,
+    check_pod_template,
+    explain_pod_failure,
+    node_selector_dict,
+    parse_gpus,
+    resources_dict,
+)
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.runtime.spec import MlflowRef
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from kubernetes.client import models as k8s
 
     from airflow_ai_provider.runtime.spec import JobSpec
 
 RUNTIME_MODULE = "airflow_ai_provider.runtime"
 
 
+def _trace_carrier(ti: Any) -> dict[str, str]:
+    """W3C trace context of the running task: its current span, else the carrier Airflow gave the task."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier)
+    if "traceparent" not in carrier:
+        carrier = dict(getattr(ti, "context_carrier", None) or {})
+    return carrier
+
+
+def _openlineage_parent_id(ti: Any) -> str | None:
+    """``<namespace>/<job>/<run id>`` of the task's OpenLineage run, when the provider is installed."""
+    try:
+        from airflow.providers.openlineage.plugins.macros import lineage_parent_id
+    except ImportError:
+        return None
+    try:
+        return lineage_parent_id(ti)
+    except Exception:  # lineage is best effort: never fail the job for it
+        return None
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _has_template(value: Any) -> bool:
+    return "{{" in str(value)
+
+
+class _JsonResponse:
+    """What ``ApiClient.deserialize`` reads: an object with the JSON text in ``data``."""
+
+    def __init__(self, value: Any) -> None:
+        self.data = json.dumps(value)
 
 
 class AiJobOperator(KubernetesPodOperator):
@@ -43,13 +100,27 @@ class AiJobOperator(KubernetesPodOperator):
     run's parent run (a retry reuses it), returns the runtime's result as XCom, and gets a link to the
     MLflow run.
 
+    In ``kubernetes`` mode the pod gets secure defaults wherever the user's arguments, pod template or
+    ``full_pod_spec`` set nothing (see ``docs/kubernetes.md``): non-root user 1000, seccomp
+    ``RuntimeDefault``, read-only root filesystem with an ``emptyDir`` at ``/tmp``, no privilege
+    escalation, all capabilities dropped (the XCom sidecar too); resource requests and limits from
+    ``[ai_provider] default_resources_<job>``; ``ai.airflow.apache.org/*`` labels and annotations
+    (DAG, task, run, model); the trace context (``TRACEPARENT``) in the environment. A failed pod is
+    reported in plain words (OOMKilled, image pull errors, missing secrets).
+
     :param execution_mode: ``local`` or ``kubernetes``; default ``[ai_provider] execution_mode``.
         (templated)
     :param mlflow_conn_id: MLflow connection; without one, ``MLFLOW_TRACKING_URI`` or an embedded
         store under ``AIRFLOW_HOME``.
     :param aws_conn_id: AWS connection whose credentials and endpoint a local runtime gets for S3.
-        In kubernetes mode give the pod credentials with ``secrets=``/``env_from=`` or a service
-        account instead; they never travel in the job spec.
+        Not used in kubernetes mode: give the pod credentials by reference with
+        ``secrets=[Secret("env", ...)]``/``env_from=`` or a service account (IRSA); a secret-looking
+        ``env_vars`` entry with a literal value is refused. Credentials never travel in the job spec.
+    :param gpus: GPUs for the job's container: a count (``gpus=1``, NVIDIA) or
+        ``{"count": 2, "vendor": "amd"}`` (vendors ``nvidia``, ``amd``, ``intel``). Sets the vendor's
+        resource limit (``nvidia.com/gpu``), a ``NoSchedule`` toleration for it and the GPU node
+        selector. Kubernetes mode only.
+    :param gpu_node_selector: node labels for GPU pods; default ``[ai_provider] gpu_node_selector``.
     :param python: interpreter for the local runtime, e.g. a virtualenv that mirrors a model's image;
         default the worker's own. (templated)
     :param experiment_name: MLflow experiment; default the connection's, else ``airflow/<dag_id>``.
@@ -74,18 +145,60 @@ class AiJobOperator(KubernetesPodOperator):
         python: str | None = None,
         experiment_name: str | None = None,
         image: str | None = None,
+        gpus: int | dict[str, Any] | None = None,
+        gpu_node_selector: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
+        task = kwargs.get("task_id", "?")
+        for name in ("cmds", "arguments"):
+            if kwargs.get(name):
+                raise AiProviderConfigError(
+                    f"{task}: {name}= is not allowed: AI operators run 'python -m {RUNTIME_MODULE} <job>' "
+                    "themselves; pass the job's own arguments instead"
+                )
         kwargs["do_xcom_push"] = True  # the runtime's result is the task's result
+        # A failed container's last log lines become its termination message, shown in the task error.
+        kwargs.setdefault("termination_message_policy", "FallbackToLogsOnError")
         super().__init__(image=image or default_runtime_image(), **kwargs)
         if execution_mode is not None and "{{" not in str(execution_mode):
             ExecutionMode.parse(execution_mode)  # a typo fails at DAG parse, not at 3 a.m.
+        try:
+            self.gpu = parse_gpus(gpus)
+            self.gpu_node_selector = (
+                None
+                if gpu_node_selector is None
+                else node_selector_dict(gpu_node_selector, "gpu_node_selector")
+            )
+            self._check_pod_arguments()
+        except AiProviderConfigError as err:
+            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+        self.gpus = gpus
         self.execution_mode = execution_mode
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
         self.python = python
         self.experiment_name = experiment_name
         self._local_runner: LocalJobRunner | None = None
+        self._job_spec: JobSpec | None = None
+        self._pod_result: Any = None
+        self._final_pod: k8s.V1Pod | None = None
+
+    def _check_pod_arguments(self) -> None:
+        """Refuse, at DAG parse, pod arguments that cannot work or would leak a secret."""
+        if self.container_resources is not None and not _has_template(self.container_resources):
+            resources_dict(self.container_resources)
+        if self.env_vars and not isinstance(self.env_vars, str):
+            check_env_literals(self.env_vars)
+        for where, template in (
+            ("full_pod_spec", self.full_pod_spec),
+            ("pod_template_dict", self.pod_template_dict),
+        ):
+            if (
+                template is not None
+                and not isinstance(template, str)
+                and not _has_template(self.base_container_name)
+            ):
+                check_pod_template(template, self.base_container_name, where=where)
 
     @cached_property
     def mlflow_hook(self) -> MlflowHook:
@@ -149,6 +262,136 @@ class AiJobOperator(KubernetesPodOperator):
         command = self.runtime_command(spec)
         self.cmds = command[:3]
         self.arguments = command[3:]
+        self._job_spec = spec
+
+    def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
+        """The KubernetesPodOperator pod, checked and completed with the secure defaults.
+
+        Raises :class:`AiProviderConfigError` when the pod cannot run the job: the main container is
+        not ``containers[0]``, does not run the job runtime, or gets a secret as a literal value.
+        """
+        from airflow.providers.cncf.kubernetes.pod_generator import PodGenerator
+        from kubernetes.client import ApiClient
+
+        try:
+            if self.pod_template_file:
+                template = PodGenerator.deserialize_model_file(self.pod_template_file)
+                check_pod_template(
+                    template, self.base_container_name, where=f"pod template {self.pod_template_file}"
+                )
+            for where in ("pod_template_dict", "full_pod_spec"):
+                if getattr(self, where) is not None:
+                    check_pod_template(getattr(self, where), self.base_container_name, where=where)
+        except AiProviderConfigError as err:
+            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        client = ApiClient()
+        manifest = client.sanitize_for_serialization(pod)
+        try:
+            check_built_pod(manifest, self.base_container_name, self.job_type)
+            main = manifest["spec"]["containers"][0]
+            resources = merge_resources(
+                resources_dict(main.get("resources"), "container_resources"),
+                configured_resources(self.job_type),
+                self.gpu,
+            )
+            gpu_node_selector = (
+                self.gpu_node_selector
+                if self.gpu_node_selector is not None
+                else configured_gpu_node_selector()
+            )
+            secured = secure_pod(
+                manifest,
+                base_container_name=self.base_container_name,
+                resources=resources,
+                gpu=self.gpu,
+                gpu_node_selector=gpu_node_selector,
+                labels=lookup_labels(**self._lookup_keys(context), **self._model_labels()),
+                annotations=lookup_annotations(**self._lookup_keys(context), **self._run_annotations()),
+                env=self._pod_env(context),
+                run_as_user=configured_run_as_user(),
+                scratch_size_limit=configured_scratch_size_limit(),
+            )
+        except AiProviderConfigError as err:
+            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+        return client.deserialize(_JsonResponse(secured), "V1Pod")
+
+    def _lookup_keys(self, context: Context | None) -> dict[str, str | None]:
+        if context is not None:
+            ti = context["ti"]
+            return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id}
+        return {"dag_id": self.dag_id if self.has_dag() else None, "task_id": self.task_id, "run_id": None}
+
+    def _model_labels(self) -> dict[str, str | None]:
+        spec = self._job_spec
+        if spec is None:
+            return {"job": self.job_type}
+        if spec.model is not None:
+            return {"job": spec.job, "model_name": spec.model.name, "model_version": str(spec.model.version)}
+        return {"job": spec.job, "model_name": spec.params.get("model_name")}
+
+    def _run_annotations(self) -> dict[str, str | None]:
+        spec = self._job_spec
+        if spec is None:
+            return {}
+        model = spec.model
+        return {
+            "mlflow_run_id": spec.mlflow.run_id,
+            "model_uri": f"models:/{model.name}/{model.version}" if model is not None else None,
+        }
+
+    def _pod_env(self, context: Context | None) -> dict[str, str]:
+        """Airflow identity, W3C trace context and OpenLineage parent of the task, for the pod."""
+        if context is None:
+            return {}
+        ti = context["ti"]
+        env = {
+            "AIRFLOW_CTX_DAG_ID": str(ti.dag_id),
+            "AIRFLOW_CTX_TASK_ID": str(ti.task_id),
+            "AIRFLOW_CTX_DAG_RUN_ID": str(ti.run_id),
+            "AIRFLOW_CTX_TRY_NUMBER": str(ti.try_number),
+        }
+        return {**env, **trace_env(_trace_carrier(ti), _openlineage_parent_id(ti))}
+
+    def extract_xcom(self, pod: k8s.V1Pod, **kwargs: Any) -> Any:
+        """Read the runtime's result, kept so a failed job's own error reaches the task."""
+        self._pod_result = super().extract_xcom(pod, **kwargs)
+        return self._pod_result
+
+    def cleanup(
+        self,
+        pod: k8s.V1Pod,
+        remote_pod: k8s.V1Pod,
+        xcom_result: dict | None = None,
+        context: Context | None = None,
+    ) -> None:
+        """Keep a failed pod's last state (before KPO deletes it) to explain the failure."""
+        from airflow.providers.cncf.kubernetes.utils.container import container_is_succeeded
+
+        failed = remote_pod is not None and not container_is_succeeded(remote_pod, self.base_container_name)
+        if failed and not self._killed:
+            try:
+                self._final_pod = self.pod_manager.read_pod(remote_pod)
+            except Exception:  # the pod may be gone; what KPO saw last still helps
+                self._final_pod = remote_pod
+        super().cleanup(pod=pod, remote_pod=remote_pod, xcom_result=xcom_result, context=context)
+
+    def _pod_failure(self, error: BaseException) -> dict[str, Any]:
+        """The runtime's own failed result, or ``error`` put in plain words from the pod's state."""
+        if isinstance(self._pod_result, dict) and self._pod_result.get("status") not in (None, "success"):
+            return self._pod_result  # the runtime said why; _complete decides about retries
+        from kubernetes.client import ApiClient
+
+        state = ApiClient().sanitize_for_serialization(self._final_pod) if self._final_pod else None
+        explained = explain_pod_failure(state, self.base_container_name)
+        if explained is None:
+            raise error
+        message, retryable = explained
+        name = (state or {}).get("metadata", {}).get("name", "?")
+        text = f"{self.job_type} job pod {name}: {message}"
+        if retryable:
+            raise JobFailedError(text) from error
+        raise AirflowFailException(text) from error
 
     def _identity(self, context: Context, mode: ExecutionMode) -> RunIdentity:
         from airflow.configuration import conf
@@ -204,7 +447,12 @@ class AiJobOperator(KubernetesPodOperator):
         """Deferrable kubernetes mode: finish the MLflow records once the pod is done."""
         who, run = self._book_run(context, ExecutionMode.KUBERNETES)
         try:
-            result = super().trigger_reentry(context, event)
+            try:
+                result = super().trigger_reentry(context, event)
+            except (TaskDeferred, AirflowFailException, JobFailedError):
+                raise
+            except Exception as err:
+                result = self._pod_failure(err)
             return self._complete(context, who, run, result)
         except BaseException:
             self.mlflow_hook.finish_task_run(run, who, succeeded=False)
@@ -215,8 +463,22 @@ class AiJobOperator(KubernetesPodOperator):
         self.log.info("Job spec: %s", spec.to_json())
         if mode is ExecutionMode.LOCAL:
             return self._run_local(spec)
+        if self.aws_conn_id:
+            self.log.info(
+                "aws_conn_id %s is not copied into pods: the pod gets S3 access from secrets=, env_from= "
+                "or its service account",
+                self.aws_conn_id,
+            )
         self.configure_pod_for(spec)
-        return super().execute(context)
+        # A second job in the same task (e.g. the inference fallback) needs a pod of its own.
+        self.pod_request_obj = self.pod = self.remote_pod = None
+        self._pod_result = self._final_pod = None
+        try:
+            return super().execute(context)
+        except (TaskDeferred, AirflowFailException, JobFailedError):
+            raise
+        except Exception as err:
+            return self._pod_failure(err)
 
     def _run_local(self, spec: JobSpec) -> dict[str, Any]:
         env = {**self.mlflow_hook.runtime_env(), **aws_runtime_env(self.aws_conn_id)}
