@@ -220,7 +220,7 @@ def test_train_and_register_returns_the_new_version(trained: dict[str, Any]) -> 
 def test_train_and_register_sets_alias_and_logs_the_run(trained: dict[str, Any]) -> None:
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=trained["tracking_uri"])
+    client = mlflow.MlflowClient(tracking_uri=trained["tracking_uri"], registry_uri=trained["tracking_uri"])
     version = client.get_model_version_by_alias("churn", "champion")
     run = client.get_run(trained["result"]["run_id"])
 
