@@ -84,7 +84,11 @@ def _lineage(args: argparse.Namespace) -> int:
     where = args.tracking_uri
     try:
         if args.tracking_uri:
-            lineage = trace(MlflowClient(tracking_uri=args.tracking_uri), args.target, states)
+            lineage = trace(
+                MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri),
+                args.target,
+                states,
+            )
         else:
             from airflow_ai_provider.hooks.mlflow import MlflowHook
 

@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -128,6 +129,13 @@ class AiJobOperator(KubernetesPodOperator):
     """
 
     job_type: ClassVar[str]
+    #: Retry defaults of the job type; operator arguments and DAG ``default_args`` win. Quick jobs
+    #: retry soon with exponential backoff; training overrides this to retry once, later.
+    retry_defaults: ClassVar[dict[str, Any]] = {
+        "retries": 3,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+    }
     template_fields: Sequence[str] = (
         *KubernetesPodOperator.template_fields,
         "execution_mode",
@@ -159,6 +167,8 @@ class AiJobOperator(KubernetesPodOperator):
         kwargs["do_xcom_push"] = True  # the runtime's result is the task's result
         # A failed container's last log lines become its termination message, shown in the task error.
         kwargs.setdefault("termination_message_policy", "FallbackToLogsOnError")
+        for key, value in self.retry_defaults.items():
+            kwargs.setdefault(key, value)
         super().__init__(image=image or default_runtime_image(), **kwargs)
         if execution_mode is not None and "{{" not in str(execution_mode):
             ExecutionMode.parse(execution_mode)  # a typo fails at DAG parse, not at 3 a.m.

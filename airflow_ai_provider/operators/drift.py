@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias
@@ -91,9 +90,6 @@ class DriftDetectionOperator(AiJobOperator):
         batch_size: int = 65_536,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 3)
-        kwargs.setdefault("retry_delay", timedelta(seconds=30))
-        kwargs.setdefault("retry_exponential_backoff", True)
         self.drift_asset = drift_asset
         self.drift_alias = None
         if drift_asset is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.config import ExecutionMode
@@ -71,9 +70,6 @@ class BatchInferenceOperator(AiJobOperator):
         fallback_model: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 3)
-        kwargs.setdefault("retry_delay", timedelta(seconds=30))
-        kwargs.setdefault("retry_exponential_backoff", True)
         super().__init__(**kwargs)
         self.model = model
         self.input_uri = input_uri

@@ -6,7 +6,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.exceptions import AiProviderConfigError
@@ -66,6 +66,7 @@ class RetrainModelOperator(AiJobOperator):
     """
 
     job_type = "train"
+    retry_defaults: ClassVar[dict[str, Any]] = {"retries": 1, "retry_delay": timedelta(minutes=5)}
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
         "training_function",
@@ -98,8 +99,6 @@ class RetrainModelOperator(AiJobOperator):
         input_format: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 1)
-        kwargs.setdefault("retry_delay", timedelta(minutes=5))
         super().__init__(**kwargs)
         if "{{" not in training_function and not _FUNCTION_REFERENCE.match(training_function):
             raise AiProviderConfigError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
@@ -66,9 +65,6 @@ class DataValidationOperator(AiJobOperator):
         report_uri: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 3)
-        kwargs.setdefault("retry_delay", timedelta(seconds=30))
-        kwargs.setdefault("retry_exponential_backoff", True)
         super().__init__(**kwargs)
         if (suite_uri is None) == (expectations is None):
             raise AiProviderConfigError(
