@@ -58,18 +58,23 @@ def airflow_db(airflow_home: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _restore_mlflow_globals():
-    """Code that runs the runtime in-process sets MLflow's global URIs; no test may see another's."""
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    """Code that runs the runtime in-process sets MLflow's global URIs, active experiment and run;
+    no test may see another's."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
     saved_env = {name: os.environ.get(name) for name in names}
     yield
     import sys
 
     if "mlflow" in sys.modules:
+        from mlflow.tracking import fluent
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
         tracking_utils._tracking_uri = None
         registry_utils._registry_uri = None
+        fluent._active_experiment_id = None
+        while fluent.active_run() is not None:
+            fluent.end_run()
     for name, value in saved_env.items():
         if value is None:
             os.environ.pop(name, None)

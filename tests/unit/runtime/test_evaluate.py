@@ -71,14 +71,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     train_and_register(uri, "churn", alias=None, n_rows=4000, seed=1, max_iter=1)
     frame = make_customers(3000, seed=21)
     regression = LinearRegression().fit(frame[REGRESSION_FEATURES], frame["total_charges"])
-    with mlflow_uris(uri), mlflow.start_run():
-        mlflow.sklearn.log_model(
-            regression,
-            name="charges",
-            signature=infer_signature(frame[REGRESSION_FEATURES].head(10)),
-            pip_requirements=["scikit-learn"],
-            registered_model_name="charges",
-        )
+    with mlflow_uris(uri):
+        mlflow.set_experiment("charges-training")  # explicit: never a leftover active experiment
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(
+                regression,
+                name="charges",
+                signature=infer_signature(frame[REGRESSION_FEATURES].head(10)),
+                pip_requirements=["scikit-learn"],
+                registered_model_name="charges",
+            )
     churn_holdout = write_customers(root / "holdout", 3000, seed=11, with_label=True)[0]
     holdout = make_customers(2000, seed=12)[[*REGRESSION_FEATURES, "total_charges"]]
     charges_holdout = str(root / "charges.parquet")
