@@ -506,6 +506,7 @@ class AiJobOperator(KubernetesPodOperator):
         if not isinstance(result, dict):
             raise JobFailedError(f"{self.job_type} job returned no result (got {type(result).__name__})")
         if result.get("status") != "success":
+            self._record_failure(run, result)
             message = f"{self.job_type} job failed: {result.get('error') or 'no error message'}"
             if result.get("retryable"):
                 raise JobFailedError(message)
@@ -517,6 +518,15 @@ class AiJobOperator(KubernetesPodOperator):
                 context["outlet_events"][outlet].extra = extra
         self.mlflow_hook.finish_task_run(run, who, succeeded=True)
         return {**result, "mlflow_run_id": run.run_id, "mlflow_run_url": run.url}
+
+    def _record_failure(self, run: TaskRun, result: dict[str, Any]) -> None:
+        """Keep a failed job's result in its MLflow run too (the error, what it had counted)."""
+        try:
+            with self.mlflow_hook.client() as client:
+                client.set_tag(run.run_id, "ai.error", str(result.get("error", ""))[:5000])
+                client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
+        except Exception:
+            self.log.warning("Could not record the failed result in MLflow run %s", run.run_id, exc_info=True)
 
     def on_kill(self) -> None:
         if self._local_runner is not None:

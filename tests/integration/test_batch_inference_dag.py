@@ -252,3 +252,25 @@ def test_unloadable_model_falls_back_to_previous_champion_and_says_so(
     tags = client.get_run(result["mlflow_run_id"]).data.tags
     assert tags["ai.fallback_used"] == "true"
     assert tags["ai.model_version"] == registered_churn["version"]
+
+
+def test_failed_job_keeps_its_error_and_result_in_its_mlflow_run(
+    airflow_env, registered_churn, mlflow_server, monkeypatch
+):
+    from mlflow import MlflowClient
+
+    from tests.dags.ai_test_dags import s3_batch_inference
+
+    monkeypatch.setenv("AI_TEST_INPUT", f"s3://{airflow_env}/nothing-here/")
+    monkeypatch.setenv("AI_TEST_SHARDS", "1")
+    dag_run = s3_batch_inference().test()
+    assert dag_run.state == "failed"
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("airflow/s3_batch_inference")
+    (run,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["ai.error"].startswith("input not found: s3://")
+    assert "job_result.json" in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
