@@ -51,7 +51,7 @@ from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.evaluate import log_report
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.profile import OTHER, PROFILE_ARTIFACT, PROFILE_TAG, bin_counts, load_profile
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
 
 Log = Callable[[str], None]
 EPSILON = 1e-4
@@ -74,9 +74,7 @@ class DriftParams:
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> DriftParams:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise JobInputError(f"unknown drift parameter(s): {', '.join(unknown)}")
+        reject_unknown_params("drift", params, cls.__dataclass_fields__)
         merged = {**{name: f.default for name, f in cls.__dataclass_fields__.items()}, **params}
         psi = merged["psi_threshold"]
         if not _is_number(psi) or psi <= 0:

@@ -43,7 +43,7 @@ from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef, reject_unknown_params
 
 Log = Callable[[str], None]
 TASK_TYPES = ("classification", "regression")
@@ -72,9 +72,7 @@ class EvaluateParams:
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> EvaluateParams:
-        unknown = sorted(set(params) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise JobInputError(f"unknown evaluate parameter(s): {', '.join(unknown)}")
+        reject_unknown_params("evaluate", params, cls.__dataclass_fields__)
         label = params.get("label_column")
         if not isinstance(label, str) or not label:
             raise JobInputError("params.label_column is required: the holdout column with the true label")

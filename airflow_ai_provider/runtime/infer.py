@@ -36,7 +36,7 @@ from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
 
 Log = Callable[[str], None]
 DEFAULT_BATCH_SIZE = 65536
@@ -58,10 +58,7 @@ class InferParams:
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> InferParams:
-        known = {name for name in cls.__dataclass_fields__}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise JobInputError(f"unknown infer parameter(s): {', '.join(unknown)}")
+        reject_unknown_params("infer", params, cls.__dataclass_fields__)
         ids = params.get("id_columns") or []
         if isinstance(ids, str):
             ids = [ids]

@@ -8,6 +8,7 @@ environment only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -186,6 +187,13 @@ class JobResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def reject_unknown_params(job: str, params: dict[str, Any], known: Iterable[str]) -> None:
+    """Refuse a parameter the job does not know: a typo must not be silently ignored."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise JobInputError(f"unknown {job} parameter(s): {', '.join(unknown)}")
 
 
 def _build(kind: type, raw: Any, where: str) -> Any:

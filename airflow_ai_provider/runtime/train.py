@@ -91,7 +91,7 @@ from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_server
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -155,10 +155,7 @@ class TrainParams:
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> TrainParams:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise JobInputError(f"unknown train parameter(s): {', '.join(unknown)}")
+        reject_unknown_params("train", params, cls.__dataclass_fields__)
         for name in ("training_function", "label_column", "model_name"):
             if not isinstance(params.get(name), str) or not params[name].strip():
                 raise JobInputError(f"params.{name} is required (a non-empty string)")

@@ -68,7 +68,7 @@ from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.model import probe_tracking_server
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
 
 Log = Callable[[str], None]
 DEFAULT_BATCH_SIZE = 200_000
@@ -123,10 +123,9 @@ class ValidateParams:
 
     @classmethod
     def from_spec(cls, params: dict[str, Any]) -> ValidateParams:
-        known = {*cls.__dataclass_fields__, "suite_uri", "expectations", "suite_name"}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise JobInputError(f"unknown validate parameter(s): {', '.join(unknown)}")
+        reject_unknown_params(
+            "validate", params, {*cls.__dataclass_fields__, "suite_uri", "expectations", "suite_name"}
+        )
         for name in ("batch_size", "max_examples"):
             value = params.get(name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
