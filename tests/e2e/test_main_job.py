@@ -49,7 +49,14 @@ def test_one_ingest_trigger_leads_to_promoted_model_and_predictions_in_order(sta
         first_chain.runs[d] for d in ("churn_ingest", "churn_retrain", "churn_batch_inference")
     )
     assert retrain["run_type"] == inference["run_type"] == "asset_triggered"
-    assert ingest["end_date"] <= retrain["start_date"] and retrain["end_date"] <= inference["start_date"]
+    assert ingest["start_date"] < retrain["start_date"] < inference["start_date"]
+    # Each run was started by an Asset event of the run before it, not by anything else.
+    for run, upstream in ((retrain, ingest), (inference, retrain)):
+        path = f"/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+        events = stack.airflow.api("GET", path)["asset_events"]
+        assert {(e["source_dag_id"], e["source_run_id"]) for e in events} == {
+            (upstream["dag_id"], upstream["dag_run_id"])
+        }
     assert first_chain.tasks["churn_retrain"]["promote"] == "success"
     assert first_chain.tasks["churn_retrain"]["rollback"] == "skipped"
 
