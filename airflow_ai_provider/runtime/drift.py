@@ -246,9 +246,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.rows_in = accumulator.rows
     result.input_source = ",".join(spec.inputs)
     result.input_digest = data.digest
-    result.input_schema = {
-        name: str(kind) for name, kind in zip(data.schema.names, data.schema.types, strict=True)
-    }
+    result.input_schema = io.column_types(data.schema)
     result.timings = {"started_at": started, "ended_at": ended}
     result.metrics = {
         "max_psi": round(max_psi, 6),

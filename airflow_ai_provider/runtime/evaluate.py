@@ -216,9 +216,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.rows_in = table.num_rows
     result.input_source = ",".join(spec.inputs)
     result.input_digest = data.digest
-    result.input_schema = {
-        name: str(kind) for name, kind in zip(data.schema.names, data.schema.types, strict=True)
-    }
+    result.input_schema = io.column_types(data.schema)
     result.timings = {"started_at": started, "ended_at": ended}
     result.metrics = {f"challenger_{key}": value for key, value in challenger.metrics.items()}
     if champion:

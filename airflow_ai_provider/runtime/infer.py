@@ -292,4 +292,4 @@ def _schema_dict(metas: list[io.FileMeta], units: list[io.Unit]) -> dict[str, st
     if not units:
         return {}
     schema = metas[units[0].file_index].schema
-    return {name: str(kind) for name, kind in zip(schema.names, schema.types, strict=True)}
+    return io.column_types(schema)

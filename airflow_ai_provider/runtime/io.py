@@ -542,6 +542,11 @@ class PartWriter:
             os.remove(self.temp_path)
 
 
+def column_types(schema: pa.Schema) -> dict[str, str]:
+    """Column name to Arrow type name, as recorded in results for lineage."""
+    return {name: str(kind) for name, kind in zip(schema.names, schema.types, strict=True)}
+
+
 # --- whole inputs, for jobs that need all rows (training, evaluation, drift) ------------------------
 
 

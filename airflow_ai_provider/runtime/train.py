@@ -810,7 +810,7 @@ def _fill_result(
 
 
 def _schema(table: pa.Table) -> dict[str, str]:
-    return {name: str(kind) for name, kind in zip(table.schema.names, table.schema.types, strict=True)}
+    return io.column_types(table.schema)
 
 
 def _input_entries(data: io.InputData) -> list[dict[str, Any]]:
