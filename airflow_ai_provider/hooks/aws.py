@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_ai_provider.exceptions import AiProviderConfigError
 
 
 def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
@@ -15,7 +18,13 @@ def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
     """
     if not aws_conn_id:
         return {}
-    conn = BaseHook.get_connection(aws_conn_id)
+    try:
+        conn = BaseHook.get_connection(aws_conn_id)
+    except AirflowNotFoundException:
+        raise AiProviderConfigError(
+            f"aws_conn_id {aws_conn_id!r}: no such Airflow connection; create it (type aws) or leave "
+            "aws_conn_id unset to use the worker's own AWS credentials"
+        ) from None
     extra = conn.extra_dejson
     env: dict[str, str] = {}
     if conn.login:

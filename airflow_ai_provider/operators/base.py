@@ -16,7 +16,7 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
-from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
+from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError, ModelReferenceError
 from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
@@ -43,6 +43,7 @@ from airflow_ai_provider.kubernetes.validation import (
     resources_dict,
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.spec import MlflowRef
 
 if TYPE_CHECKING:
@@ -129,6 +130,8 @@ class AiJobOperator(KubernetesPodOperator):
     """
 
     job_type: ClassVar[str]
+    #: Arguments that hold model references: each must resolve in the registry before the job starts.
+    model_arguments: ClassVar[tuple[str, ...]] = ()
     #: Retry defaults of the job type; operator arguments and DAG ``default_args`` win. Quick jobs
     #: retry soon with exponential backoff; training overrides this to retry once, later.
     retry_defaults: ClassVar[dict[str, Any]] = {
@@ -440,8 +443,43 @@ class AiJobOperator(KubernetesPodOperator):
         self.log.info("MLflow run %s (parent %s) at %s", run.run_id, run.parent_run_id, run.url or "-")
         return who, run
 
+    def model_references(self) -> dict[str, str]:
+        """The model references this task resolves, by argument name (checked before anything is written)."""
+        return {name: getattr(self, name) for name in self.model_arguments if getattr(self, name, None)}
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        """Check arguments after their templates rendered; raise :class:`AiProviderConfigError`.
+
+        Subclasses convert and check their own templated arguments here, so a value that does not
+        convert fails the task once, naming the argument, before any MLflow run exists.
+        """
+
+    def preflight(self, context: Context, mode: ExecutionMode) -> None:
+        """Refuse bad input before anything is written: no MLflow run, registration or output.
+
+        Checks the rendered arguments, that every model reference exists in the registry, and that
+        the connections the job needs exist. Bad input raises an :class:`AiProviderConfigError`
+        (never retried); an unreachable MLflow server raises :class:`MlflowUnavailableError` (retried).
+        """
+        try:
+            self.check_rendered_arguments(context)
+            for argument, reference in self.model_references().items():
+                if not reference:
+                    continue
+                try:
+                    self.mlflow_hook.resolve_model(reference)
+                except ModelReferenceError as err:
+                    raise ModelReferenceError(f"{argument}={reference!r}: {err}") from None
+            if mode is ExecutionMode.LOCAL:
+                aws_runtime_env(self.aws_conn_id)
+        except AiProviderConfigError as err:
+            raise type(err)(f"{self.task_id}: {err}") from None
+        except JobInputError as err:  # a shared parameter check from the runtime's contract
+            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+
     def execute(self, context: Context) -> dict[str, Any]:
         mode = self.resolved_execution_mode
+        self.preflight(context, mode)
         who, run = self._book_run(context, mode)
         try:
             spec = self.build_job_spec(context, run)
@@ -449,9 +487,21 @@ class AiJobOperator(KubernetesPodOperator):
             return self._complete(context, who, run, result)
         except TaskDeferred:
             raise
+        except JobInputError as err:
+            self._finish_failed(run, who)
+            if isinstance(err, AirflowFailException):
+                raise
+            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
         except BaseException:
-            self.mlflow_hook.finish_task_run(run, who, succeeded=False)
+            self._finish_failed(run, who)
             raise
+
+    def _finish_failed(self, run: TaskRun, who: RunIdentity) -> None:
+        """Mark the task's MLflow run failed without hiding the task's own error if MLflow is down."""
+        try:
+            self.mlflow_hook.finish_task_run(run, who, succeeded=False)
+        except Exception:
+            self.log.warning("Could not mark MLflow run %s failed", run.run_id, exc_info=True)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Deferrable kubernetes mode: finish the MLflow records once the pod is done."""
@@ -465,7 +515,7 @@ class AiJobOperator(KubernetesPodOperator):
                 result = self._pod_failure(err)
             return self._complete(context, who, run, result)
         except BaseException:
-            self.mlflow_hook.finish_task_run(run, who, succeeded=False)
+            self._finish_failed(run, who)
             raise
 
     def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class DriftDetectionOperator(AiJobOperator):
     """
 
     job_type = "drift"
+    model_arguments = ("model",)
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
         "model",

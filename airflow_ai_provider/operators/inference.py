@@ -45,6 +45,7 @@ class BatchInferenceOperator(AiJobOperator):
     """
 
     job_type = "infer"
+    model_arguments = ("model", "fallback_model")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
         "model",
