@@ -1,0 +1,95 @@
+"""Bad input found in the worker, before the runtime starts, is never retried and writes nothing.
+
+Each case runs a real Airflow DAG (``dag.test()``) against the session's real ``mlflow server``: the
+task must fail on its first try (three retries are configured), print one line naming the argument,
+and leave no MLflow run, no experiment run left RUNNING and no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dag_templates.include.churn_sample import train_and_register, write_customers
+
+pytestmark = pytest.mark.integration
+DAG_ID = "operator_bad_input"
+
+
+@pytest.fixture(scope="module")
+def registered_churn(mlflow_server) -> dict:
+    return train_and_register(mlflow_server.url, "churn", alias="champion", n_rows=2_000)
+
+
+CASES = {
+    "unknown model": ({"model": "no_such_model@champion"}, "model='no_such_model@champion'"),
+    "unknown alias": ({"model": "churn@no_such_alias"}, "has no alias 'no_such_alias'"),
+    "unknown version": ({"model": "churn/999"}, "has no version 999"),
+    "templated reference that does not parse": ({"model": "{{ 'churn@@x' }}"}, "is not valid"),
+    "unknown fallback model": (
+        {"fallback_model": "churn@no_such_fallback"},
+        "fallback_model='churn@no_such_fallback'",
+    ),
+    "templated execution mode": ({"execution_mode": "{{ 'podman' }}"}, "invalid execution_mode 'podman'"),
+    "missing aws connection": ({"aws_conn_id": "no_such_aws"}, "aws_conn_id 'no_such_aws'"),
+    "missing mlflow connection": (
+        {"mlflow_conn_id": "no_such_mlflow"},
+        "MLflow connection 'no_such_mlflow' does not exist",
+    ),
+}
+
+
+def _tries(run_id: str) -> list[int]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        return list(session.scalars(select(TaskInstance.try_number).where(TaskInstance.run_id == run_id)))
+
+
+def _task_runs(mlflow_url: str, run_id: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    experiment = client.get_experiment_by_name(f"airflow/{DAG_ID}")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{run_id}'")
+
+
+def _run_case(kwargs, monkeypatch, tmp_path):
+    from tests.dags.bad_input_dags import operator_bad_input
+
+    write_customers(str(tmp_path / "scoring"), 200, seed=1)
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_OPERATOR_KWARGS", json.dumps(kwargs))
+    return operator_bad_input().test()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_worker_side_bad_input_fails_once_naming_the_argument_and_writes_nothing(
+    case, registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch, capfd
+):
+    kwargs, message = CASES[case]
+    dag_run = _run_case(kwargs, monkeypatch, tmp_path)
+
+    assert dag_run.state == "failed"
+    assert _tries(dag_run.run_id) == [1]  # three retries were allowed: none was used
+    output = capfd.readouterr().out
+    assert message in output
+    assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_execution_mode_from_the_environment_is_bad_input(
+    registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "kubernets")
+    dag_run = _run_case({"execution_mode": None}, monkeypatch, tmp_path)
+
+    assert dag_run.state == "failed"
+    assert _tries(dag_run.run_id) == [1]
+    assert "AIRFLOW__AI_PROVIDER__EXECUTION_MODE" in capfd.readouterr().out
+    assert _task_runs(mlflow_server.url, dag_run.run_id) == []
