@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError, ModelReferenceError
 from airflow_ai_provider.execution.local import LocalJobRunner
+from airflow_ai_provider.execution.run_guard import TaskRunGuard
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
 from airflow_ai_provider.kubernetes import (
@@ -481,20 +482,21 @@ class AiJobOperator(KubernetesPodOperator):
         mode = self.resolved_execution_mode
         self.preflight(context, mode)
         who, run = self._book_run(context, mode)
-        try:
-            spec = self.build_job_spec(context, run)
-            result = self.run_job(context, spec, mode)
-            return self._complete(context, who, run, result)
-        except TaskDeferred:
-            raise
-        except JobInputError as err:
-            self._finish_failed(run, who)
-            if isinstance(err, AirflowFailException):
+        with TaskRunGuard.for_task_run(self.mlflow_hook, run, who):
+            try:
+                spec = self.build_job_spec(context, run)
+                result = self.run_job(context, spec, mode)
+                return self._complete(context, who, run, result)
+            except TaskDeferred:
                 raise
-            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
-        except BaseException:
-            self._finish_failed(run, who)
-            raise
+            except JobInputError as err:
+                self._finish_failed(run, who)
+                if isinstance(err, AirflowFailException):
+                    raise
+                raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+            except BaseException:
+                self._finish_failed(run, who)
+                raise
 
     def _finish_failed(self, run: TaskRun, who: RunIdentity) -> None:
         """Mark the task's MLflow run failed without hiding the task's own error if MLflow is down."""
@@ -506,17 +508,18 @@ class AiJobOperator(KubernetesPodOperator):
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Deferrable kubernetes mode: finish the MLflow records once the pod is done."""
         who, run = self._book_run(context, ExecutionMode.KUBERNETES)
-        try:
+        with TaskRunGuard.for_task_run(self.mlflow_hook, run, who):
             try:
-                result = super().trigger_reentry(context, event)
-            except (TaskDeferred, AirflowFailException, JobFailedError):
+                try:
+                    result = super().trigger_reentry(context, event)
+                except (TaskDeferred, AirflowFailException, JobFailedError):
+                    raise
+                except Exception as err:
+                    result = self._pod_failure(err)
+                return self._complete(context, who, run, result)
+            except BaseException:
+                self._finish_failed(run, who)
                 raise
-            except Exception as err:
-                result = self._pod_failure(err)
-            return self._complete(context, who, run, result)
-        except BaseException:
-            self._finish_failed(run, who)
-            raise
 
     def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:
         """Run ``spec`` in a pod or a local subprocess and return the runtime's result."""
