@@ -26,9 +26,7 @@ def operator_bad_input() -> DAG:
         **json.loads(os.environ.get("AI_TEST_OPERATOR_KWARGS", "{}")),
     }
     with DAG("operator_bad_input", schedule=None) as dag:
-        BatchInferenceOperator(
-            task_id="score", retries=3, retry_delay=timedelta(seconds=0), **kwargs
-        )
+        BatchInferenceOperator(task_id="score", retries=3, retry_delay=timedelta(seconds=0), **kwargs)
     return dag
 
 

@@ -93,3 +93,23 @@ def test_execution_mode_from_the_environment_is_bad_input(
     assert _tries(dag_run.run_id) == [1]
     assert "AIRFLOW__AI_PROVIDER__EXECUTION_MODE" in capfd.readouterr().out
     assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+
+
+def test_deleted_experiment_is_bad_input_with_the_way_to_restore_it(
+    registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch, capfd
+):
+    import uuid
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    name = f"deleted-{uuid.uuid4().hex[:8]}"
+    experiment_id = client.create_experiment(name)
+    client.delete_experiment(experiment_id)
+
+    dag_run = _run_case({"experiment_name": name}, monkeypatch, tmp_path)
+
+    assert dag_run.state == "failed"
+    assert _tries(dag_run.run_id) == [1]
+    assert f"mlflow experiments restore --experiment-id {experiment_id}" in capfd.readouterr().out
+    assert client.search_runs([experiment_id], run_view_type=3) == []  # ViewType.ALL
