@@ -240,6 +240,11 @@ class MlflowHook(BaseHook):
 
         with self.client() as client:
             experiment = client.get_experiment_by_name(name)
+            if experiment is not None and experiment.lifecycle_stage == "deleted":
+                raise AiProviderConfigError(
+                    f"MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore "
+                    f"--experiment-id {experiment.experiment_id}) or set experiment_name to another one"
+                )
             if experiment is not None:
                 return experiment.experiment_id
             artifact_location = None
