@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from airflow_ai_provider.credentials import mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import AiProviderConfigError
 
 
@@ -37,5 +38,13 @@ def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
         env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
     endpoint = extra.get("endpoint_url") or extra.get("service_config", {}).get("s3", {}).get("endpoint_url")
     if endpoint:
-        env["AWS_ENDPOINT_URL_S3"] = str(endpoint)
+        clean, found = split_credentials(str(endpoint))
+        if found:
+            mask_credentials(found)
+            raise AiProviderConfigError(
+                f"aws_conn_id {aws_conn_id!r}: endpoint_url {clean!r} carries credentials "
+                f"({found.describe()}); put the access key in the login and the secret key in the password"
+            )
+        env["AWS_ENDPOINT_URL_S3"] = clean
+    mask_credentials([env.get("AWS_SECRET_ACCESS_KEY", ""), env.get("AWS_SESSION_TOKEN", "")])
     return env

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_ai_provider.credentials import mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import (
     AiProviderConfigError,
     ConcurrentPromotionError,
@@ -86,15 +86,34 @@ class PinnedModel:
         return f"models:/{self.name}/{self.version}"
 
 
-def _strip_userinfo(uri: str) -> tuple[str, str | None, str | None]:
-    """Split ``https://user:pass@host`` into a credential-free URI, user and password."""
-    parts = urlsplit(uri)
-    if not parts.username and not parts.password:
-        return uri, None, None
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc)), parts.username, parts.password
+def _split_mlflow_uri(uri: str, where: str) -> tuple[str, dict[str, str]]:
+    """``uri`` without credentials, and the variables MLflow reads them from instead (masked in logs).
+
+    Userinfo of an ``http(s)`` URI moves to ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``. A password in
+    any other URI (a database store) and secret query parameters are refused: MLflow could not read
+    them from anywhere else, and the URI travels in every job spec.
+    """
+    clean, found = split_credentials(uri)
+    if not found:
+        return uri, {}
+    mask_credentials(found)
+    if found.params:
+        raise AiProviderConfigError(
+            f"{where} {clean!r} carries {found.describe()}: MLflow sends credentials as headers, not in "
+            "the URI; put them in the connection's login and password, or its token extra"
+        )
+    if not clean.startswith(("http://", "https://")):
+        if not found.password:
+            return uri, {}  # a database user name alone is no secret
+        raise AiProviderConfigError(
+            f"{where} {clean!r} carries a password, which would travel in every job spec: put an MLflow "
+            "tracking server (http/https) in front of the database, or give the password through the "
+            "database client's environment (e.g. PGPASSWORD)"
+        )
+    env = {"MLFLOW_TRACKING_USERNAME": found.username} if found.username else {}
+    if found.password:
+        env["MLFLOW_TRACKING_PASSWORD"] = found.password
+    return clean, env
 
 
 def embedded_tracking_uri() -> str:
@@ -140,9 +159,10 @@ class MlflowHook(BaseHook):
                     f"MLflow connection {self.mlflow_conn_id!r} does not exist: create it (type mlflow) "
                     "or leave mlflow_conn_id at its default"
                 ) from None
-            return MlflowSettings(
-                tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri()
+            tracking_uri, credentials = _split_mlflow_uri(
+                os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(), "MLFLOW_TRACKING_URI"
             )
+            return MlflowSettings(tracking_uri=tracking_uri, credentials=credentials)
         if not conn.host:
             raise AiProviderConfigError(
                 f"MLflow connection {self.mlflow_conn_id!r} has no Tracking URI (host field)"
@@ -150,20 +170,32 @@ class MlflowHook(BaseHook):
         tracking_uri = conn.host if "://" in conn.host else f"http://{conn.host}"
         if conn.port and "://" not in conn.host:
             tracking_uri = f"{tracking_uri}:{conn.port}"
-        tracking_uri, user, password = _strip_userinfo(tracking_uri)
+        where = f"MLflow connection {self.mlflow_conn_id!r}"
+        tracking_uri, credentials = _split_mlflow_uri(tracking_uri, f"{where} Tracking URI")
         extra = conn.extra_dejson
-        credentials: dict[str, str] = {}
-        if conn.login or user:
-            credentials["MLFLOW_TRACKING_USERNAME"] = conn.login or user or ""
-        if conn.password or password:
-            credentials["MLFLOW_TRACKING_PASSWORD"] = conn.password or password or ""
+        registry_uri, from_registry = _split_mlflow_uri(
+            extra.get("registry_uri") or "", f"{where} registry_uri"
+        )
+        if any(credentials.get(key, value) != value for key, value in from_registry.items()):
+            raise AiProviderConfigError(
+                f"{where}: registry_uri and the Tracking URI carry different credentials, but MLflow uses "
+                "one set (MLFLOW_TRACKING_USERNAME/PASSWORD) for both; put them in the login and password"
+            )
+        credentials = {**from_registry, **credentials}
+        if conn.login:
+            credentials["MLFLOW_TRACKING_USERNAME"] = conn.login
+        if conn.password:
+            credentials["MLFLOW_TRACKING_PASSWORD"] = conn.password
         if extra.get("token"):
             credentials["MLFLOW_TRACKING_TOKEN"] = str(extra["token"])
+        mask_credentials(
+            [credentials.get("MLFLOW_TRACKING_PASSWORD", ""), credentials.get("MLFLOW_TRACKING_TOKEN", "")]
+        )
         if str(extra.get("insecure_tls", "")).lower() in ("true", "1"):
             credentials["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
         return MlflowSettings(
             tracking_uri=tracking_uri.rstrip("/"),
-            registry_uri=extra.get("registry_uri") or None,
+            registry_uri=registry_uri or None,
             experiment_name=extra.get("experiment_name") or None,
             credentials=credentials,
         )

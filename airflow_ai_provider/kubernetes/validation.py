@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from airflow_ai_provider.credentials import is_secret_name, secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
 
 RUNTIME_MODULE = "airflow_ai_provider.runtime"
@@ -32,8 +33,8 @@ _SUFFIX = {
     "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
     "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
 }  # fmt: skip
-_SECRET_WORDS = {"TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIALS", "CREDENTIAL"}
-_SECRET_PAIRS = ("API_KEY", "PRIVATE_KEY", "ACCESS_KEY", "SECRET_KEY", "CLIENT_KEY")
+#: Every kind of container a pod spec holds; each one's environment is checked for literal secrets.
+CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 
 
 def _is_template(value: Any) -> bool:
@@ -174,16 +175,6 @@ def node_selector_dict(value: Any, field: str) -> dict[str, str]:
 # Secrets
 
 
-def looks_secret(name: str) -> bool:
-    """Whether an environment variable's name says it holds a secret (``HF_TOKEN``, ``DB_PASSWORD``, ...).
-
-    Names are split on ``_``: ``TOKENIZER_NAME`` is not a secret, ``HF_TOKEN`` is.
-    """
-    upper = name.upper()
-    words = set(re.split(r"[^A-Z0-9]+", upper))
-    return bool(words & _SECRET_WORDS) or any(pair in upper for pair in _SECRET_PAIRS)
-
-
 def _env_entries(env_vars: Any) -> list[tuple[str, Any, bool]]:
     """``(name, literal value, has value_from)`` for each entry of KPO-style ``env_vars``."""
     if isinstance(env_vars, dict):
@@ -206,31 +197,65 @@ def _env_entries(env_vars: Any) -> list[tuple[str, Any, bool]]:
 
 
 def check_env_literals(env_vars: Any, where: str = "env_vars") -> None:
-    """Refuse a secret-looking variable given as a literal value: it would sit in the pod spec."""
+    """Refuse a secret given as a literal value: it would sit in the pod spec for anyone who reads pods.
+
+    A value is refused when its variable's name is secret (:func:`~airflow_ai_provider.credentials.
+    is_secret_name`, templated values too: they render to literals) or when the value itself looks
+    like a secret (:func:`~airflow_ai_provider.credentials.secret_value_kind`: an AWS access key id,
+    a private key, a URI with a password, ...). The message never shows the value.
+    """
     for name, value, has_ref in _env_entries(env_vars):
-        if looks_secret(name) and not has_ref and value not in (None, ""):
+        if has_ref or value in (None, ""):
+            continue
+        kind = None if is_secret_name(name) else secret_value_kind(value)
+        if is_secret_name(name) or kind:
+            looks = f" (its value looks like {kind})" if kind else ""
             raise AiProviderConfigError(
-                f"{where}: {name} is given as a literal value; secrets must come by reference: "
+                f"{where}: {name} is given as a literal value{looks}; secrets must come by reference: "
                 f"secrets=[Secret('env', '{name}', '<k8s-secret>', '<key>')], env_from=, or a service account"
             )
+
+
+def check_pod_env(pod: Any, where: str) -> None:
+    """:func:`check_env_literals` on every container of ``pod``: main, sidecars, init and ephemeral."""
+    for kind, container in _all_containers(pod):
+        label = "container" if kind == "containers" else kind.removesuffix("s").replace("C", " c")
+        check_env_literals(container.get("env") or [], where=f"{where} {label} {container.get('name')!r} env")
 
 
 # --------------------------------------------------------------------------------------------------
 # Pod templates and the built pod
 
 
-def _containers(pod: Any) -> list[dict[str, Any]]:
+def _pod_dict(pod: Any) -> dict[str, Any]:
     if pod is None:
-        return []
+        return {}
     if not isinstance(pod, dict):
         from kubernetes.client import ApiClient
 
         pod = ApiClient().sanitize_for_serialization(pod)
-    return list((pod.get("spec") or {}).get("containers") or [])
+    return pod
+
+
+def _containers(pod: Any) -> list[dict[str, Any]]:
+    return list((_pod_dict(pod).get("spec") or {}).get("containers") or [])
+
+
+def _all_containers(pod: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(kind, container)`` for every container of ``pod`` (a manifest or a ``V1Pod``)."""
+    spec = _pod_dict(pod).get("spec") or {}
+    return [
+        (kind, container)
+        for kind in CONTAINER_KINDS
+        for container in spec.get(kind) or []
+        if isinstance(container, dict)
+    ]
 
 
 def check_pod_template(pod: Any, base_container_name: str, where: str = "pod template") -> None:
-    """The template's first container must be KPO's main container (the XCom sidecar mounts onto it)."""
+    """The template's first container must be KPO's main container (the XCom sidecar mounts onto it),
+    and no container of it may get a secret as a literal value."""
+    check_pod_env(pod, where)
     containers = _containers(pod)
     if containers and containers[0].get("name") not in (None, base_container_name):
         names = [c.get("name") for c in containers]
@@ -263,7 +288,7 @@ def check_built_pod(manifest: dict[str, Any], base_container_name: str, job: str
             f"the pod's main container runs {shown!r}, not 'python -m {RUNTIME_MODULE} {job}': AI "
             "operators set the command themselves; drop cmds/arguments and the template's command"
         )
-    check_env_literals(main.get("env") or [], where="the pod's main container env")
+    check_pod_env(manifest, where="the pod's")
 
 
 # --------------------------------------------------------------------------------------------------

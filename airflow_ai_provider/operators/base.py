@@ -16,8 +16,9 @@ from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
+from airflow_ai_provider.credentials import refuse_uri_credentials
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError, ModelReferenceError
-from airflow_ai_provider.execution.local import LocalJobRunner
+from airflow_ai_provider.execution.local import LocalJobRunner, task_instance_key
 from airflow_ai_provider.execution.run_guard import TaskRunGuard
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
@@ -133,6 +134,9 @@ class AiJobOperator(KubernetesPodOperator):
     job_type: ClassVar[str]
     #: Arguments that hold model references: each must resolve in the registry before the job starts.
     model_arguments: ClassVar[tuple[str, ...]] = ()
+    #: Arguments that hold URIs: one carrying credentials is refused (at DAG parse when literal, when
+    #: it renders otherwise), so that no spec, log, MLflow record or pod gets them.
+    uri_arguments: ClassVar[tuple[str, ...]] = ()
     #: Retry defaults of the job type; operator arguments and DAG ``default_args`` win. Quick jobs
     #: retry soon with exponential backoff; training overrides this to retry once, later.
     retry_defaults: ClassVar[dict[str, Any]] = {
@@ -213,6 +217,11 @@ class AiJobOperator(KubernetesPodOperator):
                 and not _has_template(self.base_container_name)
             ):
                 check_pod_template(template, self.base_container_name, where=where)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in type(self).uri_arguments:  # set by __init__ (DAG parse) and by template rendering
+            refuse_uri_credentials(value, key, getattr(self, "task_id", None))
+        super().__setattr__(key, value)
 
     @cached_property
     def mlflow_hook(self) -> MlflowHook:
@@ -525,7 +534,7 @@ class AiJobOperator(KubernetesPodOperator):
         """Run ``spec`` in a pod or a local subprocess and return the runtime's result."""
         self.log.info("Job spec: %s", spec.to_json())
         if mode is ExecutionMode.LOCAL:
-            return self._run_local(spec)
+            return self._run_local(spec, context)
         if self.aws_conn_id:
             self.log.info(
                 "aws_conn_id %s is not copied into pods: the pod gets S3 access from secrets=, env_from= "
@@ -543,10 +552,13 @@ class AiJobOperator(KubernetesPodOperator):
         except Exception as err:
             return self._pod_failure(err)
 
-    def _run_local(self, spec: JobSpec) -> dict[str, Any]:
+    def _run_local(self, spec: JobSpec, context: Context) -> dict[str, Any]:
         env = {**self.mlflow_hook.runtime_env(), **aws_runtime_env(self.aws_conn_id)}
         self._local_runner = LocalJobRunner(
-            self.runtime_command(spec, python=self.python or sys.executable), env, self.log
+            self.runtime_command(spec, python=self.python or sys.executable),
+            env,
+            self.log,
+            task_key=task_instance_key(context),
         )
         try:
             return self._local_runner.run()

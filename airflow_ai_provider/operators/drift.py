@@ -65,6 +65,7 @@ class DriftDetectionOperator(AiJobOperator):
     """
 
     job_type = "drift"
+    uri_arguments = ("input_uri",)
     model_arguments = ("model",)
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,

@@ -68,6 +68,7 @@ class ModelValidationOperator(AiJobOperator):
     """
 
     job_type = "evaluate"
+    uri_arguments = ("holdout_uri",)
     model_arguments = ("challenger", "champion")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,

@@ -45,6 +45,7 @@ class BatchInferenceOperator(AiJobOperator):
     """
 
     job_type = "infer"
+    uri_arguments = ("input_uri", "output_uri")
     model_arguments = ("model", "fallback_model")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,

@@ -66,6 +66,7 @@ class RetrainModelOperator(AiJobOperator):
     """
 
     job_type = "train"
+    uri_arguments = ("input_uri",)
     retry_defaults: ClassVar[dict[str, Any]] = {"retries": 1, "retry_delay": timedelta(minutes=5)}
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,

@@ -44,6 +44,7 @@ class DataValidationOperator(AiJobOperator):
     """
 
     job_type = "validate"
+    uri_arguments = ("input_uri", "suite_uri", "report_uri")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
         "input_uri",

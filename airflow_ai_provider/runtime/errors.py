@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+# What a message must never echo: a URI's userinfo and the values of credential query parameters.
+# (The control plane refuses such URIs before a job starts; this covers what reaches the runtime
+# anyway, e.g. from its environment or a library's error text.)
+_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
+_SECRET_PARAM = re.compile(
+    r"([?&][^=&\s]*(?:token|signature|credential|secret|password|passwd|sig|key)[^=&\s]*=)[^&\s'\"]+", re.I
+)
+
 
 class JobError(Exception):
     """A job failed for a reason the user can act on. The message is one line."""
@@ -19,9 +29,15 @@ class JobServiceError(JobError):
     retryable = True
 
 
+def scrub_credentials(text: str) -> str:
+    """``text`` with URI userinfo and credential query values replaced by ``***``."""
+    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
 def one_line(err: BaseException | str) -> str:
-    """``err`` as a single line: whitespace runs (newlines included) collapse to one space."""
-    text = " ".join(str(err).split())
+    """``err`` as a single line without credentials: whitespace runs (newlines included) collapse to
+    one space, and URIs lose their userinfo and credential query values (:func:`scrub_credentials`)."""
+    text = scrub_credentials(" ".join(str(err).split()))
     if isinstance(err, BaseException) and not text:
         return type(err).__name__
     return text
