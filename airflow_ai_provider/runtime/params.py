@@ -1,0 +1,489 @@
+"""The parameters of each runtime job, checked by one light module that the operators import too.
+
+Each job's parameters are a frozen dataclass built with ``from_spec(spec.params)``. The operators call
+``check(values, partial=True)`` on their literal arguments when the DAG is parsed, and again after
+templates render, so a wrong argument fails with the same one-line message wherever it is found.
+Messages name each parameter as the operator argument of the same name (``batch_size``, not
+``params.batch_size``). This module imports nothing heavy: no pyarrow, pandas or MLflow.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from airflow_ai_provider.runtime.errors import JobInputError
+
+FORMATS = ("parquet", "csv")
+#: Upper bound of integer parameters (row counts): Arrow readers take a C int64, and no batch,
+#: sample or shard count comes near it.
+MAX_INT = 2**31 - 1
+MAX_TIMEOUT_S = 7 * 24 * 3600
+FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+RESERVED_OUTPUT = ("prediction", "confidence")
+TASK_TYPES = ("classification", "regression")
+METRICS = {
+    "classification": ("accuracy", "f1", "roc_auc", "log_loss", "latency_ms_per_1k_rows"),
+    "regression": ("rmse", "mae", "r2", "latency_ms_per_1k_rows"),
+}
+ALL_METRICS = tuple(dict.fromkeys(name for names in METRICS.values() for name in names))
+
+Check = Callable[[Any, str], Any]
+
+
+# --- one value -------------------------------------------------------------------------------------
+
+
+def reject_unknown_params(job: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse a parameter the job does not know: a typo must not be silently ignored."""
+    known = sorted(known)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        hints = [
+            f"{name} (did you mean {close[0]}?)"
+            if (close := difflib.get_close_matches(name, known, 1))
+            else name
+            for name in unknown
+        ]
+        raise JobInputError(f"unknown {job} parameter(s): {', '.join(hints)}")
+
+
+def integer(value: Any, name: str, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    """An integer in ``[minimum, maximum]``; a string of digits (a rendered template) is converted."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise JobInputError(f"{name} must be {kind}, got {value!r}")
+    if value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise JobInputError(f"{name} must be {kind}, got {value}")
+    if value > maximum:
+        raise JobInputError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def positive_int(maximum: int = MAX_INT) -> Check:
+    return lambda value, name: integer(value, name, 1, maximum)
+
+
+def number(
+    value: Any,
+    name: str,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    minimum: float | None = None,
+) -> float:
+    """A finite number (a numeric string is converted), ``> above``, ``< below`` and ``>= minimum``."""
+    original = value
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise JobInputError(f"{name} must be a number, got {original!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JobInputError(f"{name} must be a number, got {original!r}")
+    if not math.isfinite(value):
+        raise JobInputError(f"{name} must be a finite number, got {original!r}")
+    if above is not None and value <= above:
+        raise JobInputError(f"{name} must be > {above:g}, got {original!r}")
+    if below is not None and value >= below:
+        raise JobInputError(f"{name} must be < {below:g}, got {original!r}")
+    if minimum is not None and value < minimum:
+        raise JobInputError(f"{name} must be >= {minimum:g}, got {original!r}")
+    return float(value)
+
+
+def boolean(value: Any, name: str) -> bool:
+    """``True``/``False``, or the strings ``true``/``false`` a template renders to."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise JobInputError(f"{name} must be true or false, got {value!r}")
+
+
+def choice(*choices: str) -> Check:
+    def check(value: Any, name: str) -> str:
+        if value not in choices:
+            raise JobInputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def text(value: Any, name: str) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise JobInputError(f"{name} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _literal(value: Any, name: str, kind: type) -> Any:
+    """A list or dict that a template rendered to its text (``"['a', 'b']"``), parsed back."""
+    if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
+        try:
+            parsed = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            raise JobInputError(f"{name} must be a {kind.__name__}, got the string {value!r}") from None
+        if isinstance(parsed, kind):
+            return parsed
+    return value
+
+
+def column_list(value: Any, name: str) -> list[str]:
+    """Column names: a list, or one name as a string (as pandas ``on=``); a comma needs a list."""
+    value = _literal(value, name, list)
+    if isinstance(value, str):
+        if not value.strip():
+            return []
+        if "," in value:
+            parts = [part.strip() for part in value.split(",")]
+            raise JobInputError(
+                f"{name} is the single string {value!r}: pass a list of column names, e.g. {parts!r} "
+                f"(or [{value!r}] if that is one column)"
+            )
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise JobInputError(f"{name} must be a list of column names, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def string_list(value: Any, name: str) -> list[str]:
+    """Non-empty strings: a list, or one string."""
+    value = _literal(value, name, list)
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
+        raise JobInputError(f"{name} must be a list of strings, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def mapping(value: Any, name: str) -> dict[str, Any]:
+    value = _literal(value, name, dict)
+    if not isinstance(value, Mapping):
+        raise JobInputError(f"{name} must be a dict, got {value!r}")
+    return dict(value)
+
+
+def thresholds(minimum: float | None = None) -> Check:
+    """A dict of metric name to finite number (numeric strings converted), each ``>= minimum``."""
+
+    def check(value: Any, name: str) -> dict[str, float]:
+        raw = mapping(value, name)
+        return {str(key): number(item, f"{name}[{str(key)!r}]", minimum=minimum) for key, item in raw.items()}
+
+    return check
+
+
+def function_reference(value: Any, name: str) -> str:
+    reference = text(value, name).strip()
+    if not FUNCTION_REFERENCE.match(reference):
+        raise JobInputError(f"{name} must be 'package.module:function', got {reference!r}")
+    return reference
+
+
+def model_name(value: Any, name: str) -> str:
+    model = text(value, name).strip()
+    if any(char in model for char in "/:'\"%"):
+        raise JobInputError(f"{name} {model!r} must not contain '/', ':', '%' or quotes")
+    return model
+
+
+def alias_name(value: Any, name: str) -> str:
+    alias = value if isinstance(value, str) else ""
+    if not ALIAS.match(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise JobInputError(
+            f"{name} {value!r} is not valid: use letters, digits, '_' and '-', not 'latest' or 'v<number>'"
+        )
+    return alias
+
+
+def shard(index: Any, count: Any) -> tuple[int, int]:
+    """``(shard_index, shard_count)`` checked: ``0 <= shard_index < shard_count``."""
+    count = integer(count, "shard_count")
+    index = integer(index, "shard_index", minimum=0)
+    if index >= count:
+        raise JobInputError(
+            f"shard_index {index} is out of range for shard_count {count}: need 0 <= shard_index < shard_count"
+        )
+    return index, count
+
+
+# --- the jobs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """Base of the job parameter dataclasses: field checks from :meth:`checks`, then :meth:`cross_check`."""
+
+    job: ClassVar[str] = ""
+    required: ClassVar[dict[str, str]] = {}  # name -> what it is, for the message
+    nullable: ClassVar[frozenset[str]] = frozenset()  # None is a value, not "use the default"
+    also_known: ClassVar[tuple[str, ...]] = ()  # parameters another part of the job reads
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        raise NotImplementedError
+
+    @classmethod
+    def cross_check(cls, values: dict[str, Any]) -> None:
+        """Checks between parameters; only those present in ``values`` are known."""
+
+    @classmethod
+    def check(cls, params: Any, *, partial: bool = False) -> dict[str, Any]:
+        """The checked values of ``params``; ``partial`` allows required ones to be absent (templated)."""
+        if not isinstance(params, Mapping):
+            raise JobInputError(f"{cls.job} job spec field 'params' must be an object, got {params!r}")
+        checks = cls.checks()
+        reject_unknown_params(cls.job, params, {*checks, *cls.also_known})
+        values: dict[str, Any] = {}
+        for name, check in checks.items():
+            if name not in params or (params[name] is None and name not in cls.nullable):
+                continue
+            values[name] = None if params[name] is None else check(params[name], name)
+        if not partial:
+            for name, what in cls.required.items():
+                if name not in values:
+                    raise JobInputError(f"{name} is required: {what}")
+        cls.cross_check(values)
+        return values
+
+    @classmethod
+    def from_spec(cls, params: Any) -> Any:
+        return cls(**cls.check(params))
+
+
+@dataclass(frozen=True)
+class InferParams(JobParams):
+    """The ``infer`` parameters."""
+
+    id_columns: list[str] = field(default_factory=list)
+    batch_size: int = 65_536
+    input_format: str | None = None
+    extra_columns: str = "error"
+    predict_proba: bool = True
+    skops_trusted_types: list[str] = field(default_factory=list)
+    scratch_dir: str | None = None
+    check_unique_ids: bool = False
+
+    job: ClassVar[str] = "infer"
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        return {
+            "id_columns": column_list,
+            "batch_size": positive_int(),
+            "input_format": choice(*FORMATS),
+            "extra_columns": choice("error", "ignore"),
+            "predict_proba": boolean,
+            "skops_trusted_types": string_list,
+            "scratch_dir": text,
+            "check_unique_ids": boolean,
+        }
+
+    @classmethod
+    def cross_check(cls, values: dict[str, Any]) -> None:
+        ids = values.get("id_columns", [])
+        clashes = [
+            name for name in ids if name in RESERVED_OUTPUT or name.startswith(("proba_", "prediction_"))
+        ]
+        if clashes:
+            raise JobInputError(
+                f"id column(s) {', '.join(map(repr, clashes))} clash with prediction column names: "
+                "rename them in the input or leave them out of id_columns"
+            )
+        if values.get("check_unique_ids") and "id_columns" in values and not ids:
+            raise JobInputError("check_unique_ids needs id_columns: name the columns that identify a row")
+
+
+@dataclass(frozen=True)
+class TrainParams(JobParams):
+    """The ``train`` parameters."""
+
+    training_function: str = ""
+    label_column: str = ""
+    model_name: str = ""
+    alias: str = "challenger"
+    feature_columns: list[str] | None = None
+    id_columns: list[str] = field(default_factory=list)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    pip_requirements: list[str] | None = None
+    training_key: str | None = None
+    intended_use: str | None = None
+    limitations: str | None = None
+    dag_id: str | None = None
+    dag_run_id: str | None = None
+    task_id: str | None = None
+    image: str | None = None
+    input_format: str | None = None
+    registration_timeout_s: int = 300
+
+    job: ClassVar[str] = "train"
+    required: ClassVar[dict[str, str]] = {
+        "training_function": "'package.module:function'",
+        "label_column": "the column holding the label",
+        "model_name": "the registered model to add a version to",
+    }
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        return {
+            "training_function": function_reference,
+            "label_column": text,
+            "model_name": model_name,
+            "alias": alias_name,
+            "feature_columns": lambda value, name: column_list(value, name) or None,
+            "id_columns": column_list,
+            "hyperparameters": mapping,
+            "pip_requirements": lambda value, name: string_list(value, name) or None,
+            "training_key": text,
+            "intended_use": text,
+            "limitations": text,
+            "dag_id": text,
+            "dag_run_id": text,
+            "task_id": text,
+            "image": text,
+            "input_format": choice(*FORMATS),
+            "registration_timeout_s": positive_int(MAX_TIMEOUT_S),
+        }
+
+    @classmethod
+    def cross_check(cls, values: dict[str, Any]) -> None:
+        label = values.get("label_column")
+        if label is not None and label in (values.get("feature_columns") or []):
+            raise JobInputError(f"label column {label!r} is also listed in feature_columns: leave it out")
+
+
+@dataclass(frozen=True)
+class ValidateParams(JobParams):
+    """The ``validate`` parameters besides the suite (read by :mod:`.expectations`)."""
+
+    batch_size: int = 200_000
+    input_format: str | None = None
+    report_uri: str | None = None
+    max_examples: int = 5
+    scratch_dir: str | None = None
+
+    job: ClassVar[str] = "validate"
+    also_known: ClassVar[tuple[str, ...]] = ("suite_uri", "expectations", "suite_name")
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        return {
+            "batch_size": positive_int(),
+            "input_format": choice(*FORMATS),
+            "report_uri": text,
+            "max_examples": positive_int(10_000),
+            "scratch_dir": text,
+        }
+
+
+@dataclass(frozen=True)
+class EvaluateParams(JobParams):
+    """The ``evaluate`` parameters."""
+
+    label_column: str = ""
+    task_type: str | None = None
+    min_metrics: dict[str, float] = field(default_factory=dict)
+    max_metrics: dict[str, float] = field(default_factory=dict)
+    max_degradation: dict[str, float] = field(default_factory=dict)
+    input_format: str | None = None
+    skops_trusted_types: list[str] = field(default_factory=list)
+    scratch_dir: str | None = None
+
+    job: ClassVar[str] = "evaluate"
+    required: ClassVar[dict[str, str]] = {"label_column": "the holdout column with the true label"}
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        return {
+            "label_column": text,
+            "task_type": choice(*TASK_TYPES),
+            "min_metrics": thresholds(),
+            "max_metrics": thresholds(),
+            "max_degradation": thresholds(minimum=0),
+            "input_format": choice(*FORMATS),
+            "skops_trusted_types": string_list,
+            "scratch_dir": text,
+        }
+
+    @classmethod
+    def cross_check(cls, values: dict[str, Any]) -> None:
+        task_type = values.get("task_type")
+        for name in ("min_metrics", "max_metrics", "max_degradation"):
+            check_metric_names(name, values.get(name) or {}, task_type)
+
+    def check_metric_names(self, task_type: str) -> None:
+        for name in ("min_metrics", "max_metrics", "max_degradation"):
+            check_metric_names(name, getattr(self, name), task_type)
+
+
+def check_metric_names(option: str, metrics: Mapping[str, Any], task_type: str | None) -> None:
+    """Refuse a threshold on a metric the evaluation does not compute (for ``task_type`` when known)."""
+    known = METRICS[task_type] if task_type else ALL_METRICS
+    wrong = sorted(set(metrics) - set(known))
+    if wrong:
+        kind = f"a {task_type}" if task_type else "an"
+        raise JobInputError(
+            f"{option} names metric(s) {', '.join(map(repr, wrong))} that {kind} evaluation does not "
+            f"compute: use {', '.join(known)}"
+        )
+
+
+def _pvalue(value: Any, name: str) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None  # a template rendered None
+    return number(value, name, above=0, below=1)
+
+
+@dataclass(frozen=True)
+class DriftParams(JobParams):
+    """The ``drift`` parameters."""
+
+    psi_threshold: float = 0.2
+    ks_pvalue_threshold: float | None = 0.01
+    min_drifted_features: int = 1
+    features: list[str] | None = None
+    sample_size: int = 5000
+    seed: int = 0
+    batch_size: int = 65_536
+    input_format: str | None = None
+
+    job: ClassVar[str] = "drift"
+    nullable: ClassVar[frozenset[str]] = frozenset({"ks_pvalue_threshold"})
+
+    @classmethod
+    def checks(cls) -> dict[str, Check]:
+        return {
+            "psi_threshold": lambda value, name: number(value, name, above=0),
+            "ks_pvalue_threshold": _pvalue,
+            "min_drifted_features": positive_int(),
+            "features": lambda value, name: column_list(value, name) or None,
+            "sample_size": positive_int(10_000_000),
+            "seed": lambda value, name: integer(value, name, minimum=0, maximum=2**32 - 1),
+            "batch_size": positive_int(),
+            "input_format": choice(*FORMATS),
+        }
+
+    @classmethod
+    def cross_check(cls, values: dict[str, Any]) -> None:
+        features, wanted = values.get("features"), values.get("min_drifted_features")
+        if features and wanted is not None:
+            check_min_drifted(wanted, features)
+
+
+def check_min_drifted(wanted: int, features: list[str]) -> None:
+    """``min_drifted_features`` cannot exceed the number of features checked."""
+    if wanted > len(features):
+        raise JobInputError(
+            f"min_drifted_features {wanted} is more than the {len(features)} feature(s) checked "
+            f"({', '.join(features)}): lower it or check more features"
+        )
