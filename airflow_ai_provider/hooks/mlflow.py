@@ -18,7 +18,6 @@ from airflow.sdk import BaseHook
 from airflow_ai_provider.credentials import mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import (
     AiProviderConfigError,
-    ConcurrentPromotionError,
     MlflowUnavailableError,
     ModelReferenceError,
 )
@@ -36,7 +35,6 @@ _FAST_FAIL_ENV = {
 }
 ROLE_TAG = "airflow.role"
 PIN_PARAM_PREFIX = "pinned_model"
-LEDGER_EXPERIMENT = "airflow-ai-provider/alias-ledger"
 
 
 @dataclass(frozen=True)
@@ -279,16 +277,23 @@ class MlflowHook(BaseHook):
                 )
             if experiment is not None:
                 return experiment.experiment_id
-            artifact_location = None
-            if self.tracking_uri.startswith("sqlite:///"):
-                root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-                artifact_location = (root / re.sub(r"[^\w.-]+", "_", name)).as_uri()
             try:
-                return client.create_experiment(name, artifact_location=artifact_location)
+                return client.create_experiment(name, artifact_location=self.artifact_location(name))
             except MlflowException as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 return client.get_experiment_by_name(name).experiment_id
+
+    def artifact_location(self, experiment_name: str) -> str | None:
+        """Artifact location of a new experiment: beside an embedded SQLite store, else the default."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return None
+        root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        return (root / re.sub(r"[^\w.-]+", "_", experiment_name)).as_uri()
+
+    def task_experiment_name(self, requested: str | None, dag_id: str) -> str:
+        """The experiment of a task's run: ``requested``, else the connection's, else ``airflow/<dag_id>``."""
+        return requested or self.settings.experiment_name or f"airflow/{dag_id}"
 
     def _find_runs(self, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
         filter_string = " and ".join(f"tags.`{key}` = {_filter_value(value)}" for key, value in tags.items())
@@ -448,7 +453,7 @@ class MlflowHook(BaseHook):
             return PinnedModel(spec.name, recorded, spec.alias)
 
     # ----------------------------------------------------------------------------------------------
-    # Aliases: moved with a compare-and-set so that concurrent promotions cannot overwrite each other.
+    # Aliases: read here; moved by airflow_ai_provider.mlflow_registry (compare-and-set).
 
     def alias_version(self, name: str, alias: str) -> str | None:
         """The version ``alias`` points to, or None when the model has no such alias yet."""
@@ -456,59 +461,3 @@ class MlflowHook(BaseHook):
             aliases = client.get_registered_model(name).aliases
         return str(aliases[alias]) if alias in aliases else None
 
-    def move_alias(
-        self,
-        name: str,
-        alias: str,
-        *,
-        expected: str | None,
-        target: str | None,
-        claimant: str,
-        version_tags: dict[str, str],
-    ) -> None:
-        """Point ``alias`` at ``target`` (or remove it when None) only if it still points at ``expected``.
-
-        MLflow cannot compare-and-set an alias, so each move first claims the alias's current epoch
-        in a per-model ledger run: the claim is an MLflow param, and params are write-once, so of
-        two promotions racing from the same state exactly one claim succeeds. The loser fails with
-        :class:`ConcurrentPromotionError` and changes nothing. A retry by the same ``claimant``
-        finds its own claim and completes the move.
-        """
-        from mlflow.exceptions import MlflowException
-
-        value = f"{expected or 'none'}->{target or 'none'} by {claimant}"
-        with self.client() as client:
-            model = client.get_registered_model(name)
-            current = str(model.aliases[alias]) if alias in model.aliases else None
-            epoch = int(model.tags.get(f"ai.alias_epoch.{alias}", "0"))
-            ledger = self._ledger_run(client, name)
-            claims = client.get_run(ledger).data.params
-            if epoch and claims.get(f"{alias}.{epoch - 1}") == value and current == target:
-                return  # a retry of a move that already completed
-            if claims.get(f"{alias}.{epoch}") != value:
-                if current != expected:
-                    raise ConcurrentPromotionError(
-                        f"alias {alias!r} of model {name!r} points to version {current or 'none'}, but this "
-                        f"DAG run saw {expected or 'none'}: another promotion moved it; not overwriting "
-                        "(re-run the DAG to evaluate against the new version)"
-                    )
-                try:
-                    client.log_param(ledger, f"{alias}.{epoch}", value)
-                except MlflowException:
-                    winner = client.get_run(ledger).data.params.get(f"{alias}.{epoch}")
-                    raise ConcurrentPromotionError(
-                        f"alias {alias!r} of model {name!r} is being moved by a concurrent promotion "
-                        f"({winner}); not overwriting"
-                    ) from None
-            if target is None:
-                client.delete_registered_model_alias(name, alias)
-            else:
-                for key, tag_value in version_tags.items():
-                    client.set_model_version_tag(name, target, key, tag_value)
-                client.set_registered_model_alias(name, alias, target)
-            client.set_registered_model_tag(name, f"ai.alias_epoch.{alias}", str(epoch + 1))
-
-    def _ledger_run(self, client: MlflowClient, name: str) -> str:
-        experiment_id = self.get_or_create_experiment(LEDGER_EXPERIMENT)
-        keys = {ROLE_TAG: "alias_ledger", "ai.model_name": name}
-        return self._get_or_create_run(client, experiment_id, keys, {"mlflow.runName": f"aliases of {name}"})

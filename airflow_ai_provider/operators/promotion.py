@@ -15,13 +15,25 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from airflow_ai_provider.exceptions import ModelReferenceError
+from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.mlflow_registry import (
+    PREVIOUS_ALIAS_SUFFIX,
+    AliasMove,
+    check_alias_name,
+    check_promotion_alias,
+    move_alias,
+    registry_errors,
+)
 from airflow_ai_provider.model_ref import parse_model_reference
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+
+def _has_template(value: Any) -> bool:
+    return "{{" in str(value)
 
 
 class ModelApprovalOperator(ApprovalOperator):
@@ -47,9 +59,16 @@ class PromoteModelOperator(BaseOperator):
 
     The move happens only if the alias still points where this DAG run saw it (the version pinned
     when the quality gate or this task first resolved it): a concurrent promotion makes this task
-    fail clearly instead of silently overwriting. The promoted version gets tags saying who approved
-    it, why and when, and from which DAG run; the replaced version stays reachable as the alias
-    ``<alias>_previous`` and in this task's result, for :class:`RollbackModelOperator`.
+    fail clearly instead of silently overwriting (see
+    :func:`~airflow_ai_provider.mlflow_registry.move_alias`). The promoted version gets tags saying
+    who approved it, why and when, and from which DAG run, once the alias points at it; the replaced
+    version stays reachable as the alias ``<alias>_previous`` and in this task's result, for
+    :class:`RollbackModelOperator`.
+
+    Every error is one line. Bad input (an alias MLflow refuses or reserves, an unknown model or
+    version, a missing approval task) and a lost race (:class:`ConcurrentPromotionError`) fail the
+    task without a retry and write nothing; a literal alias or model reference is checked when the
+    DAG file is parsed, a templated one when the task starts. An unreachable MLflow is retried.
 
     :param model: challenger reference, e.g. ``churn@challenger`` or ``churn/7``. (templated)
     :param alias: alias to move. (templated)
@@ -57,7 +76,8 @@ class PromoteModelOperator(BaseOperator):
     :param approval_task_id: a :class:`ModelApprovalOperator` upstream; its answer is required
         (anything but *Approve* skips the promotion) and recorded; empty means no approval step. (templated)
     :param mlflow_conn_id: MLflow connection.
-    :param experiment_name: MLflow experiment for the task's run; default ``airflow/<dag_id>``.
+    :param experiment_name: MLflow experiment for the task's run; default the connection's
+        ``experiment_name``, then ``airflow/<dag_id>`` (as the AI job operators).
     """
 
     template_fields: Sequence[str] = ("model", "alias", "reason", "approval_task_id")
@@ -84,6 +104,24 @@ class PromoteModelOperator(BaseOperator):
         self.approval_task_id = approval_task_id
         self.mlflow_conn_id = mlflow_conn_id
         self.experiment_name = experiment_name
+        self.check_arguments(rendered=False)
+
+    def check_arguments(self, *, rendered: bool) -> None:
+        """Refuse a bad alias or model reference: literal ones at DAG parse, all once rendered.
+
+        :raises AiProviderConfigError: one line naming the argument.
+        """
+        if rendered or not _has_template(self.alias):
+            check_promotion_alias(self.alias)
+        if self.model and (rendered or not _has_template(self.model)):
+            parse_model_reference(self.model)
+
+    def _check_upstream_task(self, context: Context, argument: str, task_id: str | None) -> None:
+        if task_id and task_id not in context["dag"].task_ids:
+            raise AiProviderConfigError(
+                f"{argument}={task_id!r} is not a task of DAG {context['dag'].dag_id!r}: name the task "
+                "whose result this one reads"
+            )
 
     @cached_property
     def mlflow_hook(self) -> MlflowHook:
@@ -114,9 +152,20 @@ class PromoteModelOperator(BaseOperator):
             "ai.approval_comment": str((answer.get("params_input") or {}).get("comment", "")),
         }
 
+    def check_rendered_arguments(self, context: Context) -> None:
+        """Check the rendered arguments before anything is written."""
+        self.check_arguments(rendered=True)
+        self._check_upstream_task(context, "approval_task_id", self.approval_task_id)
+
     def execute(self, context: Context) -> dict[str, Any]:
+        self.check_rendered_arguments(context)
         hook = self.mlflow_hook
         approval = self._approval(context)
+        with registry_errors(hook, f"{self.action} of {self.model or 'model'}@{self.alias}"):
+            return self._execute(context, approval)
+
+    def _execute(self, context: Context, approval: dict[str, str]) -> dict[str, Any]:
+        hook = self.mlflow_hook
         ti = context["ti"]
         who = RunIdentity(
             dag_id=ti.dag_id,
@@ -126,20 +175,17 @@ class PromoteModelOperator(BaseOperator):
             try_number=ti.try_number,
             extra_tags={"ai.job": self.action},
         )
-        run = hook.start_task_run(who, self.experiment_name or f"airflow/{ti.dag_id}")
+        run = hook.start_task_run(who, hook.task_experiment_name(self.experiment_name, ti.dag_id))
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=run.url or "")
         try:
             name, expected, target = self.plan_move(context, run)
             tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
             self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
-            hook.move_alias(
-                name,
-                self.alias,
-                expected=expected,
-                target=target,
-                claimant=f"{ti.dag_id}/{ti.run_id}/{ti.task_id}",
-                version_tags=tags,
-            )
+            claimant = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+            if who.map_index >= 0:
+                claimant = f"{claimant}[{who.map_index}]"
+            if not move_alias(hook, AliasMove(name, self.alias, expected, target, claimant), tags):
+                self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
             self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
             result = {
                 "model_name": name,
@@ -176,7 +222,7 @@ class PromoteModelOperator(BaseOperator):
         """Keep the replaced version reachable as ``<alias>_previous`` for a later rollback."""
         if replaced is not None:
             with self.mlflow_hook.client() as client:
-                client.set_registered_model_alias(name, f"{self.alias}_previous", replaced)
+                client.set_registered_model_alias(name, f"{self.alias}{PREVIOUS_ALIAS_SUFFIX}", replaced)
 
     def _version_run_id(self, name: str, version: str | None) -> str | None:
         if version is None:
@@ -205,6 +251,10 @@ class RollbackModelOperator(PromoteModelOperator):
         super().__init__(model=model, **kwargs)
         self.promote_task_id = promote_task_id
 
+    def check_rendered_arguments(self, context: Context) -> None:
+        super().check_rendered_arguments(context)
+        self._check_upstream_task(context, "promote_task_id", self.promote_task_id)
+
     def plan_move(self, context: Context, run: TaskRun) -> tuple[str, str | None, str | None]:
         promoted = context["ti"].xcom_pull(task_ids=self.promote_task_id)
         if not promoted or promoted.get("action") != "promote":
@@ -215,7 +265,9 @@ class RollbackModelOperator(PromoteModelOperator):
             raise ModelReferenceError(
                 f"rollback of {self.model!r} but task {self.promote_task_id!r} promoted {promoted['model_name']!r}"
             )
-        self.alias = promoted["alias"]
+        self.alias = check_alias_name(
+            promoted["alias"], argument=f"alias promoted by {self.promote_task_id!r}"
+        )
         return promoted["model_name"], promoted["version"], promoted["previous_version"]
 
     def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:

@@ -68,58 +68,19 @@ def test_failed_post_promotion_check_rolls_back_in_one_task(two_versions, mlflow
     assert restored["ai.restored_by_dag_run"] == f"promote_then_check/{dag_run.run_id}"
 
 
-def test_concurrent_promotions_exactly_one_wins(two_versions, mlflow_server):
-    from airflow_ai_provider.hooks.mlflow import MlflowHook
-
-    name = two_versions["name"]
-    third = str(train_and_register(mlflow_server.url, name, alias=None, n_rows=2_000, seed=3)["version"])
-    barrier = threading.Barrier(2)
-    outcomes: dict[str, BaseException | None] = {}
-
-    def promote(target: str) -> None:
-        barrier.wait()
-        try:
-            MlflowHook().move_alias(
-                name,
-                "champion",
-                expected=two_versions["champion"],
-                target=target,
-                claimant=f"dag/run-{target}/promote",
-                version_tags={},
-            )
-            outcomes[target] = None
-        except BaseException as err:
-            outcomes[target] = err
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (two_versions["challenger"], third)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    winners = [target for target, err in outcomes.items() if err is None]
-    losers = [err for err in outcomes.values() if err is not None]
-    assert len(winners) == 1 and len(losers) == 1
-    assert isinstance(losers[0], ConcurrentPromotionError)
-    assert "not overwriting" in str(losers[0])
-    assert str(_client(mlflow_server).get_registered_model(name).aliases["champion"]) == winners[0]
-
-
 def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_versions, mlflow_server):
     from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.mlflow_registry import AliasMove, move_alias
 
     # Someone else promoted the challenger after this DAG run pinned the champion.
     _client(mlflow_server).set_registered_model_alias(
         two_versions["name"], "champion", two_versions["challenger"]
     )
+    move = AliasMove(
+        two_versions["name"], "champion", two_versions["champion"], two_versions["champion"], "other-run"
+    )
     with pytest.raises(ConcurrentPromotionError, match=r"points to version 2, but this DAG run saw 1"):
-        MlflowHook().move_alias(
-            two_versions["name"],
-            "champion",
-            expected=two_versions["champion"],
-            target=two_versions["champion"],
-            claimant="other-run",
-            version_tags={},
-        )
+        move_alias(MlflowHook(), move)
 
 
 # --- human approval ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The records live in a real MLflow SQLite store: task runs are booked with the hook's
 ``start_task_run`` and filled by the operators' own ``record_result``; the promotion goes through
-the hook's ``move_alias`` with the promotion operator's version tags. Training version tags are the
+``mlflow_registry.move_alias`` with the promotion operator's version tags. Training version tags are the
 ones the training job writes.
 """
 
@@ -85,15 +85,15 @@ def _gated(hook, dag_run, name, version, champion, decision, reasons):
 
 
 def _promoted(hook, dag_run, name, previous, version, approval):
+    from airflow_ai_provider.mlflow_registry import AliasMove, move_alias
     from airflow_ai_provider.operators.promotion import PromoteModelOperator
 
     who, run = _task(hook, dag_run, "promote", "promote")
     op = PromoteModelOperator(task_id="promote", model=f"{name}@challenger", reason="gate passed")
     tags = {**op.target_tags(previous, f"{dag_run[0]}/{dag_run[1]}"), **approval}
-    hook.move_alias(
-        name, "champion", expected=previous, target=version, claimant=f"{dag_run[0]}/{dag_run[1]}/promote",
-        version_tags=tags,
-    )  # fmt: skip
+    move_alias(
+        hook, AliasMove(name, "champion", previous, version, f"{dag_run[0]}/{dag_run[1]}/promote"), tags
+    )
     with hook.client() as client:
         for key, value in {"model_name": name, "alias": "champion", "version": version}.items():
             client.set_tag(run.run_id, f"ai.{key}", value)
