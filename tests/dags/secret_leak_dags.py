@@ -1,6 +1,7 @@
-"""A batch-inference DAG for the secret-leak probes; its operator arguments come from
+"""Batch-inference DAGs for the secret-leak probes. The operator arguments come from
 ``AI_TEST_OPERATOR_KWARGS`` (JSON), so a test can plant a credential in one of them (as a template:
-a literal one already fails when this file is parsed)."""
+a literal one already fails when this file is parsed), or a mapped task's inputs from
+``AI_TEST_EXPAND_URIS``."""
 
 from __future__ import annotations
 
@@ -29,4 +30,21 @@ def secret_leaks() -> DAG:
     return dag
 
 
+def secret_leaks_mapped() -> DAG:
+    """The same task mapped over ``AI_TEST_EXPAND_URIS`` (a JSON list of input URIs)."""
+    data = os.environ.get("AI_TEST_DATA", "/tmp")
+    with DAG("secret_leaks_mapped", schedule=None) as dag:
+        BatchInferenceOperator.partial(
+            task_id="score",
+            model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
+            output_uri=f"{data}/predictions/{{{{ run_id }}}}",
+            execution_mode="local",
+            python=os.environ.get("AI_TEST_PYTHON") or None,
+            retries=2,
+            retry_delay=timedelta(seconds=0),
+        ).expand(input_uri=json.loads(os.environ.get("AI_TEST_EXPAND_URIS", "[]")) or [f"{data}/scoring"])
+    return dag
+
+
 secret_leaks()
+secret_leaks_mapped()

@@ -60,7 +60,7 @@ def _run(monkeypatch, **kwargs):
     return secret_leaks().test()
 
 
-def _airflow_records(run_id: str) -> str:
+def _airflow_records(run_id: str, dag_id: str = DAG_ID) -> str:
     """Every XCom value and rendered template field of the DAG run, as one text."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
     from airflow.models.xcom import XComModel
@@ -68,7 +68,7 @@ def _airflow_records(run_id: str) -> str:
     from sqlalchemy import select
 
     with create_session() as session:
-        xcoms = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=DAG_ID)).all()
+        xcoms = session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id)).all()
         rendered = session.scalars(
             select(RenderedTaskInstanceFields.rendered_fields).where(
                 RenderedTaskInstanceFields.run_id == run_id
@@ -77,7 +77,7 @@ def _airflow_records(run_id: str) -> str:
         return json.dumps([XComModel.deserialize_value(x) for x in xcoms] + list(rendered), default=str)
 
 
-def _mlflow_records(mlflow_url: str, run_id: str) -> tuple[list, str]:
+def _mlflow_records(mlflow_url: str, run_id: str, dag_id: str = DAG_ID) -> tuple[list, str]:
     """The DAG run's MLflow runs, and their params, tags and ``job_result.json`` as one text."""
     import tempfile
     from pathlib import Path
@@ -86,7 +86,7 @@ def _mlflow_records(mlflow_url: str, run_id: str) -> tuple[list, str]:
     from mlflow.entities import ViewType
 
     client = MlflowClient(tracking_uri=mlflow_url)
-    experiment = client.get_experiment_by_name(f"airflow/{DAG_ID}")
+    experiment = client.get_experiment_by_name(f"airflow/{dag_id}")
     if experiment is None:
         return [], ""
     runs = client.search_runs(
@@ -171,3 +171,25 @@ def test_templated_uri_with_credentials_fails_once_and_leaks_nowhere(
     assert not probe_env["argv"].exists()  # and before the runtime started
     assert secret not in log, "the secret leaked into the task log"
     assert secret not in _airflow_records(dag_run.run_id), "the secret leaked into XCom or rendered fields"
+
+
+def test_mapped_input_with_credentials_fails_when_the_task_starts_and_leaks_nowhere(
+    registered_model, mlflow_server, mlflow_connection, probe_env, monkeypatch, capfd, secret, tmp_path
+):
+    """``.expand()`` arguments are not seen at parse; the operator built for the mapped task refuses them."""
+    from tests.dags.secret_leak_dags import secret_leaks_mapped
+
+    uris = [str(tmp_path / "scoring"), f"s3://AKIAIOSFODNN7EXAMPLE:{secret}@data/scoring/"]
+    monkeypatch.setenv("AI_TEST_EXPAND_URIS", json.dumps(uris))
+
+    dag_run = secret_leaks_mapped().test()
+
+    log = capfd.readouterr().out
+    assert "score: input_uri='s3://data/scoring/' carries credentials" in log
+    assert _tries(dag_run.run_id) == [1, 1]  # the clean shard ran once; the other failed without retry
+    assert dag_run.state == "failed"
+    runs, mlflow_text = _mlflow_records(mlflow_server.url, dag_run.run_id, "secret_leaks_mapped")
+    assert len(runs) == 2  # the parent run and the clean shard's run: none for the refused shard
+    assert secret not in log and secret not in mlflow_text
+    assert secret not in probe_env["argv"].read_text()
+    assert secret not in _airflow_records(dag_run.run_id, "secret_leaks_mapped")
