@@ -4,8 +4,15 @@ The spec comes from ``--spec-json``, ``--spec-file`` or the ``AI_PROVIDER_JOB_SP
 variable. The JSON result goes to ``--result-path``, ``$AI_PROVIDER_RESULT_PATH`` or
 ``/airflow/xcom/return.json`` (where the KubernetesPodOperator XCom sidecar reads it), on success and
 on failure. Exit codes: 0 success, 2 bad input (:class:`JobInputError`), 3 unreachable service
-(:class:`JobServiceError`), 1 anything else. A failure ends with one stderr line
-``airflow-ai-runtime error: <message>``.
+(:class:`JobServiceError`), 128 + the signal number when stopped by SIGTERM or SIGINT, 1 anything
+else. A failure ends with one stderr line ``airflow-ai-runtime error: <message>``.
+
+Nothing outlives the job: the runtime is a child subreaper, and when the job ends (success, failure
+or a signal) every process it left behind, whatever its session, gets SIGTERM and, after
+:data:`~.processes.TERM_GRACE_S` seconds, SIGKILL. SIGTERM and SIGINT become
+:class:`~.processes.JobInterrupted` so that the jobs' ``finally`` blocks remove their temporary files;
+the result is then failed and retryable. :data:`STOP_DEADLINE_S` seconds after the signal the runtime
+exits whatever it is doing. A full disk or quota is a one-line :class:`~.scratch.StorageFullError`.
 """
 
 from __future__ import annotations
@@ -17,18 +24,24 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from airflow_ai_provider.runtime import processes, scratch
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.processes import JobInterrupted
 from airflow_ai_provider.runtime.spec import JOB_TYPES, JobResult, JobSpec
 
 SPEC_ENV = "AI_PROVIDER_JOB_SPEC"
 RESULT_PATH_ENV = "AI_PROVIDER_RESULT_PATH"
 DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
 EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
+#: Seconds after SIGTERM/SIGINT by which the runtime has exited, below the local runner's 10 s grace
+#: and Kubernetes' default 30 s termination grace period.
+STOP_DEADLINE_S = 7.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +87,8 @@ def job_runner(job: str) -> Callable[[JobSpec], JobResult]:
 
 def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: float) -> JobResult:
     """A result for a failed job, with a one-line error."""
-    message = one_line(err) if isinstance(err, JobError) else f"{type(err).__name__}: {one_line(err)}"
+    known = isinstance(err, (JobError, JobInterrupted))
+    message = one_line(err) if known else f"{type(err).__name__}: {one_line(err)}"
     result = JobResult(
         job=job,
         status="failed",
@@ -98,12 +112,14 @@ def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: f
 
 
 def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder (removing
+    those an earlier, killed try left there)."""
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=folder)
+    scratch.remove_stale(folder, name)
+    temp = scratch.temp_path(folder, name)
     try:
-        with os.fdopen(fd, "w") as handle:
+        with open(temp, "x") as handle:
             json.dump(payload, handle, sort_keys=True)
             handle.flush()
             os.fsync(handle.fileno())
@@ -115,6 +131,8 @@ def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
 
 
 def exit_code(err: BaseException) -> int:
+    if isinstance(err, JobInterrupted):
+        return 128 + err.signum
     if isinstance(err, JobInputError):
         return EXIT_INPUT
     if isinstance(err, JobServiceError):
@@ -122,34 +140,98 @@ def exit_code(err: BaseException) -> int:
     return EXIT_UNEXPECTED
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one job from the command line; return the process exit code."""
-    started = time.time()
-    args = _parser().parse_args(argv)
-    result_path = args.result_path or os.environ.get(RESULT_PATH_ENV) or DEFAULT_RESULT_PATH
-    spec: JobSpec | None = None
-    try:
-        from airflow_ai_provider.runtime.model import set_process_defaults
+def as_storage_full(err: BaseException) -> BaseException:
+    """``err`` as a :class:`~.scratch.StorageFullError` when a full disk or quota is behind it (a job
+    that did not name the location itself: the file named by the error, else the scratch folder)."""
+    if isinstance(err, scratch.StorageFullError):
+        return err
+    filename = next(
+        (e.filename for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError) and e.filename),
+        None,
+    )
+    where = f"{filename}" if filename else f"scratch folder {tempfile.gettempdir()} ($TMPDIR)"
+    full = scratch.storage_full(err, where, "free space there or give the job a larger scratch folder")
+    return full or err
 
-        set_process_defaults()
-        spec = read_spec(args)
-        result = job_runner(spec.job)(spec)
-        # A job may report a failure as a result (a data check that failed) instead of raising.
-        code = EXIT_OK if result.status == "success" else EXIT_INPUT
-    except Exception as err:  # every failure becomes a result
-        if not isinstance(err, JobError):
-            traceback.print_exc()
-        result = failed_result(args.job, err, spec, started)
-        code = exit_code(err)
-    try:
-        write_json_atomic(result_path, result.to_dict())
-    except OSError as err:
+
+class _ResultWriter:
+    """Writes the result once, from the main thread or from the stop deadline, whichever comes first."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.written = False
+
+    def write(self, result: JobResult) -> None:
+        with self.lock:
+            if not self.written:
+                self.written = True
+                write_json_atomic(self.path, result.to_dict())
+
+
+def end_leftover_processes(grace: float = processes.TERM_GRACE_S) -> None:
+    """End every process the job left behind (children, and orphans this subreaper inherited)."""
+    me = os.getpid()
+    ended = processes.end_processes(lambda: processes.descendants(me), grace, processes.reap_children)
+    if ended:
         print(
-            f"airflow-ai-runtime error: cannot write the result to {result_path}: {one_line(err)}",
+            f"ended {len(ended)} process(es) the job left running: {processes.describe(ended)}",
             file=sys.stderr,
             flush=True,
         )
-        return code or EXIT_UNEXPECTED
+
+
+def main(argv: list[str] | None = None, *, standalone: bool = False) -> int:
+    """Run one job from the command line; return the process exit code.
+
+    :param standalone: this process exists for the job (``python -m``): handle SIGTERM/SIGINT, become
+        a child subreaper and end every process left behind. Off when called inside another program.
+    """
+    started = time.time()
+    args = _parser().parse_args(argv)
+    result_path = args.result_path or os.environ.get(RESULT_PATH_ENV) or DEFAULT_RESULT_PATH
+    writer = _ResultWriter(result_path)
+    spec: JobSpec | None = None
+
+    def stop_now(signum: int) -> None:  # the deadline passed: no more grace for anything
+        end_leftover_processes(grace=0)
+        with contextlib.suppress(Exception):
+            writer.write(failed_result(args.job, JobInterrupted(signum), spec, started))
+        print(f"airflow-ai-runtime error: {JobInterrupted(signum)}", file=sys.stderr, flush=True)
+
+    guard = processes.SignalGuard(STOP_DEADLINE_S, stop_now)
+    try:
+        try:
+            if standalone:
+                guard.install()
+                processes.become_subreaper()
+            from airflow_ai_provider.runtime.model import set_process_defaults
+
+            set_process_defaults()
+            spec = read_spec(args)
+            result = job_runner(spec.job)(spec)
+            # A job may report a failure as a result (a data check that failed) instead of raising.
+            code = EXIT_OK if result.status == "success" else EXIT_INPUT
+        finally:
+            guard.disarm()  # from here on a signal only starts the stop deadline
+    except (Exception, JobInterrupted) as caught:  # every failure becomes a result
+        err = as_storage_full(caught)
+        if not isinstance(err, (JobError, JobInterrupted)):
+            traceback.print_exc()
+        result = failed_result(args.job, err, spec, started)
+        code = exit_code(err)
+    if standalone:
+        end_leftover_processes()
+    try:
+        writer.write(result)
+    except OSError as err:
+        full = scratch.storage_full(err, f"the result {result_path}", "free space there")
+        print(
+            f"airflow-ai-runtime error: {full or f'cannot write the result to {result_path}: {one_line(err)}'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_INPUT if full else code or EXIT_UNEXPECTED
     if code:
         print(f"airflow-ai-runtime error: {result.error}", file=sys.stderr, flush=True)
     else:
@@ -161,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(standalone=True))

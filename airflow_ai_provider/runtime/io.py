@@ -14,7 +14,6 @@ import functools
 import hashlib
 import json
 import os
-import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from airflow_ai_provider.runtime import log_line, scratch
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.spec import OutputFile
 
@@ -35,6 +35,8 @@ SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 PARQUET_BUFFER_SIZE = 1 << 20
 HASH_CHUNK = 1 << 20
 _FOOTER_TAIL = 64 << 10
+#: Listing pages of incomplete multipart uploads read when a part is written again.
+MAX_UPLOAD_PAGES = 10
 
 Log = Callable[[str], None]
 
@@ -427,10 +429,13 @@ class PartWriter:
     """Streams record batches into one Parquet part file and publishes it atomically.
 
     The file is written to a temporary file first: next to the target for local output (a hidden
-    ``.part-...tmp`` name, renamed with :func:`os.replace`), or in ``scratch_dir`` for S3 (uploaded
-    with boto3 ``upload_file``, which completes a multipart upload or aborts it). Readers never see a
-    partial file, a retry replaces the same name, and :meth:`discard` removes the temporary file.
-    Creating the writer checks that the output location is writable, before any expensive work.
+    ``.<part name>.<token>.tmp``, renamed with :func:`os.replace`), or in ``scratch_dir`` (default
+    ``$TMPDIR``) for S3, uploaded with boto3 ``upload_file``, which completes a multipart upload or
+    aborts it. Readers never see a partial file and a retry replaces the same name. Creating the
+    writer checks that the output location is writable, before any expensive work, and removes what
+    an earlier try of the same part left: its temporary files and, on S3, its incomplete multipart
+    uploads. :meth:`discard` removes the temporary file; a full disk or quota is a
+    :class:`~.scratch.StorageFullError` naming the location, with the temporary file removed.
     """
 
     def __init__(self, output_uri: str, name: str, scratch_dir: str | None = None) -> None:
@@ -440,32 +445,40 @@ class PartWriter:
         self._writer: Any = None
         if self.folder.scheme == "s3":
             self._check_bucket()
-            temp_dir = scratch_dir
+            temp_dir = scratch_dir or tempfile.gettempdir()
+            # The scratch folder may serve other outputs: the tag keeps this target's files apart.
+            tag = hashlib.sha256(self.target.uri.encode()).hexdigest()[:12]
+            self.where = f"scratch folder {temp_dir} (the local copy of {self.target.uri})"
+            self.remedy = "free space there or set params.scratch_dir to a folder with room"
         else:
-            temp_dir = self._ensure_local_folder()
-        self.temp_path = os.path.join(
-            temp_dir or tempfile.gettempdir(), f".{name}.{secrets.token_hex(8)}.tmp"
-        )
+            self.where = f"output {self.folder.uri}"
+            self.remedy = "free space there or choose another output location"
+            temp_dir, tag = self._ensure_local_folder(), ""
+        scratch.remove_stale(temp_dir, name, tag)
+        if self.folder.scheme == "s3":
+            self._abort_uploads()
+        self.temp_path = scratch.temp_path(temp_dir, name, tag)
         try:
             # Not mkstemp: its 0600 mode would stick to the published file; this honours the umask.
             with open(self.temp_path, "xb"):
                 pass
         except OSError as err:
-            where = (
-                self.folder.uri
-                if self.folder.scheme == "file"
-                else f"scratch dir {os.path.dirname(self.temp_path)}"
-            )
-            raise JobInputError(f"output location is not writable: {where} ({err.strerror or err})") from None
+            raise self._write_error(err) from None
 
     def _ensure_local_folder(self) -> str:
         try:
             os.makedirs(self.folder.path, exist_ok=True)
         except OSError as err:
-            raise JobInputError(
-                f"output location is not writable: {self.folder.uri} ({err.strerror or err})"
-            ) from None
+            raise self._write_error(err) from None
         return self.folder.path
+
+    def _write_error(self, err: OSError) -> JobInputError:
+        """Out of space, or else not writable: one line naming the location."""
+        full = scratch.storage_full(err, self.where, self.remedy)
+        if full is not None:
+            return full
+        where = self.where.removeprefix("output ")
+        return JobInputError(f"output location is not writable: {where} ({err.strerror or one_line(err)})")
 
     def _check_bucket(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -481,11 +494,53 @@ class PartWriter:
                 f"output location is not writable: {self.folder.uri} ({code or err})"
             ) from None
         except BotoCoreError as err:
+            raise storage_unreachable(err, f"output {self.folder.uri}") from None
+
+    def _abort_uploads(self) -> int:
+        """Abort the incomplete multipart uploads of this part's key (left by a killed try).
+
+        Bounded: at most ``MAX_UPLOAD_PAGES`` listings, each call under the client's timeouts. A store
+        that refuses the listing (no ``s3:ListBucketMultipartUploads``) is skipped with a log line.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, key = self.target.path.partition("/")
+        client, aborted, page_args = s3_client(), 0, {}
+        try:
+            for _ in range(MAX_UPLOAD_PAGES):
+                page = client.list_multipart_uploads(Bucket=bucket, Prefix=key, **page_args)
+                for upload in page.get("Uploads", []):
+                    if upload.get("Key") == key:
+                        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+                        aborted += 1
+                if not page.get("IsTruncated"):
+                    break
+                page_args = {
+                    "KeyMarker": page.get("NextKeyMarker", ""),
+                    "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+                }
+        except ClientError as err:
+            code = str(err.response.get("Error", {}).get("Code", ""))
+            if code in ("AccessDenied", "NotImplemented", "MethodNotAllowed"):
+                log_line(f"cannot list incomplete uploads of {self.target.uri} ({code}): not cleaned")
+                return aborted
             raise JobServiceError(
-                f"object storage unreachable ({s3_endpoint() or 'AWS'}) for output {self.folder.uri}: {err}"
+                f"cannot abort earlier incomplete uploads of {self.target.uri}: {one_line(err)}"
             ) from None
+        except BotoCoreError as err:
+            raise storage_unreachable(err, f"output {self.folder.uri}") from None
+        if aborted:
+            log_line(f"aborted {aborted} incomplete upload(s) of {self.target.uri} left by an earlier try")
+        return aborted
 
     def write(self, batch: pa.RecordBatch) -> None:
+        try:
+            self._write(batch)
+        except OSError as err:
+            self.discard()
+            raise self._write_error(err) from None
+
+    def _write(self, batch: pa.RecordBatch) -> None:
         import pyarrow.parquet as pq
 
         if self._writer is None:
@@ -510,13 +565,17 @@ class PartWriter:
         if self._writer is None:
             self.discard()
             return None
-        self._writer.close()
-        self._writer = None
-        size = os.path.getsize(self.temp_path)
-        sha256 = file_sha256(Location("file", self.temp_path))
-        if self.target.scheme == "file":
-            os.replace(self.temp_path, self.target.path)
-        else:
+        try:
+            self._writer.close()
+            self._writer = None
+            size = os.path.getsize(self.temp_path)
+            sha256 = file_sha256(Location("file", self.temp_path))
+            if self.target.scheme == "file":
+                os.replace(self.temp_path, self.target.path)
+        except OSError as err:
+            self.discard()
+            raise self._write_error(err) from None
+        if self.target.scheme == "s3":
             self._upload()
         return OutputFile(uri=self.target.uri, rows=self.rows, bytes=size, sha256=sha256)
 
@@ -529,6 +588,11 @@ class PartWriter:
             s3_client().upload_file(self.temp_path, bucket, key)
         except (BotoCoreError, ClientError, S3UploadFailedError) as err:
             raise JobServiceError(f"upload of {self.target.uri} failed: {one_line(err)}") from None
+        except BaseException:
+            # Stopped mid-upload (SIGTERM): the transfer threads may still be sending parts.
+            with contextlib.suppress(Exception):
+                self._abort_uploads()
+            raise
         finally:
             self.discard()
 

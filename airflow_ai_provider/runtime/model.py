@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, ModelLoadError, one_line
+from airflow_ai_provider.runtime.scratch import storage_full
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
 
 #: MLflow settings for the runtime process: fail within seconds when the server misbehaves, instead of
@@ -82,7 +83,8 @@ def load_model(
     """Load ``models:/<name>/<version>`` as a pyfunc model, with one-line errors for what can go wrong.
 
     The version is looked up first so that an unknown model or version is named as such. The model is
-    downloaded into ``scratch_dir``; ``trusted_types`` are added to the skops trusted types of a
+    downloaded into ``scratch_dir`` (a full disk there is a one-line :class:`~.scratch.StorageFullError`
+    naming it); ``trusted_types`` are added to the skops trusted types of a
     scikit-learn model saved with skops (needed when its ``MLmodel`` lacks them).
     """
     import mlflow
@@ -103,7 +105,12 @@ def load_model(
             registry_uri=mlflow_ref.registry_uri or mlflow_ref.tracking_uri,
         )
     except Exception as err:  # storage and HTTP errors of every artifact store
-        raise _mlflow_error(
+        full = storage_full(
+            err,
+            f"the download of model {ref.name!r} version {ref.version} to {scratch_dir}",
+            "free space there or set params.scratch_dir to a folder with room",
+        )
+        raise full or _mlflow_error(
             err, ref, mlflow_ref, f"cannot download model {ref.name!r} version {ref.version}"
         ) from None
     flavors = _trust_types(local, trusted_types, ref)

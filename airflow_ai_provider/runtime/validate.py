@@ -52,7 +52,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
 import tempfile
 import time
 from collections import Counter
@@ -64,7 +63,7 @@ from typing import Any
 import pyarrow as pa
 
 from airflow_ai_provider.runtime import expectations as suites
-from airflow_ai_provider.runtime import io, log_line
+from airflow_ai_provider.runtime import io, log_line, scratch
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.model import probe_tracking_server
@@ -802,7 +801,8 @@ def publish(folder: io.Location, name: str, payload: bytes, content_type: str) -
         except (BotoCoreError, ClientError) as err:
             raise JobServiceError(f"upload of report {target.uri} failed: {one_line(err)}") from None
         return target.uri
-    temp = os.path.join(folder.path, f".{name}.{secrets.token_hex(8)}.tmp")
+    scratch.remove_stale(folder.path, name)  # what an earlier, killed try left
+    temp = scratch.temp_path(folder.path, name)
     try:
         os.makedirs(folder.path, exist_ok=True)
         with open(temp, "xb") as handle:
@@ -811,7 +811,10 @@ def publish(folder: io.Location, name: str, payload: bytes, content_type: str) -
     except OSError as err:
         with contextlib.suppress(OSError):
             os.remove(temp)
-        raise JobInputError(
+        full = scratch.storage_full(
+            err, f"report {target.uri}", "free space there or choose another report location"
+        )
+        raise full or JobInputError(
             f"report location is not writable: {folder.uri} ({err.strerror or err})"
         ) from None
     return target.uri

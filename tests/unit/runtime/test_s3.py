@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io as bytes_io
 
 import pandas as pd
@@ -71,3 +72,33 @@ def test_missing_s3_input_is_named(registry, s3, s3_bucket, tmp_path):
 
     with pytest.raises(JobInputError, match=rf"^input not found: s3://{s3_bucket}/nothing/here.parquet$"):
         infer.run(spec, log=print)
+
+
+def test_a_retry_aborts_the_incomplete_multipart_upload_an_earlier_try_left(
+    registry, s3, s3_bucket, tmp_path
+):
+    put_parquet(s3, s3_bucket, "in/a.parquet", customers(800, seed=4))
+    # What a try killed during its upload leaves: a multipart upload of its part key, never completed.
+    key, other = "out/part-00000-of-00002.parquet", "out/part-00001-of-00002.parquet"
+    for name in (key, other):
+        upload = s3.create_multipart_upload(Bucket=s3_bucket, Key=name)
+        s3.upload_part(
+            Bucket=s3_bucket, Key=name, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024
+        )
+    # ... and its local copy in the scratch folder, named as the writer names it.
+    tag = hashlib.sha256(f"s3://{s3_bucket}/{key}".encode()).hexdigest()[:12]
+    (tmp_path / f".part-00000-of-00002.parquet.{tag}.0123456789abcdef.tmp").write_bytes(b"partial")
+    spec = registry.spec(
+        "churn",
+        f"s3://{s3_bucket}/in",
+        f"s3://{s3_bucket}/out",
+        shard={"index": 0, "count": 2},
+        params={"scratch_dir": str(tmp_path)},
+    )
+
+    infer.run(spec, log=print)
+
+    pending = s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert [upload["Key"] for upload in pending] == [other], "only this shard's own upload is aborted"
+    assert [item["Key"] for item in s3.list_objects_v2(Bucket=s3_bucket, Prefix="out/")["Contents"]] == [key]
+    assert list(tmp_path.iterdir()) == [], "the earlier local copy is removed too"

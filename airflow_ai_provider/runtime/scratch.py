@@ -1,0 +1,84 @@
+"""Temporary files of a job: names derived from the file they become, removal of what earlier tries
+left, and the one-line error when a disk or quota is full."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+
+from airflow_ai_provider.runtime.errors import JobInputError
+
+#: errno values that mean "out of space", with how the message names them.
+FULL_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for the filesystem or its limits",
+}
+_CHAIN_DEPTH = 10
+
+
+class StorageFullError(JobInputError):
+    """A disk or quota filled up while writing. Not retried at once (the same try would fill it
+    again): an operator frees space or points the job elsewhere, then clears the task."""
+
+
+def temp_path(folder: str, name: str, tag: str = "") -> str:
+    """A fresh temporary path in ``folder`` for a file that becomes ``name``:
+    ``.<name>.[<tag>.]<token>.tmp``, so that :func:`remove_stale` of a later try finds it."""
+    return os.path.join(folder, f"{_prefix(name, tag)}{secrets.token_hex(8)}.tmp")
+
+
+def remove_stale(folder: str, name: str, tag: str = "") -> list[str]:
+    """Delete the temporary files for ``name`` (and ``tag``) that earlier tries left in ``folder``."""
+    prefix = _prefix(name, tag)
+    removed: list[str] = []
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError, PermissionError):
+                    os.remove(entry.path)
+                    removed.append(entry.path)
+    return removed
+
+
+def _prefix(name: str, tag: str) -> str:
+    return f".{name}.{tag}." if tag else f".{name}."
+
+
+def full_errno(err: BaseException) -> int | None:
+    """The out-of-space errno behind ``err`` (itself or what it was raised from), else ``None``.
+
+    Libraries that collect failures into a message of their own (MLflow's parallel artifact
+    downloads) keep only the text, so the message is searched for the errno's text too.
+    """
+    seen: BaseException | None = err
+    for _ in range(_CHAIN_DEPTH):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in FULL_ERRNOS:
+            return seen.errno
+        text = str(seen)
+        for code in FULL_ERRNOS:
+            if f"[Errno {code}]" in text or os.strerror(code) in text:
+                return code
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def storage_full(
+    err: BaseException, where: str, remedy: str = "free space there or point the job at another location"
+) -> StorageFullError | None:
+    """A one-line :class:`StorageFullError` naming ``where`` when ``err`` is out of space, else ``None``."""
+    code = full_errno(err)
+    if code is None:
+        return None
+    return StorageFullError(
+        f"{FULL_ERRNOS[code]} ({errno.errorcode[code]}) while writing {where}: {remedy}, then clear the "
+        "task to run it again"
+    )
