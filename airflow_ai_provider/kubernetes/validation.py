@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from airflow_ai_provider.credentials import is_secret_name, secret_value_kind
+from airflow_ai_provider.credentials import is_secret_name, scrub_text, secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
 
 RUNTIME_MODULE = "airflow_ai_provider.runtime"
@@ -314,7 +314,10 @@ def explain_pod_failure(pod: dict[str, Any] | None, base_container_name: str) ->
     waiting = state.get("waiting") or {}
     terminated = state.get("terminated") or last.get("terminated") or {}
     reason = waiting.get("reason") or terminated.get("reason") or ""
-    message = " ".join(str(waiting.get("message") or terminated.get("message") or "").split())[:300]
+    # The termination message is the container's last log lines: keep URI credentials out of the error.
+    message = scrub_text(" ".join(str(waiting.get("message") or terminated.get("message") or "").split()))[
+        :300
+    ]
     if terminated.get("reason") == "OOMKilled":
         limit = ((main_spec.get("resources") or {}).get("limits") or {}).get("memory", "none")
         return (

@@ -400,3 +400,16 @@ def test_literal_secret_in_a_dag_file_is_an_import_error_without_it(tmp_path, se
     (error,) = errors.values()  # what the UI shows (the DAG file's source itself holds the secret)
     assert "input_uri='https://d.s3.amazonaws.com/x' carries credentials" in error
     assert secret not in error
+
+
+def test_a_failed_pods_last_log_lines_lose_uri_credentials_in_the_task_error(secret):
+    from airflow_ai_provider.kubernetes.validation import explain_pod_failure
+
+    last_lines = f"Error: could not open https://svc:{secret}@files.example.com/model.bin?sig={secret}\n"
+    pod = {
+        "spec": {"containers": [{"name": "base", "image": "runtime:1"}]},
+        "status": {"containerStatuses": [{"name": "base", "state": {"terminated": {
+            "reason": "StartError", "exitCode": 128, "message": last_lines}}}]},
+    }  # fmt: skip
+    message, _ = explain_pod_failure(pod, "base")
+    assert "https://files.example.com/model.bin" in message and secret not in message
