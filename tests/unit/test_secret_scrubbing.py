@@ -251,6 +251,20 @@ def test_connection_uri_credentials_mlflow_cannot_take_are_refused(monkeypatch, 
     assert text.startswith("MLflow connection 'mlflow_default'") and message in text
 
 
+def test_hook_errors_name_the_server_without_its_credentials(monkeypatch, secret):
+    from airflow_ai_provider.exceptions import MlflowUnavailableError
+
+    _connection(
+        monkeypatch, f"http://alice:{secret}@127.0.0.1:9", registry_uri=f"http://alice:{secret}@127.0.0.1:9"
+    )
+    hook = MlflowHook()
+    with pytest.raises(MlflowUnavailableError) as err:
+        hook.resolve_model("churn@champion")
+    assert str(err.value).startswith("MLflow tracking server http://127.0.0.1:9 is unreachable")
+    ok, message = hook.test_connection()
+    assert not ok and secret not in str(err.value) and secret not in message
+
+
 def test_aws_connection_endpoint_with_credentials_is_refused(monkeypatch, secret):
     from airflow_ai_provider.hooks.aws import aws_runtime_env
 
