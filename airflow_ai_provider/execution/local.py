@@ -3,34 +3,62 @@
 The command is the one a pod would run; only the interpreter may differ (another virtualenv can
 mirror a per-model image). Output is streamed into the task log line by line. The child runs in its
 own process group and is killed with it when the task times out, is killed, or the worker dies.
+
+Nothing of a try outlives it. The runtime ends its own leftovers (it is a child subreaper); as a
+catch-all for a runtime killed with SIGKILL, every process of the job carries a per-task-instance
+marker in its environment (:data:`~airflow_ai_provider.runtime.processes.MARKER_ENV`) and the runner
+ends the processes of this user that carry it, after the runtime exits and before the next try
+starts. The runtime's temporary files and model copies go to a per-task-instance scratch folder
+(``$TMPDIR`` of the runtime), the same for every try of a task instance: it is removed at the end
+of every try and at the start of the next, so a try killed with SIGKILL leaves nothing for long.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import errno
+import hashlib
 import json
 import logging
 import os
+import secrets
+import shutil
 import signal
+import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
+from airflow_ai_provider.runtime import processes
 
 RESULT_PATH_ENV = "AI_PROVIDER_RESULT_PATH"
-_PR_SET_PDEATHSIG = 1
+#: Seconds the runtime gets between SIGTERM and SIGKILL (it stops within 7 s, see the runtime).
 _KILL_GRACE_SECONDS = 10.0
+_ERROR_PREFIX = "airflow-ai-runtime error: "
+#: Seconds the log reader gets to drain the runtime's output once the runtime has exited.
+_DRAIN_SECONDS = 5.0
+_EXIT_INPUT = 2
 
 
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL the child if the worker process dies first (no orphan jobs)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    processes.prctl(processes.PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def task_instance_key(context: Mapping[str, Any]) -> str:
+    """``<dag_id>/<run_id>/<task_id>/<map_index>``: the same for every try of one task instance."""
+    ti = context["ti"]
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
+
+
+def default_scratch_root() -> Path:
+    """``$TMPDIR/airflow-ai-<uid>`` of the worker: the parent of the per-task-instance scratch folders."""
+    return Path(tempfile.gettempdir()) / f"airflow-ai-{os.getuid()}"
 
 
 def terminate_process_group(process: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> None:
@@ -54,19 +82,46 @@ class LocalJobRunner:
     :param argv: the runtime command (interpreter first).
     :param env: extra environment for the child (credentials, endpoints); merged over the worker's.
     :param logger: where each output line goes.
+    :param task_key: identifies the task instance across its tries (see :func:`task_instance_key`);
+        its digest names the scratch folder and is the process marker. Without it both are new for
+        each run (nothing is found from an earlier try).
+    :param scratch_root: parent of the scratch folders (default :func:`default_scratch_root`).
     """
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        logger: logging.Logger,
+        task_key: str | None = None,
+        scratch_root: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.log = logger
         self.process: subprocess.Popen | None = None
+        self.marker = (
+            hashlib.sha256(task_key.encode()).hexdigest()[:32] if task_key else secrets.token_hex(16)
+        )
+        self.scratch_root = Path(scratch_root) if scratch_root else default_scratch_root()
+        self.scratch = self.scratch_root / self.marker
+        self._last_error = ""
 
     def run(self) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="ai-job-") as scratch:
-            result_path = Path(scratch) / "return.json"
-            env = {**os.environ, **self.env, RESULT_PATH_ENV: str(result_path), "PYTHONUNBUFFERED": "1"}
-            started = time.monotonic()
+        self.clean_up("an earlier try")
+        temp_dir = self._make_scratch()
+        result_path = self.scratch / "return.json"
+        env = {
+            **os.environ,
+            **self.env,
+            RESULT_PATH_ENV: str(result_path),
+            "PYTHONUNBUFFERED": "1",
+            processes.MARKER_ENV: self.marker,
+            **dict.fromkeys(("TMPDIR", "TMP", "TEMP"), str(temp_dir)),
+        }
+        started = time.monotonic()
+        reader: threading.Thread | None = None
+        try:
             try:
                 self.process = subprocess.Popen(
                     self.argv,
@@ -83,16 +138,28 @@ class LocalJobRunner:
                 raise AiProviderConfigError(
                     f"python interpreter {self.argv[0]!r} for the local runtime does not exist"
                 ) from None
-            try:
-                assert self.process.stdout is not None
-                for line in self.process.stdout:
-                    self.log.info("%s", line.rstrip("\n"))
-                returncode = self.process.wait()
-            finally:
-                # Reached on success too; on a timeout or kill it stops the whole process group.
-                self.kill()
+            # A reader thread: a helper that inherited the runtime's stdout may hold the pipe open
+            # after the runtime has exited, and must not keep the task waiting for the end of it.
+            reader = threading.Thread(target=self._stream, args=(self.process.stdout,), daemon=True)
+            reader.start()
+            returncode = self.process.wait()
+            reader.join(timeout=_DRAIN_SECONDS)
             self.log.info("Runtime exited with code %s after %.1f s", returncode, time.monotonic() - started)
             return self._read_result(result_path, returncode)
+        finally:
+            # Reached on success too; on a timeout or kill it stops the whole process group first.
+            self.kill()
+            self.clean_up("this try")
+            if reader is not None:
+                reader.join(timeout=_DRAIN_SECONDS)
+
+    def _stream(self, stdout: Any) -> None:
+        """Copy the runtime's output into the task log, line by line, until the pipe closes."""
+        for line in stdout:
+            line = line.rstrip("\n")
+            if line.startswith(_ERROR_PREFIX):
+                self._last_error = line[len(_ERROR_PREFIX) :]
+            self.log.info("%s", line)
 
     def kill(self) -> None:
         """Stop the runtime and everything it started. Safe to call more than once."""
@@ -104,8 +171,48 @@ class LocalJobRunner:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
 
+    def clean_up(self, whose: str) -> None:
+        """End the processes carrying this task instance's marker and remove its scratch folder."""
+        ended = processes.end_processes(lambda: processes.marked(self.marker))
+        if ended:
+            self.log.warning(
+                "Ended %d process(es) left by %s of this task: %s",
+                len(ended),
+                whose,
+                processes.describe(ended),
+            )
+        if self.scratch.exists():
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _make_scratch(self) -> Path:
+        """Create the scratch folder (and its private parent) for this try; return its ``tmp``."""
+        try:
+            self.scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = self.scratch_root.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                raise AiProviderConfigError(
+                    f"scratch folder {self.scratch_root} of the local runtime is not a folder owned by "
+                    f"this user: remove it"
+                )
+            temp_dir = self.scratch / "tmp"
+            temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as err:
+            what = "is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else "cannot be created"
+            raise AiProviderConfigError(
+                f"scratch folder {self.scratch} of the local runtime {what} ({err.strerror or err}): "
+                "free space there or set TMPDIR of the worker to another folder"
+            ) from None
+        return temp_dir
+
     def _read_result(self, path: Path, returncode: int) -> dict[str, Any]:
         if not path.exists():
+            if self._last_error:
+                message = (
+                    f"runtime exited with code {returncode} without writing a result: {self._last_error}"
+                )
+                if returncode == _EXIT_INPUT:
+                    raise AiProviderConfigError(message)
+                raise JobFailedError(message)
             raise JobFailedError(
                 f"runtime exited with code {returncode} without writing a result: see the log above"
             )

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
 from airflow_ai_provider.credentials import refuse_uri_credentials
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError, ModelReferenceError
-from airflow_ai_provider.execution.local import LocalJobRunner
+from airflow_ai_provider.execution.local import LocalJobRunner, task_instance_key
 from airflow_ai_provider.execution.run_guard import TaskRunGuard
 from airflow_ai_provider.hooks.aws import aws_runtime_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
@@ -534,7 +534,7 @@ class AiJobOperator(KubernetesPodOperator):
         """Run ``spec`` in a pod or a local subprocess and return the runtime's result."""
         self.log.info("Job spec: %s", spec.to_json())
         if mode is ExecutionMode.LOCAL:
-            return self._run_local(spec)
+            return self._run_local(spec, context)
         if self.aws_conn_id:
             self.log.info(
                 "aws_conn_id %s is not copied into pods: the pod gets S3 access from secrets=, env_from= "
@@ -552,10 +552,13 @@ class AiJobOperator(KubernetesPodOperator):
         except Exception as err:
             return self._pod_failure(err)
 
-    def _run_local(self, spec: JobSpec) -> dict[str, Any]:
+    def _run_local(self, spec: JobSpec, context: Context) -> dict[str, Any]:
         env = {**self.mlflow_hook.runtime_env(), **aws_runtime_env(self.aws_conn_id)}
         self._local_runner = LocalJobRunner(
-            self.runtime_command(spec, python=self.python or sys.executable), env, self.log
+            self.runtime_command(spec, python=self.python or sys.executable),
+            env,
+            self.log,
+            task_key=task_instance_key(context),
         )
         try:
             return self._local_runner.run()

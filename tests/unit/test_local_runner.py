@@ -1,10 +1,13 @@
-"""Local execution: output streamed line by line, the result returned, no orphans on kill or timeout."""
+"""Local execution: output streamed line by line, the result returned, no orphans on kill or timeout
+(helpers in a new session included), a scratch folder per task instance cleaned by every try."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import shlex
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -13,6 +16,7 @@ import pytest
 
 from airflow_ai_provider.exceptions import JobFailedError
 from airflow_ai_provider.execution.local import LocalJobRunner
+from tests.fixtures.system import helper_argv, new_marker, no_leftover, with_marker
 
 FAKE_RUNTIME = """#!/bin/bash
 # Stands in for a Python interpreter: receives "-m airflow_ai_provider.runtime <job> --spec-json ..."
@@ -126,3 +130,84 @@ def test_task_timeout_in_airflow_kills_the_job_and_fails_the_mlflow_run(airflow_
         )
     assert run.info.status == "FAILED"
     assert json.loads(json.dumps(run.data.tags))["ai.execution_mode"] == "local"
+
+
+def _helper_in_new_session(marker: str) -> str:
+    """Bash lines that start a helper in a new session (outside the runtime's process group), holding
+    the runtime's stdout, and wait until it runs."""
+    helper = shlex.join(helper_argv(marker))
+    return f"setsid {helper} &\nuntil grep -qa {marker} /proc/$!/cmdline 2>/dev/null; do sleep 0.05; done"
+
+
+def test_helper_in_a_new_session_is_ended_when_the_runtime_is_killed_with_sigkill(tmp_path, caplog):
+    marker = new_marker()
+    python = _fake_python(tmp_path, f"{_helper_in_new_session(marker)}\nkill -9 $$")
+    with no_leftover(marker), caplog.at_level(logging.WARNING, logger="x"):
+        started = time.monotonic()
+        with pytest.raises(JobFailedError, match="runtime exited with code -9 without writing a result"):
+            LocalJobRunner([python], {}, logging.getLogger("x"), task_key="d/r/t/-1").run()
+        assert with_marker(marker) == []
+        assert time.monotonic() - started < 30, "the helper holding stdout does not keep the task waiting"
+    assert any("left by this try of this task" in record.getMessage() for record in caplog.records)
+
+
+def test_the_next_try_ends_what_an_earlier_try_left_and_starts_with_an_empty_scratch_folder(tmp_path):
+    from airflow_ai_provider.runtime.processes import MARKER_ENV
+
+    runner = LocalJobRunner(
+        [_fake_python(tmp_path, _REPORT_SCRATCH)], {}, logging.getLogger("x"), "d/r/t/3", tmp_path / "root"
+    )
+    marker = new_marker()
+    with no_leftover(marker):
+        # What a try killed with its worker (SIGKILL) left: a helper carrying the task's marker, and
+        # the scratch folder with a model copy in it.
+        env = {**os.environ, MARKER_ENV: runner.marker}
+        helper = subprocess.Popen(helper_argv(marker), env=env, start_new_session=True)
+        (runner.scratch / "tmp" / "ai-model-x").mkdir(parents=True)
+        (runner.scratch / "tmp" / "ai-model-x" / "model.skops").write_bytes(b"x" * 1000)
+
+        result = runner.run()
+
+        helper.wait(timeout=10)
+        assert result["helper_alive"] == "no" and result["tmp_entries"] == ""
+        assert result["tmpdir"] == str(runner.scratch / "tmp")
+        assert not runner.scratch.exists(), "the scratch folder goes with the try"
+
+
+_REPORT_SCRATCH = """alive=no; pgrep -f ai-test-helper- >/dev/null && alive=yes
+echo "{\\"status\\": \\"success\\", \\"helper_alive\\": \\"$alive\\", \\"tmpdir\\": \\"$TMPDIR\\", \\"tmp_entries\\": \\"$(ls -A "$TMPDIR")\\"}" > "$AI_PROVIDER_RESULT_PATH"
+"""
+
+
+def test_runtime_that_cannot_write_its_result_on_a_full_disk_fails_without_retry(tmp_path):
+    from airflow_ai_provider.exceptions import AiProviderConfigError
+
+    line = "no space left on device (ENOSPC) while writing the result /x/return.json: free space there"
+    python = _fake_python(tmp_path, f"echo 'airflow-ai-runtime error: {line}'; exit 2")
+    with pytest.raises(
+        AiProviderConfigError, match=r"without writing a result: no space left on device \(ENOSPC\)"
+    ):
+        LocalJobRunner([python], {}, logging.getLogger("x")).run()
+
+
+def test_task_timeout_in_airflow_ends_a_helper_that_started_a_new_session(airflow_db, tmp_path, monkeypatch):
+    """A real Airflow task (dag.test) with execution_timeout: a helper outside the job's process group,
+    in a session of its own, is ended too (by the task marker in its environment)."""
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from tests.dags.ai_test_dags import local_timeout
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with MlflowHook().client() as client:
+        client.create_registered_model("churn")
+        client.create_model_version("churn", source="file:///nowhere")
+    marker = new_marker()
+    monkeypatch.setenv(
+        "AI_TEST_FAKE_PYTHON", _fake_python(tmp_path, f"{_helper_in_new_session(marker)}\nsleep 300")
+    )
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    with no_leftover(marker):
+        started = time.monotonic()
+        dag_run = local_timeout().test()
+        assert dag_run.state == "failed"
+        assert with_marker(marker) == []
+        assert time.monotonic() - started < 60
