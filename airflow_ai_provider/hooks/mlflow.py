@@ -133,7 +133,9 @@ class MlflowHook(BaseHook):
     the host field, basic-auth user and password, and extras ``registry_uri``, ``experiment_name``,
     ``token`` and ``insecure_tls``. Without that connection it uses ``MLFLOW_TRACKING_URI`` and then an
     embedded SQLite store under ``AIRFLOW_HOME``. Credentials are put into ``os.environ`` only for the
-    duration of one call and removed afterwards.
+    duration of one call and removed afterwards. A user and password inside the tracking or registry
+    URI move out of it to ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (the URIs reach job specs and
+    logs without them); credential query parameters, and a password in a database URI, are refused.
 
     :param mlflow_conn_id: connection id of type ``mlflow``.
     """
