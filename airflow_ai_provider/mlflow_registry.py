@@ -106,12 +106,15 @@ def registry_error(err: MlflowException, doing: str, registry_uri: str) -> Excep
 
 @contextmanager
 def registry_errors(hook: MlflowHook, doing: str) -> Iterator[None]:
-    """Turn an error the registry answered into a one-line, classified error (see :func:`registry_error`)."""
-    from mlflow.exceptions import RestException
+    """Turn an error the registry answered into a one-line, classified error (see :func:`registry_error`).
+
+    Connection failures have already become :class:`MlflowUnavailableError` in ``hook.client()``.
+    """
+    from mlflow.exceptions import MlflowException
 
     try:
         yield
-    except RestException as err:
+    except MlflowException as err:
         raise registry_error(err, doing, hook.registry_uri) from None
 
 

@@ -157,11 +157,16 @@ class PromoteModelOperator(BaseOperator):
         self.check_arguments(rendered=True)
         self._check_upstream_task(context, "approval_task_id", self.approval_task_id)
 
+    def preflight(self) -> None:
+        """Refuse an unknown model, alias or version before the task's MLflow run is booked."""
+        self.mlflow_hook.resolve_model(self.model)
+
     def execute(self, context: Context) -> dict[str, Any]:
         self.check_rendered_arguments(context)
         hook = self.mlflow_hook
         approval = self._approval(context)
         with registry_errors(hook, f"{self.action} of {self.model or 'model'}@{self.alias}"):
+            self.preflight()
             return self._execute(context, approval)
 
     def _execute(self, context: Context, approval: dict[str, str]) -> dict[str, Any]:
@@ -254,6 +259,9 @@ class RollbackModelOperator(PromoteModelOperator):
     def check_rendered_arguments(self, context: Context) -> None:
         super().check_rendered_arguments(context)
         self._check_upstream_task(context, "promote_task_id", self.promote_task_id)
+
+    def preflight(self) -> None:
+        """Nothing to resolve: what to undo comes from the promotion task's result."""
 
     def plan_move(self, context: Context, run: TaskRun) -> tuple[str, str | None, str | None]:
         promoted = context["ti"].xcom_pull(task_ids=self.promote_task_id)
