@@ -18,13 +18,9 @@ EXIT_INCOMPLETE = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 
-# An unreachable tracking server should fail in seconds, not after MLflow's minutes of retries;
-_FAST_FAIL_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # stdout/stderr carry the chain and errors only
-}
+#: stdout/stderr carry the chain and errors only. An unresponsive tracking server fails within
+#: ``[ai_provider] service_timeout``, not after MLflow's minutes of retries.
+_QUIET_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,8 +66,10 @@ def _lineage(args: argparse.Namespace) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from airflow_ai_provider.config import service_timeout
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
     from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
+    from airflow_ai_provider.runtime.timeouts import ServiceBounds
 
     try:
         parse_target(args.target)  # a malformed target fails before anything is contacted
@@ -79,7 +77,12 @@ def _lineage(args: argparse.Namespace) -> int:
         _error(str(err))
         return EXIT_BAD_INPUT
     states = (lambda dag_id, run_id: None) if args.no_airflow else airflow_dag_run_states()
-    for key, value in _FAST_FAIL_ENV.items():
+    try:
+        bounds = ServiceBounds(service_timeout())
+    except AiProviderConfigError as err:
+        _error(str(err))
+        return EXIT_BAD_INPUT
+    for key, value in {**bounds.mlflow_env(), **_QUIET_ENV}.items():
         os.environ.setdefault(key, value)
     where = args.tracking_uri
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.runtime.timeouts import DEFAULT_SERVICE_TIMEOUT, parse_seconds
 
 CONFIG_SECTION = "ai_provider"
 DEFAULT_RUNTIME_IMAGE = "airflow-ai-provider-runtime:0.1.0"
@@ -49,3 +50,19 @@ def default_execution_mode() -> ExecutionMode:
 def default_runtime_image() -> str:
     """The runtime image used in kubernetes mode when an operator names none."""
     return _conf_get("runtime_image", DEFAULT_RUNTIME_IMAGE)
+
+
+def service_timeout() -> int:
+    """Seconds one try may wait on an MLflow or S3 endpoint that does not answer.
+
+    ``[ai_provider] service_timeout`` (env ``AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT``), default 20. The
+    worker's MLflow calls and the runtime's MLflow and S3 clients derive their timeouts and retries
+    from it (see :mod:`airflow_ai_provider.runtime.timeouts`).
+    """
+    raw = _conf_get("service_timeout", str(DEFAULT_SERVICE_TIMEOUT))
+    try:
+        return parse_seconds(raw)
+    except ValueError as err:
+        raise AiProviderConfigError(
+            f"invalid [ai_provider] service_timeout (AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT) {raw!r}: {err}"
+        ) from None

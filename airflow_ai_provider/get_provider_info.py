@@ -106,6 +106,20 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "registry.example.com/ml/churn-runtime:1.4.0",
                         "default": "airflow-ai-provider-runtime:0.1.0",
                     },
+                    "service_timeout": {
+                        "description": (
+                            "Seconds one try may wait on an MLflow or S3 endpoint that does not answer "
+                            "(all attempts of a request included) before it fails and is retried. The "
+                            "worker's MLflow calls and the runtime's MLflow and S3 clients derive their "
+                            "timeouts and retries from it; the runtime gets it as "
+                            "AI_PROVIDER_SERVICE_TIMEOUT. MLFLOW_HTTP_* variables set in the environment "
+                            "win for MLflow."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "60",
+                        "default": "20",
+                    },
                     "default_resources_infer": {
                         "description": (
                             "Kubernetes resources (JSON with ``requests`` and ``limits``) of batch inference "

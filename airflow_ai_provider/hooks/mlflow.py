@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from airflow_ai_provider.config import service_timeout
 from airflow_ai_provider.credentials import mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import (
     AiProviderConfigError,
@@ -22,17 +23,16 @@ from airflow_ai_provider.exceptions import (
     ModelReferenceError,
 )
 from airflow_ai_provider.model_ref import ModelSpecifier, parse_model_reference
+from airflow_ai_provider.runtime.timeouts import SERVICE_TIMEOUT_ENV, ServiceBounds, is_timeout, mlflow_wait
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-# MLflow's client retries an unreachable server for minutes by default; a task should fail in seconds
-# with a clear message and let Airflow's own retries take over.
-_FAST_FAIL_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
+# MLflow's client retries an unresponsive server for minutes by default; a try should fail within
+# ``[ai_provider] service_timeout`` with a clear message and let Airflow's own retries take over.
+#: Budget of the calls that record a failure (the failed result, the task run's end): one short
+#: attempt, so that a server that stopped answering cannot hold the failing try as long again.
+FAILURE_PATH_TIMEOUT = 5
 ROLE_TAG = "airflow.role"
 PIN_PARAM_PREFIX = "pinned_model"
 
@@ -141,6 +141,8 @@ class MlflowHook(BaseHook):
     """
 
     conn_name_attr = "mlflow_conn_id"
+    #: Set when the server did not answer in time: later calls of this try fail at once with it.
+    _unanswered: str | None = None
     default_conn_name = "mlflow_default"
     conn_type = "mlflow"
     hook_name = "MLflow"
@@ -208,14 +210,26 @@ class MlflowHook(BaseHook):
     def registry_uri(self) -> str:
         return self.settings.registry_uri or self.settings.tracking_uri
 
+    @cached_property
+    def service_bounds(self) -> ServiceBounds:
+        """Time bounds of MLflow calls, from ``[ai_provider] service_timeout``."""
+        return ServiceBounds(service_timeout())
+
     def runtime_env(self) -> dict[str, str]:
-        """Environment a local runtime subprocess needs for MLflow: credentials and fail-fast retries."""
-        return {**_FAST_FAIL_ENV, **self.settings.credentials}
+        """Environment a local runtime subprocess needs for MLflow: credentials and the service timeout
+        it derives its MLflow and S3 timeouts from."""
+        return {SERVICE_TIMEOUT_ENV: str(self.service_bounds.budget), **self.settings.credentials}
 
     @contextmanager
-    def _authenticated(self) -> Iterator[None]:
-        """Expose credentials to MLflow for one call, then restore ``os.environ`` exactly."""
-        overrides = {k: v for k, v in _FAST_FAIL_ENV.items() if k not in os.environ}
+    def _authenticated(self, on_failure: bool = False) -> Iterator[None]:
+        """Expose credentials and HTTP bounds to MLflow for one call, then restore ``os.environ`` exactly.
+
+        ``MLFLOW_HTTP_*`` variables already in the environment win over the derived bounds.
+        """
+        bounds = self.service_bounds
+        if on_failure:
+            bounds = ServiceBounds(min(bounds.budget, FAILURE_PATH_TIMEOUT))
+        overrides = {k: v for k, v in bounds.mlflow_env().items() if k not in os.environ}
         overrides.update(self.settings.credentials)
         saved = {key: os.environ.get(key) for key in overrides}
         os.environ.update(overrides)
@@ -229,21 +243,38 @@ class MlflowHook(BaseHook):
                     os.environ[key] = value
 
     @contextmanager
-    def client(self) -> Iterator[MlflowClient]:
-        """An ``MlflowClient`` for this connection; connection failures become one-line errors."""
+    def client(self, *, on_failure: bool = False) -> Iterator[MlflowClient]:
+        """An ``MlflowClient`` for this connection; connection failures become one-line errors.
+
+        Each request waits at most ``[ai_provider] service_timeout`` in all (its attempts included).
+        Once the server did not answer in time, later calls of this try fail at once. ``on_failure``:
+        the call records a failure, and gets one attempt of at most :data:`FAILURE_PATH_TIMEOUT` s.
+
+        :raises MlflowUnavailableError: the server refused, dropped or did not answer (retried).
+        """
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException, RestException
 
+        if self._unanswered is not None:
+            raise MlflowUnavailableError(f"{self._unanswered} (not asked again in this try)")
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with self._authenticated():
+        with self._authenticated(on_failure):
             try:
                 yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
             except RestException:
                 raise
             except MlflowException as err:
                 message = str(err)
-                if "Max retries exceeded" in message or "Connection" in message or "timed out" in message:
+                if is_timeout(err):
+                    self._unanswered = (
+                        f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
+                        "([ai_provider] service_timeout)"
+                    )
+                    raise MlflowUnavailableError(
+                        f"{self._unanswered}: {message.splitlines()[0][:300]}"
+                    ) from None
+                if "Max retries exceeded" in message or "Connection" in message:
                     raise MlflowUnavailableError(
                         f"MLflow tracking server {self.tracking_uri} is unreachable: "
                         f"{message.splitlines()[0][:300]}"
@@ -334,6 +365,7 @@ class MlflowHook(BaseHook):
 
     def start_task_run(self, who: RunIdentity, experiment_name: str) -> TaskRun:
         """Book (or, on a retry, reopen) the task's nested run under the DAG run's parent run."""
+        self._unanswered = None  # a new try asks again
         experiment_id = self.get_or_create_experiment(experiment_name)
         with self.client() as client:
             parent_id = self._elect_parent_run(client, experiment_id, who)
@@ -363,7 +395,7 @@ class MlflowHook(BaseHook):
         from mlflow.exceptions import MlflowException
 
         status = "FINISHED" if succeeded else "FAILED"
-        with self.client() as client:
+        with self.client(on_failure=not succeeded) as client:
             parents = self._find_runs(client, run.experiment_id, self._dag_run_tags(who))
             elected = parents[0].info.run_id if parents else run.parent_run_id
             if elected != run.parent_run_id:

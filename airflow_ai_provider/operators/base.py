@@ -15,7 +15,12 @@ from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperato
 from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_ai_provider.config import ExecutionMode, default_execution_mode, default_runtime_image
+from airflow_ai_provider.config import (
+    ExecutionMode,
+    default_execution_mode,
+    default_runtime_image,
+    service_timeout,
+)
 from airflow_ai_provider.credentials import refuse_uri_credentials
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError, ModelReferenceError
 from airflow_ai_provider.execution.local import LocalJobRunner, task_instance_key
@@ -47,6 +52,7 @@ from airflow_ai_provider.kubernetes.validation import (
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.spec import MlflowRef
+from airflow_ai_provider.runtime.timeouts import SERVICE_TIMEOUT_ENV
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -364,7 +370,7 @@ class AiJobOperator(KubernetesPodOperator):
         }
 
     def _pod_env(self, context: Context | None) -> dict[str, str]:
-        """Airflow identity, W3C trace context and OpenLineage parent of the task, for the pod."""
+        """Airflow identity, service timeout, W3C trace context and OpenLineage parent, for the pod."""
         if context is None:
             return {}
         ti = context["ti"]
@@ -373,6 +379,7 @@ class AiJobOperator(KubernetesPodOperator):
             "AIRFLOW_CTX_TASK_ID": str(ti.task_id),
             "AIRFLOW_CTX_DAG_RUN_ID": str(ti.run_id),
             "AIRFLOW_CTX_TRY_NUMBER": str(ti.try_number),
+            SERVICE_TIMEOUT_ENV: str(service_timeout()),
         }
         return {**env, **trace_env(_trace_carrier(ti), _openlineage_parent_id(ti))}
 
@@ -587,7 +594,7 @@ class AiJobOperator(KubernetesPodOperator):
     def _record_failure(self, run: TaskRun, result: dict[str, Any]) -> None:
         """Keep a failed job's result in its MLflow run too (the error, what it had counted)."""
         try:
-            with self.mlflow_hook.client() as client:
+            with self.mlflow_hook.client(on_failure=True) as client:
                 client.set_tag(run.run_id, "ai.error", str(result.get("error", ""))[:5000])
                 client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
         except Exception:

@@ -143,6 +143,11 @@ class PromoteModelOperator(BaseOperator):
         if not self.approval_task_id:
             return {}
         answer = context["ti"].xcom_pull(task_ids=self.approval_task_id)
+        if answer is not None and not (isinstance(answer, dict) and "chosen_options" in answer):
+            raise AiProviderConfigError(
+                f"approval_task_id={self.approval_task_id!r} returned {type(answer).__name__}, not an "
+                "approval answer: point it at a ModelApprovalOperator"
+            )
         if not answer or answer.get("chosen_options") != [ApprovalOperator.APPROVE]:
             raise AirflowSkipException(f"{self.action} not approved in task {self.approval_task_id!r}")
         user = answer.get("responded_by_user") or {}

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +26,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from airflow_ai_provider.runtime import log_line, scratch
+from airflow_ai_provider.runtime.columns import check_unique_names, with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.params import FORMATS
 from airflow_ai_provider.runtime.spec import OutputFile
+from airflow_ai_provider.runtime.timeouts import failure_text, process_bounds
 
-FORMATS = ("parquet", "csv")
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 #: Read buffer per column: with ``pre_buffer=False`` Parquet is decoded page by page, so memory
 #: follows the batch size, not the row-group size.
@@ -95,8 +98,9 @@ def s3_region() -> str:
 
 @functools.lru_cache(maxsize=1)
 def s3_filesystem() -> pafs.FileSystem:
-    """A pyarrow S3 filesystem configured from the environment (credentials from the default chain)."""
-    options: dict[str, Any] = {"region": s3_region(), "connect_timeout": 5, "request_timeout": 60}
+    """A pyarrow S3 filesystem configured from the environment (credentials from the default chain),
+    its timeouts and attempts within ``$AI_PROVIDER_SERVICE_TIMEOUT``."""
+    options: dict[str, Any] = {"region": s3_region(), **process_bounds().pyarrow_s3_options()}
     endpoint = s3_endpoint()
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -106,12 +110,18 @@ def s3_filesystem() -> pafs.FileSystem:
 
 @functools.lru_cache(maxsize=1)
 def s3_client() -> Any:
-    """A boto3 S3 client configured from the environment."""
+    """A boto3 S3 client configured from the environment, its timeouts and attempts within
+    ``$AI_PROVIDER_SERVICE_TIMEOUT``."""
     import boto3
-    from botocore.config import Config
 
-    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    config = process_bounds().botocore_config()
     return boto3.client("s3", endpoint_url=s3_endpoint(), region_name=s3_region(), config=config)
+
+
+def storage_unreachable(err: BaseException, subject: str) -> JobServiceError:
+    """The retryable error for object storage that refused, failed or did not answer in time."""
+    wait = process_bounds().s3_worst_case
+    return JobServiceError(f"{subject}: object storage ({s3_endpoint() or 'AWS'}) {failure_text(err, wait)}")
 
 
 def storage_error(err: Exception, uri: str, what: str) -> Exception:
@@ -119,9 +129,7 @@ def storage_error(err: Exception, uri: str, what: str) -> Exception:
     text = one_line(err)
     unreachable = ("NETWORK_CONNECTION", "Couldn't connect", "curlCode", "Connection refused", "timed out")
     if any(marker in text for marker in unreachable):
-        return JobServiceError(
-            f"object storage unreachable while reading {uri} ({s3_endpoint() or 'AWS'}): {text}"
-        )
+        return storage_unreachable(err, uri)
     return JobInputError(f"{what}: {uri} ({text})")
 
 
@@ -201,7 +209,7 @@ def list_inputs(uris: list[str], input_format: str | None = None) -> list[InputF
     from ``input_format`` or else from the file suffix, and all files must share it.
     """
     if input_format is not None and input_format not in FORMATS:
-        raise JobInputError(f"params.input_format must be one of {', '.join(FORMATS)}, got {input_format!r}")
+        raise JobInputError(f"input_format must be one of {', '.join(FORMATS)}, got {input_format!r}")
     sized: dict[Location, int] = {}
     for uri in uris:
         for location, size in _expand(uri, input_format):
@@ -210,13 +218,16 @@ def list_inputs(uris: list[str], input_format: str | None = None) -> list[InputF
     for location in sorted(sized, key=lambda loc: loc.uri):
         fmt = input_format or _format_of(location.path)
         if fmt is None:
-            raise JobInputError(f"cannot tell the format of input {location.uri}: set params.input_format")
+            raise JobInputError(
+                f"cannot tell the format of input {location.uri}: set input_format to parquet or csv"
+            )
         files.append(InputFile(location, sized[location], fmt))
     formats = sorted({f.format for f in files})
     if len(formats) > 1:
         examples = ", ".join(next(f.uri for f in files if f.format == fmt) for fmt in formats)
         raise JobInputError(
-            f"inputs mix formats {' and '.join(formats)} (e.g. {examples}): give one format or set params.input_format"
+            f"inputs mix formats {' and '.join(formats)} (e.g. {examples}): give files of one format, "
+            "or set input_format to read only those"
         )
     return files
 
@@ -262,9 +273,14 @@ def _parquet_meta(file: InputFile) -> FileMeta:
     except (OSError, pa.ArrowException) as err:
         raise storage_error(err, file.uri, "input file is not a readable Parquet file") from None
     rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
-    return FileMeta(
-        file, metadata.schema.to_arrow_schema(), rows, metadata, hashlib.sha256(footer).hexdigest()
-    )
+    try:
+        schema = metadata.schema.to_arrow_schema()
+    except (pa.ArrowException, ValueError) as err:
+        raise JobInputError(
+            f"input file {file.uri} has a Parquet schema Arrow cannot read: {one_line(err)}"
+        ) from None
+    check_unique_names(schema.names, file.uri)
+    return FileMeta(file, schema, rows, metadata, hashlib.sha256(footer).hexdigest())
 
 
 def _csv_meta(file: InputFile) -> FileMeta:
@@ -274,7 +290,10 @@ def _csv_meta(file: InputFile) -> FileMeta:
         with file.location.fs.open_input_stream(file.location.path) as stream:
             schema = pacsv.open_csv(stream).schema
     except (OSError, pa.ArrowException) as err:
+        if "CSV parse error" in str(err):
+            raise read_error(err, FileMeta(file, pa.schema([]))) from None
         raise storage_error(err, file.uri, "input file is not a readable CSV file") from None
+    check_unique_names(schema.names, file.uri)
     return FileMeta(file, schema)
 
 
@@ -344,9 +363,12 @@ def input_digest(metas: list[FileMeta], units: list[Unit]) -> str:
 
 def file_sha256(location: Location) -> str:
     digest = hashlib.sha256()
-    with location.fs.open_input_stream(location.path) as stream:
-        while chunk := stream.read(HASH_CHUNK):
-            digest.update(chunk)
+    try:
+        with location.fs.open_input_stream(location.path) as stream:
+            while chunk := stream.read(HASH_CHUNK):
+                digest.update(chunk)
+    except (OSError, pa.ArrowException) as err:
+        raise storage_error(err, location.uri, "cannot read input file") from None
     return digest.hexdigest()
 
 
@@ -375,7 +397,28 @@ def iter_batches(
             for batch in batches:
                 yield _cast(batch, types)
         except (OSError, pa.ArrowException) as err:
-            raise storage_error(err, meta.file.uri, "cannot read input file") from None
+            raise read_error(err, meta) from None
+
+
+def read_error(err: Exception, meta: FileMeta) -> Exception:
+    """A reading failure as a one-line job error naming the file and, for CSV, the row or column."""
+    text = one_line(err)
+    if meta.file.format == "csv":
+        found = re.search(r"In CSV column #(\d+): CSV conversion error to (\w+)", text)
+        if found and int(found.group(1)) < len(meta.schema.names):
+            column = meta.schema.names[int(found.group(1))]
+            return JobInputError(
+                f"input file {meta.file.uri}: column {column!r} has a value that is not {found.group(2)} "
+                f"({text}): fix the value or give the column one type in every row"
+            )
+        if "CSV parse error" in text:
+            return JobInputError(
+                f"input file {meta.file.uri} is not valid CSV ({text}): every row needs as many fields "
+                "as the header"
+            )
+    if isinstance(err, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)):
+        return JobInputError(f"cannot read input file {meta.file.uri}: {text}")
+    return storage_error(err, meta.file.uri, "cannot read input file")
 
 
 def _parquet_batches(meta: FileMeta, row_groups: list[int], columns: list[str], batch_size: int) -> Iterator:
@@ -402,13 +445,80 @@ def _csv_batches(
 
 
 def _cast(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
-    if all(batch.schema.field(name).type == kind for name, kind in types.items()):
+    if all(
+        name not in batch.schema.names or batch.schema.field(name).type == kind
+        for name, kind in types.items()
+    ):
         return batch
-    arrays = [
-        column.cast(types[name]) if name in types and column.type != types[name] else column
-        for name, column in zip(batch.schema.names, batch.columns, strict=True)
-    ]
+    arrays = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if name in types and column.type != types[name]:
+            try:
+                column = column.cast(types[name])
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+                raise JobInputError(
+                    f"column {name!r} ({column.type}) cannot be read as {types[name]}: {one_line(err)}"
+                ) from None
+        arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def unify_types(metas: list[FileMeta], names: list[str]) -> dict[str, pa.DataType]:
+    """The one type each of ``names`` is read as when the files disagree (e.g. int64 in one, double
+    in another); :class:`JobInputError` naming the column and two files when the types do not mix."""
+    targets: dict[str, pa.DataType] = {}
+    for name in names:
+        seen = {meta.schema.field(name).type: meta.file.uri for meta in metas if name in meta.schema.names}
+        if len(seen) < 2:
+            continue
+        try:
+            unified = (
+                pa.unify_schemas([pa.schema([(name, kind)]) for kind in seen], promote_options="permissive")
+                .field(name)
+                .type
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            (first, first_uri), (other, other_uri) = list(seen.items())[:2]
+            raise JobInputError(
+                f"column {name!r} is {first} in {first_uri} but {other} in {other_uri}: write every input "
+                "file with the same column types"
+            ) from None
+        targets[name] = unified
+    return targets
+
+
+def check_same_columns(metas: list[FileMeta], names: list[str]) -> None:
+    """Every file has every column in ``names`` (those of the first file): one error naming a file."""
+    for meta in metas[1:]:
+        missing = [name for name in names if name not in meta.schema.names]
+        if missing:
+            message = (
+                f"input file {meta.file.uri} lacks column(s) {', '.join(map(repr, missing))} that "
+                f"{metas[0].file.uri} has: write every input file with the same columns"
+            )
+            raise JobInputError(with_look_alikes(message, missing, meta.schema.names))
+
+
+def missing_values(column: pa.ChunkedArray | pa.Array) -> int:
+    """Null values, plus NaN for floating point columns."""
+    import pyarrow.compute as pc
+
+    missing = column.null_count
+    if pa.types.is_floating(column.type):
+        missing += pc.sum(pc.is_nan(column)).as_py() or 0
+    return int(missing)
+
+
+def check_scratch_dir(path: str | None) -> None:
+    """Fail before any work when ``scratch_dir`` is not a writable folder."""
+    if path is None:
+        return
+    if not os.path.isdir(path):
+        raise JobInputError(
+            f"scratch_dir {path} does not exist or is not a folder: create it or pass another"
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise JobInputError(f"scratch_dir {path} is not writable: pass a folder this job may write")
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -449,7 +559,7 @@ class PartWriter:
             # The scratch folder may serve other outputs: the tag keeps this target's files apart.
             tag = hashlib.sha256(self.target.uri.encode()).hexdigest()[:12]
             self.where = f"scratch folder {temp_dir} (the local copy of {self.target.uri})"
-            self.remedy = "free space there or set params.scratch_dir to a folder with room"
+            self.remedy = "free space there or set scratch_dir to a folder with room"
         else:
             self.where = f"output {self.folder.uri}"
             self.remedy = "free space there or choose another output location"
@@ -625,16 +735,23 @@ class InputData:
     metas: list[FileMeta]
     units: list[Unit]
     digest: str
+    types: dict[str, pa.DataType] = field(default_factory=dict)
 
     @classmethod
     def open(cls, uris: list[str], input_format: str | None = None) -> InputData:
+        """List and check the files: every file has the first file's columns, in types that mix."""
         metas = read_metadata(list_inputs(uris, input_format))
+        names = list(metas[0].schema.names)
+        check_same_columns(metas, names)
+        types = unify_types(metas, names)
         units = plan_units(metas)
-        return cls(metas, units, input_digest(metas, units))
+        return cls(metas, units, input_digest(metas, units), types)
 
     @property
     def schema(self) -> pa.Schema:
-        return self.metas[0].schema
+        """The first file's columns, in the types every file is read as."""
+        first = self.metas[0].schema
+        return pa.schema([(f.name, self.types.get(f.name, f.type)) for f in first], metadata=first.metadata)
 
     @property
     def columns(self) -> list[str]:
@@ -642,11 +759,15 @@ class InputData:
 
     def batches(self, columns: list[str] | None = None, batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
         """Stream the rows as record batches (memory stays bounded whatever the input size)."""
-        return iter_batches(self.metas, self.units, columns or self.columns, {}, batch_size)
+        names = columns or self.columns
+        types = {name: kind for name, kind in self.types.items() if name in names}
+        return iter_batches(self.metas, self.units, names, types, batch_size)
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         """Read every row into one Arrow table; raise a clear error when there are none."""
-        table = pa.Table.from_batches(list(self.batches(columns)), schema=None if columns else self.schema)
+        names = columns or self.columns
+        schema = pa.schema([self.schema.field(name) for name in names])
+        table = pa.Table.from_batches(list(self.batches(names)), schema=schema)
         if table.num_rows == 0:
             raise JobInputError(f"input {self.metas[0].file.uri} has no rows")
         return table

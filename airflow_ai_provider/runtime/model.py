@@ -16,35 +16,36 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
+from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, ModelLoadError, one_line
 from airflow_ai_provider.runtime.scratch import storage_full
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
+from airflow_ai_provider.runtime.timeouts import failure_text, mlflow_wait, process_bounds
 
-#: MLflow settings for the runtime process: fail within seconds when the server misbehaves, instead of
-#: MLflow's default of 7 retries with exponential back-off and a 120 s timeout, and no progress bars in
-#: the task log. Set with ``setdefault`` so the environment can override them.
-ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
-PROBE_TIMEOUT_S = 5.0
+#: MLflow settings for the runtime process besides the HTTP bounds: no progress bars in the task log.
+ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _SERVICE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 _ACCESS_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
 
 
 def set_process_defaults() -> None:
-    """Bound MLflow's HTTP retries and timeouts for this process (see :data:`ENV_DEFAULTS`)."""
-    for name, value in ENV_DEFAULTS.items():
+    """Bound MLflow's HTTP retries and timeouts for this process by ``$AI_PROVIDER_SERVICE_TIMEOUT``.
+
+    MLflow's own default is 7 retries with exponential back-off and a 120 s timeout. Set with
+    ``setdefault``: a variable the environment already sets wins.
+    """
+    for name, value in {**process_bounds().mlflow_env(), **ENV_DEFAULTS}.items():
         os.environ.setdefault(name, value)
 
 
-def probe_tracking_server(tracking_uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+def probe_tracking_server(tracking_uri: str, timeout: float | None = None) -> None:
     """Fail fast with :class:`JobServiceError` when an HTTP tracking server does not accept connections.
 
-    Other URI kinds (``sqlite:``, ``file:``, ``databricks``) are not probed.
+    ``timeout`` defaults to the connect timeout of the process's service bounds. Other URI kinds
+    (``sqlite:``, ``file:``, ``databricks``) are not probed.
     """
+    if timeout is None:
+        timeout = process_bounds().connect_timeout
     parsed = urlparse(tracking_uri)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         return
@@ -108,7 +109,7 @@ def load_model(
         full = storage_full(
             err,
             f"the download of model {ref.name!r} version {ref.version} to {scratch_dir}",
-            "free space there or set params.scratch_dir to a folder with room",
+            "free space there or set scratch_dir to a folder with room",
         )
         raise full or _mlflow_error(
             err, ref, mlflow_ref, f"cannot download model {ref.name!r} version {ref.version}"
@@ -125,7 +126,7 @@ def load_model(
         if untrusted:
             raise ModelLoadError(
                 f"model {ref.name!r} version {ref.version} is saved with skops and {untrusted}: if you trust "
-                "them, list them in params.skops_trusted_types"
+                "them, list them in skops_trusted_types"
             ) from None
         raise ModelLoadError(
             f"cannot load model {ref.name!r} version {ref.version}: {one_line(err)}"
@@ -169,7 +170,8 @@ def _mlflow_error(err: Exception, ref: ModelRef, mlflow_ref: MlflowRef, what: st
             f"{what}: access denied by {mlflow_ref.tracking_uri} ({code}); check the MLflow credentials"
         )
     if code in _SERVICE_CODES or code is None or "failed with exception" in str(err):
-        return JobServiceError(f"{what}: MLflow at {mlflow_ref.tracking_uri} failed: {one_line(err)}")
+        wait = mlflow_wait()
+        return JobServiceError(f"{what}: MLflow at {mlflow_ref.tracking_uri} {failure_text(err, wait)}")
     return JobInputError(f"{what}: {one_line(err)}")
 
 
@@ -264,7 +266,8 @@ def check_columns(
     present = set(schema.names)
     missing_ids = [name for name in id_columns if name not in present]
     if missing_ids:
-        raise JobInputError(f"id column(s) {_quote(missing_ids)} not in input {where}")
+        message = f"id column(s) {_quote(missing_ids)} of id_columns not in input {where}"
+        raise JobInputError(with_look_alikes(message, missing_ids, schema.names))
     if signature is None or signature.is_tensor_spec() or not signature.has_input_names():
         return Features([name for name in schema.names if name not in id_columns], {})
     specs = signature.inputs
@@ -273,11 +276,11 @@ def check_columns(
     extra = [name for name in schema.names if name not in wanted and name not in id_columns]
     problems = []
     if missing:
-        problems.append(f"missing column(s) {_quote(missing)}")
+        problems.append(with_look_alikes(f"missing column(s) {_quote(missing)}", missing, schema.names))
     if extra and extra_columns != "ignore":
         problems.append(
-            f"extra column(s) {_quote(extra)} not used by the model (list them in params.id_columns to "
-            "keep them, or set params.extra_columns='ignore')"
+            f"extra column(s) {_quote(extra)} not used by the model (list them in id_columns to "
+            "keep them, or set extra_columns='ignore')"
         )
     types: dict[str, pa.DataType] = {}
     for spec in specs:
@@ -381,24 +384,75 @@ def prediction_columns(output: Any, rows: int) -> Columns:
     import numpy as np
     import pandas as pd
 
-    if isinstance(output, dict):
-        output = pd.DataFrame(output)
-    if isinstance(output, np.ndarray) and output.ndim == 2:
-        output = pd.DataFrame(output)
-    if isinstance(output, pd.DataFrame):
-        if output.shape[1] == 1:
-            columns = [("prediction", output.iloc[:, 0])]
+    received = _describe_output(output)
+    try:
+        if isinstance(output, dict):
+            output = pd.DataFrame(output)
+        if isinstance(output, np.ndarray) and output.ndim == 2:
+            output = pd.DataFrame(output)
+        if isinstance(output, pd.DataFrame):
+            if output.shape[1] == 1:
+                columns = [("prediction", output.iloc[:, 0])]
+            else:
+                if output.columns.duplicated().any():
+                    raise ValueError("its columns repeat a name")
+                columns = [(f"prediction_{name}", output[name]) for name in output.columns]
         else:
-            columns = [(f"prediction_{name}", output[name]) for name in output.columns]
-    else:
-        columns = [("prediction", output)]
-    arrays = [
-        (name, pa.array(np.asarray(values) if not isinstance(values, pd.Series) else values))
-        for name, values in columns
-    ]
+            columns = [("prediction", output)]
+        arrays = [
+            (name, pa.array(np.asarray(values) if not isinstance(values, pd.Series) else values))
+            for name, values in columns
+        ]
+    except (ValueError, TypeError, pa.ArrowException) as err:
+        raise JobInputError(
+            f"model returned {received}, which cannot be stored as prediction columns ({brief(err)}): "
+            "the model must return one value per row, as a vector or a table with one row per input row"
+        ) from None
     if any(len(array) != rows for _, array in arrays):
-        raise JobInputError(f"model returned {len(arrays[0][1])} predictions for {rows} rows")
+        raise JobInputError(
+            f"model returned {len(arrays[0][1])} predictions ({received}) for {rows} rows: the model must "
+            "return one prediction per input row"
+        )
     return arrays
+
+
+def _describe_output(output: Any) -> str:
+    shape = getattr(output, "shape", None)
+    kind = f"{type(output).__module__}.{type(output).__qualname__}".removeprefix("builtins.")
+    return f"a {kind} of shape {tuple(shape)}" if shape is not None else f"a {kind}"
+
+
+def prediction_failure(
+    err: Exception, model: LoadedModel, batch: pa.RecordBatch, features: list[str]
+) -> Exception:
+    """A model's own failure to predict a batch, as one line naming the model and, when some feature
+    columns of the batch have missing values, those columns (the usual cause)."""
+    if isinstance(err, (JobInputError, JobServiceError, MemoryError)):
+        return err
+    from airflow_ai_provider.runtime.io import missing_values
+
+    with_missing = []
+    for name in features:
+        missing = missing_values(batch.column(name))
+        if missing:
+            with_missing.append(f"{name!r} ({missing} of {batch.num_rows} rows)")
+    hint = (
+        f"; feature column(s) with missing values: {', '.join(with_missing)}: fill or drop those rows, "
+        "or use a model that accepts missing values"
+        if with_missing
+        else ": check that the input matches what the model was trained on"
+    )
+    info = model.info
+    return JobInputError(
+        f"model {info.get('name')!r} version {info.get('version')} failed to predict: "
+        f"{type(err).__name__}: {brief(err)}{hint}"
+    )
+
+
+def brief(err: BaseException, limit: int = 300) -> str:
+    """``err`` on one line, cut to ``limit`` characters (a library's own message can run long)."""
+    text = one_line(err)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def make_predictor(model: LoadedModel, features: list[str], schema: pa.Schema, use_proba: bool) -> Any:

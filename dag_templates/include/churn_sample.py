@@ -143,6 +143,8 @@ def _s3_client(storage_options: Mapping[str, Any] | None) -> Any:
     """Build a boto3 S3 client from an allow-list of ``storage_options`` keys and the environment."""
     import boto3
 
+    from airflow_ai_provider.runtime.timeouts import ServiceBounds
+
     options = dict(storage_options or {})
     client_kwargs = dict(options.get("client_kwargs") or {})
     endpoint = (
@@ -158,6 +160,7 @@ def _s3_client(storage_options: Mapping[str, Any] | None) -> Any:
         aws_secret_access_key=options.get("secret") or options.get("aws_secret_access_key"),
         aws_session_token=options.get("token") or options.get("aws_session_token"),
         region_name=options.get("region_name") or client_kwargs.get("region_name"),
+        config=ServiceBounds.from_env().botocore_config(),  # a hung endpoint fails in bounded time
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from airflow_ai_provider.operators.promotion import PromoteModelOperator, RollbackModelOperator
 
@@ -20,9 +20,15 @@ def _model() -> str:
 
 
 def promote_templated() -> DAG:
-    """Promote ``conf['model']`` (default the challenger) to ``conf['alias']`` (default champion)."""
+    """Promote ``conf['model']`` (default the challenger) to ``conf['alias']`` (default champion),
+    after a plain task that is no approval step."""
     with DAG("promote_templated", schedule=None) as dag:
-        PromoteModelOperator(
+
+        @task
+        def not_an_approval() -> str:
+            return "yes"
+
+        not_an_approval() >> PromoteModelOperator(
             task_id="promote",
             model=f"{{{{ dag_run.conf.get('model', '{_model()}@challenger') }}}}",
             alias="{{ dag_run.conf.get('alias', 'champion') }}",

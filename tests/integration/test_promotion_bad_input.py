@@ -108,6 +108,10 @@ BAD_REFERENCES = {
         {"approval_task_id": "approve"},
         "approval_task_id='approve' is not a task",
     ),
+    "approval task that is no approval step": (
+        {"approval_task_id": "not_an_approval"},
+        "approval_task_id='not_an_approval' returned str, not an approval answer",
+    ),
 }
 
 

@@ -1,0 +1,57 @@
+"""A batch-inference DAG whose MLflow server the test stops (SIGSTOP) before the first try.
+
+The retry callback records when the first try ended and resumes the server (SIGCONT of the process
+group in ``AI_TEST_RESUME_PGID``), so the second try finds it answering again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import DAG
+
+from airflow_ai_provider.operators.inference import BatchInferenceOperator
+
+
+def resume_mlflow_server(context: Any) -> None:
+    """Log the failed try (number, state, start, end, error) and let the stopped server run again.
+
+    Airflow calls it only for a try that ends ``up_for_retry``.
+    """
+    ti = context["ti"]
+    started = getattr(ti, "start_date", None)
+    entry = {
+        "try_number": ti.try_number,
+        "state": str(getattr(ti.state, "value", ti.state)),
+        "started": started.timestamp() if started else None,
+        "ended": time.time(),
+        "error": str(context.get("exception")),
+    }
+    with open(os.environ["AI_TEST_RETRY_LOG"], "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+    os.killpg(int(os.environ["AI_TEST_RESUME_PGID"]), signal.SIGCONT)
+
+
+def hung_mlflow_inference() -> DAG:
+    data = os.environ.get("AI_TEST_DATA", "/tmp")
+    with DAG("hung_mlflow_inference", schedule=None) as dag:
+        BatchInferenceOperator(
+            task_id="score",
+            model="churn@champion",
+            input_uri=f"{data}/scoring",
+            output_uri=f"{data}/predictions/{{{{ run_id }}}}",
+            id_columns=["customer_id"],
+            execution_mode="local",
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+            on_retry_callback=resume_mlflow_server,
+        )
+    return dag
+
+
+hung_mlflow_inference()
