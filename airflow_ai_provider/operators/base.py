@@ -447,11 +447,7 @@ class AiJobOperator(KubernetesPodOperator):
         )
 
     def _experiment(self, context: Context) -> str:
-        return (
-            self.experiment_name
-            or self.mlflow_hook.settings.experiment_name
-            or f"airflow/{context['ti'].dag_id}"
-        )
+        return self.mlflow_hook.task_experiment_name(self.experiment_name, context["ti"].dag_id)
 
     def _book_run(self, context: Context, mode: ExecutionMode) -> tuple[RunIdentity, TaskRun]:
         who = self._identity(context, mode)
