@@ -175,3 +175,34 @@ def test_unanswered_approval_times_out_to_reject(two_versions, mlflow_server, mo
     assert _states(dag_run) == {"approve": "success", "promote": "skipped"}
     champion = _client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"]
     assert str(champion) == two_versions["champion"]
+
+
+def test_promotion_books_its_run_in_the_connections_default_experiment_under_one_parent(
+    mlflow_server, mlflow_connection, monkeypatch
+):
+    import json
+
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    client = _client(mlflow_server)
+    client.create_registered_model(name)
+    for version, alias in (("1", "champion"), ("2", "challenger")):
+        client.create_model_version(name, source="s3://nowhere/model")
+        client.set_registered_model_alias(name, alias, version)
+    experiment_name = f"team-{uuid.uuid4().hex[:8]}"
+    conn = {"conn_type": "mlflow", "host": mlflow_server.url, "extra": {"experiment_name": experiment_name}}
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AI_TEST_MODEL", name)
+    from tests.dags.promotion_dags import promote_then_check
+
+    dag_run = promote_then_check().test()
+
+    assert _states(dag_run)["promote"] == "success"
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}'")
+    (parent,) = [run for run in runs if run.data.tags.get("airflow.role") == "dag_run"]
+    (promote,) = [run for run in runs if run.data.tags.get("airflow.task_id") == "promote"]
+    assert promote.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert client.get_experiment_by_name("airflow/promote_then_check") is None or not client.search_runs(
+        [client.get_experiment_by_name("airflow/promote_then_check").experiment_id],
+        f"tags.`airflow.run_id` = '{dag_run.run_id}'",
+    )
