@@ -27,7 +27,7 @@ current data drifts. The data drifts when at least ``min_drifted_features`` feat
 ``drift_report.json`` (the result's ``details``) and ``drift_psi.png`` (PSI per feature against the
 threshold) are logged into the task's MLflow run when there is one.
 
-Parameters (``spec.params``): ``psi_threshold`` (default 0.2), ``ks_pvalue_threshold`` (default
+Parameters (``spec.params``, checked by :class:`~.params.DriftParams`): ``psi_threshold`` (default 0.2), ``ks_pvalue_threshold`` (default
 0.01, or ``None``), ``min_drifted_features`` (default 1), ``features`` (default: every profiled
 feature), ``sample_size`` (default 5000), ``seed`` (default 0), ``batch_size`` (default 65536),
 ``input_format``.
@@ -47,64 +47,18 @@ import pyarrow.compute as pc
 
 from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
+from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.evaluate import log_report
 from airflow_ai_provider.runtime.memory import peak_rss_mb
+from airflow_ai_provider.runtime.params import DriftParams, check_min_drifted
 from airflow_ai_provider.runtime.profile import OTHER, PROFILE_ARTIFACT, PROFILE_TAG, bin_counts, load_profile
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec
 
 Log = Callable[[str], None]
 EPSILON = 1e-4
 REPORT_ARTIFACT = "drift_report.json"
 REPORT_PLOT = "drift_psi.png"
-
-
-@dataclass(frozen=True)
-class DriftParams:
-    """The ``drift`` parameters, validated."""
-
-    psi_threshold: float = 0.2
-    ks_pvalue_threshold: float | None = 0.01
-    min_drifted_features: int = 1
-    features: list[str] | None = None
-    sample_size: int = 5000
-    seed: int = 0
-    batch_size: int = 65_536
-    input_format: str | None = None
-
-    @classmethod
-    def from_spec(cls, params: dict[str, Any]) -> DriftParams:
-        reject_unknown_params("drift", params, cls.__dataclass_fields__)
-        merged = {**{name: f.default for name, f in cls.__dataclass_fields__.items()}, **params}
-        psi = merged["psi_threshold"]
-        if not _is_number(psi) or psi <= 0:
-            raise JobInputError(f"params.psi_threshold must be a number > 0, got {psi!r}")
-        ks = merged["ks_pvalue_threshold"]
-        if ks is not None and (not _is_number(ks) or not 0 < ks < 1):
-            raise JobInputError(f"params.ks_pvalue_threshold must be between 0 and 1 or null, got {ks!r}")
-        for name in ("min_drifted_features", "sample_size", "batch_size"):
-            value = merged[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise JobInputError(f"params.{name} must be a positive integer, got {value!r}")
-        features = merged["features"]
-        if features is not None and (
-            not isinstance(features, list) or not features or not all(isinstance(n, str) for n in features)
-        ):
-            raise JobInputError("params.features must be a non-empty list of column names")
-        return cls(
-            psi_threshold=float(psi),
-            ks_pvalue_threshold=None if ks is None else float(ks),
-            min_drifted_features=merged["min_drifted_features"],
-            features=features,
-            sample_size=merged["sample_size"],
-            seed=int(merged["seed"]),
-            batch_size=merged["batch_size"],
-            input_format=merged["input_format"],
-        )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -170,14 +124,16 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             f"model {spec.model.name} version {spec.model.version} has no reference profile "
             f"({PROFILE_ARTIFACT} in its training run): retrain it with RetrainModelOperator"
         )
-    reference = profile["features"]
+    reference = _reference_features(profile, profile_run)
     features = params.features or list(reference)
     unprofiled = [name for name in features if name not in reference]
     if unprofiled:
-        raise JobInputError(
-            f"feature(s) {', '.join(unprofiled)} are not in the reference profile of model {spec.model.name} "
-            f"version {spec.model.version} (profiled: {', '.join(reference)})"
+        message = (
+            f"feature(s) {', '.join(unprofiled)} of features are not in the reference profile of model "
+            f"{spec.model.name} version {spec.model.version} (profiled: {', '.join(reference)})"
         )
+        raise JobInputError(with_look_alikes(message, unprofiled, reference))
+    check_min_drifted(params.min_drifted_features, features)
     data = io.InputData.open(spec.inputs, params.input_format)
     where = ", ".join(spec.inputs)
     _check_schema(data.schema, features, reference, where)
@@ -284,9 +240,36 @@ def _profile_run(spec: JobSpec) -> tuple[Any, str]:
     return version, version.run_id
 
 
+_NUMERIC_KEYS = ("count", "bin_edges", "bin_fractions", "sample", "mean")
+_CATEGORICAL_KEYS = ("count", "frequencies")
+
+
+def _reference_features(profile: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The profile's features, checked to hold what the comparison reads."""
+    where = f"runs:/{run_id}/{PROFILE_ARTIFACT}"
+    features = profile.get("features")
+    if not isinstance(features, dict) or not features:
+        raise JobInputError(f"reference profile {where} lists no features: retrain the model to rebuild it")
+    for name, entry in features.items():
+        kind = entry.get("type") if isinstance(entry, dict) else None
+        keys = {"numeric": _NUMERIC_KEYS, "categorical": _CATEGORICAL_KEYS}.get(kind)
+        lacking = [key for key in keys or () if key not in entry]
+        if keys is None or lacking:
+            problem = f"lacks {', '.join(lacking)}" if keys else f"has type {kind!r}"
+            raise JobInputError(
+                f"reference profile {where} is malformed: feature {name!r} {problem}: retrain the model to "
+                "rebuild it"
+            )
+    return features
+
+
 def _check_schema(schema: pa.Schema, features: list[str], reference: dict[str, Any], where: str) -> None:
     missing = [name for name in features if name not in schema.names]
-    problems = [f"missing column(s) {', '.join(missing)}"] if missing else []
+    problems = (
+        [with_look_alikes(f"missing column(s) {', '.join(missing)}", missing, schema.names)]
+        if missing
+        else []
+    )
     for name in features:
         if name in schema.names and reference[name]["type"] == "numeric":
             kind = schema.field(name).type

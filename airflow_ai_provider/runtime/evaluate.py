@@ -33,7 +33,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -41,87 +41,17 @@ import pyarrow.compute as pc
 
 from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
+from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef, reject_unknown_params
+from airflow_ai_provider.runtime.params import EvaluateParams
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef
 
 Log = Callable[[str], None]
-TASK_TYPES = ("classification", "regression")
 MAX_CLASSES = 20
-METRICS = {
-    "classification": ("accuracy", "f1", "roc_auc", "log_loss", "latency_ms_per_1k_rows"),
-    "regression": ("rmse", "mae", "r2", "latency_ms_per_1k_rows"),
-}
 LOWER_IS_BETTER = {"log_loss", "rmse", "mae", "latency_ms_per_1k_rows"}
 COMPARISON_ARTIFACT = "comparison.json"
 COMPARISON_PLOT = "comparison.png"
-
-
-@dataclass(frozen=True)
-class EvaluateParams:
-    """The ``evaluate`` parameters, validated."""
-
-    label_column: str
-    task_type: str | None = None
-    min_metrics: dict[str, float] = field(default_factory=dict)
-    max_metrics: dict[str, float] = field(default_factory=dict)
-    max_degradation: dict[str, float] = field(default_factory=dict)
-    input_format: str | None = None
-    skops_trusted_types: list[str] = field(default_factory=list)
-    scratch_dir: str | None = None
-
-    @classmethod
-    def from_spec(cls, params: dict[str, Any]) -> EvaluateParams:
-        reject_unknown_params("evaluate", params, cls.__dataclass_fields__)
-        label = params.get("label_column")
-        if not isinstance(label, str) or not label:
-            raise JobInputError("params.label_column is required: the holdout column with the true label")
-        task_type = params.get("task_type")
-        if task_type is not None and task_type not in TASK_TYPES:
-            raise JobInputError(
-                f"params.task_type must be 'classification' or 'regression', got {task_type!r}"
-            )
-        trusted = params.get("skops_trusted_types") or []
-        if not isinstance(trusted, list) or not all(isinstance(name, str) for name in trusted):
-            raise JobInputError("params.skops_trusted_types must be a list of type names")
-        degradation = _thresholds(params, "max_degradation")
-        negative = [name for name, value in degradation.items() if value < 0]
-        if negative:
-            raise JobInputError(
-                f"params.max_degradation must be >= 0, got negative for {', '.join(negative)}"
-            )
-        return cls(
-            label_column=label,
-            task_type=task_type,
-            min_metrics=_thresholds(params, "min_metrics"),
-            max_metrics=_thresholds(params, "max_metrics"),
-            max_degradation=degradation,
-            input_format=params.get("input_format"),
-            skops_trusted_types=trusted,
-            scratch_dir=params.get("scratch_dir"),
-        )
-
-    def check_metric_names(self, task_type: str) -> None:
-        known = METRICS[task_type]
-        for name in ("min_metrics", "max_metrics", "max_degradation"):
-            wrong = sorted(set(getattr(self, name)) - set(known))
-            if wrong:
-                raise JobInputError(
-                    f"params.{name} names metric(s) {', '.join(wrong)} that a {task_type} evaluation does not "
-                    f"compute: use {', '.join(known)}"
-                )
-
-
-def _thresholds(params: dict[str, Any], name: str) -> dict[str, float]:
-    raw = params.get(name) or {}
-    if not isinstance(raw, dict):
-        raise JobInputError(f"params.{name} must be a mapping of metric name to number")
-    bad = [
-        key for key, value in raw.items() if isinstance(value, bool) or not isinstance(value, (int, float))
-    ]
-    if bad:
-        raise JobInputError(f"params.{name} values must be numbers: check {', '.join(map(str, bad))}")
-    return {str(key): float(value) for key, value in raw.items()}
 
 
 @dataclass
@@ -148,13 +78,15 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Evaluate the challenger (and the champion) on the holdout and decide; raise JobError on failure."""
     started = time.time()
     params = EvaluateParams.from_spec(spec.params)
+    io.check_scratch_dir(params.scratch_dir)
     data = io.InputData.open(spec.inputs, params.input_format)
     where = ", ".join(spec.inputs)
     if params.label_column not in data.columns:
-        raise JobInputError(
+        message = (
             f"holdout {where} has no label column {params.label_column!r} (columns: {', '.join(data.columns)}): "
             "set label_column to the column holding the true label"
         )
+        raise JobInputError(with_look_alikes(message, [params.label_column], data.columns))
     refs = [spec.model, *([spec.baseline_model] if spec.baseline_model else [])]
     with tempfile.TemporaryDirectory(prefix="ai-eval-", dir=params.scratch_dir) as scratch:
         loaded, features = [], []
@@ -177,10 +109,11 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             f"holdout: {table.num_rows} rows, {len(columns) - 1} feature columns from {len(data.metas)} files"
         )
         label = table.column(params.label_column)
-        if label.null_count:
+        missing = io.missing_values(label)
+        if missing:
             raise JobInputError(
-                f"label column {params.label_column!r} of holdout {where} has {label.null_count} missing values: "
-                "drop those rows"
+                f"label column {params.label_column!r} of holdout {where} has {missing} missing value(s) "
+                f"(null or NaN) of {table.num_rows} rows: drop those rows from the holdout"
             )
         task_type = params.task_type or infer_task_type(label, params.label_column)
         params.check_metric_names(task_type)

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, one_line
 
 DEFAULT_SUITE_NAME = "expectations"
@@ -170,20 +171,18 @@ def load_suite(params: dict[str, Any]) -> SuiteDef:
     """The suite a ``validate`` spec names: ``params.suite_uri`` or ``params.expectations``."""
     uri, inline, name = params.get("suite_uri"), params.get("expectations"), params.get("suite_name")
     if (uri is None) == (inline is None):
-        raise JobInputError("give exactly one of params.suite_uri and params.expectations")
+        raise JobInputError("give exactly one of suite_uri (a suite file) and expectations (a list)")
     if name is not None and not isinstance(name, str):
-        raise JobInputError(f"params.suite_name must be a string, got {type(name).__name__}")
+        raise JobInputError(f"suite_name must be a string, got {type(name).__name__}")
     if uri is not None:
         if not isinstance(uri, str) or not uri:
-            raise JobInputError("params.suite_uri must be a file URI or path")
+            raise JobInputError(f"suite_uri must be a file URI or path, got {uri!r}")
         return load_suite_file(uri, name)
     if isinstance(inline, str):
         try:
             inline = json.loads(inline)
         except json.JSONDecodeError as err:
-            raise JobInputError(
-                f"params.expectations is a string but not valid JSON: {one_line(err)}"
-            ) from None
+            raise JobInputError(f"expectations is a string but not valid JSON: {one_line(err)}") from None
     return parse_suite(inline, name)
 
 
@@ -195,10 +194,11 @@ def check_columns(suite: SuiteDef, columns: list[str]) -> None:
             continue
         missing = [name for name in expectation.columns if name not in present]
         if missing:
-            raise JobInputError(
+            message = (
                 f"expectation {expectation.label} of suite {suite.name} names column(s) "
                 f"{', '.join(map(repr, missing))} not in the data; available columns: {', '.join(columns)}"
             )
+            raise JobInputError(with_look_alikes(message, missing, columns))
 
 
 def to_gx_suite(suite: SuiteDef, positions: list[int] | None = None) -> Any:
@@ -223,12 +223,12 @@ def gx_configuration(expectation: ExpectationDef, position: int) -> Any:
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     expectation_class(expectation.type)
-    config = ExpectationConfiguration(
-        type=expectation.type,
-        kwargs=dict(expectation.kwargs),
-        meta={**expectation.meta, "_position": position},
-    )
     try:
+        config = ExpectationConfiguration(
+            type=expectation.type,
+            kwargs=dict(expectation.kwargs),
+            meta={**expectation.meta, "_position": position},
+        )
         config.to_domain_obj()
     except Exception as err:  # pydantic validation errors of each expectation class
         first = one_line(err)

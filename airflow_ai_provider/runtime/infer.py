@@ -4,9 +4,10 @@ The shard's input is streamed in Arrow record batches: the next batch is read in
 (pyarrow releases the GIL) while the current one is predicted and written to the part file, so memory
 stays flat however large the input is.
 
-Parameters (``spec.params``):
+Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
 
-- ``id_columns`` (list of str, default none): input columns copied to the output next to the predictions.
+- ``id_columns`` (list of str, or one name as a string, default none): input columns copied to the
+  output next to the predictions.
 - ``batch_size`` (int, default 65536): rows per record batch.
 - ``input_format`` (``"parquet"`` or ``"csv"``): overrides the format taken from file suffixes.
 - ``extra_columns`` (``"error"`` or ``"ignore"``, default ``"error"``): what to do with input
@@ -14,6 +15,12 @@ Parameters (``spec.params``):
 - ``predict_proba`` (bool, default true): use a scikit-learn classifier's ``predict_proba`` directly.
 - ``skops_trusted_types`` (list of str): extra trusted types for scikit-learn models saved with skops.
 - ``scratch_dir`` (str, default ``$TMPDIR``): where the model and S3-bound temporary files go.
+- ``check_unique_ids`` (bool, default false): fail when a value of the ``id_columns`` (all of them
+  together) appears more than once in the shard, across batches and files. Each row's ids are hashed
+  and spilled to ``scratch_dir`` while predicting (:class:`~.uniqueness.DuplicateFinder`, bounded
+  memory); only when a hash repeats are the id columns read again to count the duplicates, and the
+  job fails before its part file is published, naming the columns, the count and an example. Without
+  it, duplicate ids are scored and written as they are, one output row per input row.
 
 Empty input is an error (:class:`JobInputError`). A shard whose slice of the input is empty (fewer
 work units than shards) or yields no rows (e.g. a header-only CSV file in a sharded run) writes no
@@ -23,11 +30,12 @@ file and succeeds with ``rows_out == 0``.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -36,59 +44,12 @@ from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
+from airflow_ai_provider.runtime.params import InferParams
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 Log = Callable[[str], None]
-DEFAULT_BATCH_SIZE = 65536
 LOG_EVERY_BATCHES = 10
-RESERVED_OUTPUT = ("prediction", "confidence")
-
-
-@dataclass(frozen=True)
-class InferParams:
-    """The ``infer`` parameters, validated."""
-
-    id_columns: list[str] = field(default_factory=list)
-    batch_size: int = DEFAULT_BATCH_SIZE
-    input_format: str | None = None
-    extra_columns: str = "error"
-    predict_proba: bool = True
-    skops_trusted_types: list[str] = field(default_factory=list)
-    scratch_dir: str | None = None
-
-    @classmethod
-    def from_spec(cls, params: dict[str, Any]) -> InferParams:
-        reject_unknown_params("infer", params, cls.__dataclass_fields__)
-        ids = params.get("id_columns") or []
-        if isinstance(ids, str):
-            ids = [ids]
-        if not all(isinstance(name, str) for name in ids):
-            raise JobInputError("params.id_columns must be a list of column names")
-        batch_size = params.get("batch_size", DEFAULT_BATCH_SIZE)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise JobInputError(f"params.batch_size must be a positive integer, got {batch_size!r}")
-        extra = params.get("extra_columns", "error")
-        if extra not in ("error", "ignore"):
-            raise JobInputError(f"params.extra_columns must be 'error' or 'ignore', got {extra!r}")
-        trusted = params.get("skops_trusted_types") or []
-        if not isinstance(trusted, list) or not all(isinstance(name, str) for name in trusted):
-            raise JobInputError("params.skops_trusted_types must be a list of type names")
-        clashes = [
-            name for name in ids if name in RESERVED_OUTPUT or name.startswith(("proba_", "prediction_"))
-        ]
-        if clashes:
-            raise JobInputError(
-                f"id column(s) {', '.join(map(repr, clashes))} clash with prediction column names"
-            )
-        return cls(
-            id_columns=list(dict.fromkeys(ids)),
-            batch_size=batch_size,
-            input_format=params.get("input_format"),
-            extra_columns=extra,
-            predict_proba=bool(params.get("predict_proba", True)),
-            skops_trusted_types=trusted,
-            scratch_dir=params.get("scratch_dir"),
-        )
 
 
 @dataclass
@@ -115,6 +76,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.model = {"name": spec.model.name, "version": str(spec.model.version), "alias": spec.model.alias}
     result.input_source = ",".join(spec.inputs)
 
+    io.check_scratch_dir(params.scratch_dir)
     metas, units = _plan(spec, params, log)
     writer = io.PartWriter(spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir)
     stats = _Stats()
@@ -128,7 +90,10 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             features = _check_files(metas, units, model, params)
             stream_started = time.perf_counter()
             if units:
-                _stream(metas, units, features, model, params, writer, stats, log)
+                with _unique_ids(params, model_dir) as unique:
+                    _stream(metas, units, features, model, params, writer, stats, log, unique)
+                    if unique is not None:
+                        _check_unique(unique, metas, units, params, spec, log)
             publish_started = time.perf_counter()
             output = writer.publish()
             stats.write_s += time.perf_counter() - publish_started
@@ -200,16 +165,23 @@ def _check_files(
     """Check every file this shard reads against the signature; all must agree on the features."""
     signature = model.input_schema()
     features, first_uri = models.Features([], {}), ""
-    for index in _files_of(units):
-        meta = metas[index]
+    mine = [metas[index] for index in _files_of(units)]
+    for meta in mine:
         checked = models.check_columns(
             meta.schema, signature, params.id_columns, params.extra_columns, meta.file.uri
         )
         if first_uri and checked.names != features.names:
-            raise JobInputError(f"input {meta.file.uri} has other feature columns than {first_uri}")
+            raise JobInputError(
+                f"input {meta.file.uri} has other feature columns than {first_uri}: write every input file "
+                "with the same columns"
+            )
         if not first_uri:
             features, first_uri = checked, meta.file.uri
-    return features
+    # Columns the signature does not fix are read in one type across files (or refused, naming them).
+    free = [
+        name for name in dict.fromkeys([*params.id_columns, *features.names]) if name not in features.types
+    ]
+    return models.Features(features.names, {**io.unify_types(mine, free), **features.types})
 
 
 def _stream(
@@ -221,6 +193,7 @@ def _stream(
     writer: io.PartWriter,
     stats: _Stats,
     log: Log,
+    unique: DuplicateFinder | None = None,
 ) -> None:
     """Read, predict and write the shard batch by batch, with the next batch read in the background.
 
@@ -237,9 +210,14 @@ def _stream(
     with contextlib.closing(_read_ahead(batches, stats)) as reader:
         for batch in reader:
             begin = time.perf_counter()
-            predicted = predictor.predict(batch)
+            try:
+                predicted = predictor.predict(batch)
+            except Exception as err:  # the model's own code raises anything
+                raise models.prediction_failure(err, model, batch, features.names) from None
             stats.predict_s += time.perf_counter() - begin
             ids = [(name, batch.column(name)) for name in params.id_columns]
+            if unique is not None:
+                unique.update(_id_frame(batch, params.id_columns))
             output = pa.RecordBatch.from_arrays(
                 [array for _, array in ids + predicted], names=[name for name, _ in ids + predicted]
             )
@@ -252,6 +230,58 @@ def _stream(
             if stats.batches % LOG_EVERY_BATCHES == 0:
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
+
+
+@contextlib.contextmanager
+def _unique_ids(params: InferParams, scratch: str) -> Iterator[DuplicateFinder | None]:
+    """A duplicate finder over the id columns when ``check_unique_ids`` is set; its files go with it."""
+    if not params.check_unique_ids:
+        yield None
+        return
+    finder = DuplicateFinder(params.id_columns, scratch, "never")
+    try:
+        yield finder
+    finally:
+        shutil.rmtree(finder.folder, ignore_errors=True)
+
+
+def _id_frame(batch: pa.RecordBatch, id_columns: list[str]) -> Any:
+    """The id columns as pandas, integers as nullable integers: a batch with a missing id must hash
+    its other ids as a batch without one does."""
+    import pandas as pd
+
+    def nullable(kind: pa.DataType) -> Any:
+        return pd.ArrowDtype(kind) if pa.types.is_integer(kind) else None
+
+    return batch.select(id_columns).to_pandas(types_mapper=nullable)
+
+
+def _check_unique(
+    unique: DuplicateFinder,
+    metas: list[io.FileMeta],
+    units: list[io.Unit],
+    params: InferParams,
+    spec: JobSpec,
+    log: Log,
+) -> None:
+    """Fail, before the part file is published, when some ids repeat in this shard."""
+    candidates = unique.repeated_hashes()
+    if not len(candidates):
+        return
+    log(f"repeated id hashes found; reading {', '.join(params.id_columns)} again to count duplicates")
+    for batch in io.iter_batches(metas, units, params.id_columns, {}, params.batch_size):
+        unique.count_values(_id_frame(batch, params.id_columns), candidates)
+    repeated = unique.repeated()
+    if not repeated:
+        return  # a hash collision, not a duplicate
+    value, count = repeated[0]
+    example = dict(zip(params.id_columns, value if isinstance(value, tuple) else (value,), strict=True))
+    extra = sum(times - 1 for _, times in repeated)
+    raise JobInputError(
+        f"id_columns {', '.join(params.id_columns)} are not unique in shard {spec.shard.index}/"
+        f"{spec.shard.count}: {len(repeated)} id value(s) appear more than once ({extra} duplicate rows), e.g. "
+        f"{example} {count} times: deduplicate the input, or drop check_unique_ids to score duplicates as they are"
+    )
 
 
 def _read_ahead(batches: Iterator[pa.RecordBatch], stats: _Stats) -> Iterator[pa.RecordBatch]:

@@ -8,11 +8,13 @@ environment only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.params import reject_unknown_params, shard
+
+__all__ = ["JobResult", "JobSpec", "MlflowRef", "ModelRef", "OutputFile", "Shard", "reject_unknown_params"]
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -40,6 +42,14 @@ class ModelRef:
     version: str
     alias: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise JobInputError(f"job spec field 'model' needs a model name, got {self.name!r}")
+        if isinstance(self.version, bool) or not isinstance(self.version, (str, int)):
+            raise JobInputError(
+                f"model {self.name!r}: version must be a registry version number, got {self.version!r}"
+            )
+
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
@@ -54,6 +64,16 @@ class MlflowRef:
     run_id: str | None = None
     experiment_id: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.tracking_uri, str) or not self.tracking_uri:
+            raise JobInputError(
+                f"job spec field 'mlflow.tracking_uri' must be a URI, got {self.tracking_uri!r}"
+            )
+        for name in ("registry_uri", "run_id", "experiment_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise JobInputError(f"job spec field 'mlflow.{name}' must be a string, got {value!r}")
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -63,10 +83,9 @@ class Shard:
     count: int = 1
 
     def __post_init__(self) -> None:
-        if self.count < 1 or not 0 <= self.index < self.count:
-            raise JobInputError(
-                f"shard index {self.index} of {self.count} is invalid: need count >= 1 and 0 <= index < count"
-            )
+        index, count = shard(self.index, self.count)
+        object.__setattr__(self, "index", index)
+        object.__setattr__(self, "count", count)
 
 
 @dataclass(frozen=True)
@@ -138,7 +157,7 @@ class JobSpec:
             inputs=list(inputs),
             output=raw.get("output"),
             mlflow=_build(MlflowRef, raw["mlflow"], "mlflow"),
-            params=dict(raw.get("params") or {}),
+            params=_params(raw.get("params")),
             shard=_build(Shard, raw.get("shard") or {}, "shard"),
             version=version,
         )
@@ -189,11 +208,12 @@ class JobResult:
         return asdict(self)
 
 
-def reject_unknown_params(job: str, params: dict[str, Any], known: Iterable[str]) -> None:
-    """Refuse a parameter the job does not know: a typo must not be silently ignored."""
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise JobInputError(f"unknown {job} parameter(s): {', '.join(unknown)}")
+def _params(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise JobInputError(f"job spec field 'params' must be an object, got {type(raw).__name__}")
+    return dict(raw)
 
 
 def _build(kind: type, raw: Any, where: str) -> Any:

@@ -44,18 +44,21 @@ plus ``duration_s``, and its ``details``: ``model_name``, ``version``, ``alias``
 (``models:/<name>/<version>``), ``run_id``, ``training_data_digest``, ``rows``, ``features``,
 ``label``, ``reference_profile_uri``, ``model_card_artifact`` and ``reused``.
 
-A training function that raises, returns no model or returns something unsupported fails the job
+Labels are checked first: a label column with missing values (null or NaN) fails the job before the
+training function runs, naming the column and the count. A training function that raises, returns
+no model or returns something unsupported fails the job
 with :class:`JobInputError` (no retry: the same code on the same data fails again); its traceback
 goes to the task log.
 
-Parameters (``spec.params``):
+Parameters (``spec.params``, checked by :class:`~.params.TrainParams`):
 
 - ``training_function`` (str, required): ``package.module:function``.
 - ``label_column`` (str, required): the label column.
 - ``model_name`` (str, required): registered model name.
 - ``alias`` (str, default ``challenger``): alias pointed at the new version.
-- ``feature_columns`` (list of str): the features; default all but the label and id columns.
-- ``id_columns`` (list of str): columns that are neither features nor label.
+- ``feature_columns`` (list of str, or one name as a string): the features; default all but the
+  label and id columns.
+- ``id_columns`` (list of str, or one name as a string): columns that are neither features nor label.
 - ``hyperparameters`` (dict): passed to the training function as ``ctx.params``, logged as params.
 - ``pip_requirements`` (list of str): the model's requirements; default pins of the installed
   mlflow, scikit-learn, pandas, numpy and cloudpickle (MLflow's own inference takes seconds).
@@ -75,23 +78,24 @@ import json
 import math
 import numbers
 import os
-import re
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from airflow_ai_provider.runtime import io, log_line
+from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_server
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
+from airflow_ai_provider.runtime.params import TrainParams
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -99,7 +103,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 Log = Callable[[str], None]
-DEFAULT_ALIAS = "challenger"
 MODEL_ARTIFACT = "model"
 #: What a successful training wrote, read back when a retry reuses the version.
 SUMMARY_ARTIFACT = "training_summary.json"
@@ -114,7 +117,6 @@ SUPPORTED = (
     "return a scikit-learn estimator (with fit and predict) or an mlflow.pyfunc.PythonModel, "
     "alone, as (model, metrics) or as {'model': model, 'metrics': {...}}"
 )
-_ALIAS = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _SERVICE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 
 
@@ -129,89 +131,6 @@ class TrainingContext:
     params: dict[str, Any]
     log: Callable[[str], None]
     run_id: str | None
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """The ``train`` parameters, validated."""
-
-    training_function: str
-    label_column: str
-    model_name: str
-    alias: str = DEFAULT_ALIAS
-    feature_columns: list[str] | None = None
-    id_columns: list[str] = field(default_factory=list)
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    pip_requirements: list[str] | None = None
-    training_key: str | None = None
-    intended_use: str | None = None
-    limitations: str | None = None
-    dag_id: str | None = None
-    dag_run_id: str | None = None
-    task_id: str | None = None
-    image: str | None = None
-    input_format: str | None = None
-    registration_timeout_s: int = 300
-
-    @classmethod
-    def from_spec(cls, params: dict[str, Any]) -> TrainParams:
-        reject_unknown_params("train", params, cls.__dataclass_fields__)
-        for name in ("training_function", "label_column", "model_name"):
-            if not isinstance(params.get(name), str) or not params[name].strip():
-                raise JobInputError(f"params.{name} is required (a non-empty string)")
-        function = params["training_function"].strip()
-        module, _, attribute = function.partition(":")
-        if not module or not attribute:
-            raise JobInputError(
-                f"params.training_function must be 'package.module:function', got {function!r}"
-            )
-        name = params["model_name"].strip()
-        if any(char in name for char in "/:'%"):
-            raise JobInputError(f"model name {name!r} must not contain '/', ':', '%' or quotes")
-        alias = params.get("alias") or DEFAULT_ALIAS
-        if (
-            not isinstance(alias, str)
-            or not _ALIAS.match(alias)
-            or alias.lower() == "latest"
-            or re.fullmatch(r"[vV]\d+", alias)
-        ):
-            raise JobInputError(
-                f"alias {alias!r} is not valid: use letters, digits, '_' and '-', not 'latest' or 'v<number>'"
-            )
-        hyperparameters = params.get("hyperparameters") or {}
-        if not isinstance(hyperparameters, dict):
-            raise JobInputError("params.hyperparameters must be a dict of hyper-parameters")
-        timeout = params.get("registration_timeout_s", 300)
-        if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1:
-            raise JobInputError(f"params.registration_timeout_s must be a positive integer, got {timeout!r}")
-        return cls(
-            training_function=function,
-            label_column=params["label_column"],
-            model_name=name,
-            alias=alias,
-            feature_columns=_names(params, "feature_columns") if params.get("feature_columns") else None,
-            id_columns=_names(params, "id_columns"),
-            hyperparameters=dict(hyperparameters),
-            pip_requirements=_names(params, "pip_requirements") if params.get("pip_requirements") else None,
-            training_key=params.get("training_key") or None,
-            intended_use=params.get("intended_use"),
-            limitations=params.get("limitations"),
-            dag_id=params.get("dag_id"),
-            dag_run_id=params.get("dag_run_id"),
-            task_id=params.get("task_id"),
-            image=params.get("image"),
-            input_format=params.get("input_format"),
-            registration_timeout_s=timeout,
-        )
-
-
-def _names(params: dict[str, Any], key: str) -> list[str]:
-    value = params.get(key) or []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise JobInputError(f"params.{key} must be a list of strings")
-    return list(dict.fromkeys(value))
 
 
 @dataclass
@@ -269,6 +188,7 @@ def _train_and_register(
     table = pa.Table.from_batches(list(data.batches()), schema=data.schema)
     if table.num_rows == 0:
         raise JobInputError(f"training data {', '.join(spec.inputs)} has no rows: nothing to train on")
+    _check_label(table, params.label_column, spec.inputs)
     frame = table.to_pandas()
     read_s = time.perf_counter() - step
     log(
@@ -405,19 +325,19 @@ def _check_columns(data: io.InputData, params: TrainParams, inputs: list[str]) -
     columns = data.columns
     where = ", ".join(inputs)
     if params.label_column not in columns:
-        raise JobInputError(
+        message = (
             f"label column {params.label_column!r} not in training data {where} "
             f"(columns: {', '.join(columns)}): set label_column"
         )
+        raise JobInputError(with_look_alikes(message, [params.label_column], columns))
     missing = [name for name in [*params.id_columns, *(params.feature_columns or [])] if name not in columns]
     if missing:
-        raise JobInputError(
-            f"column(s) {', '.join(map(repr, missing))} not in training data {where} "
-            f"(columns: {', '.join(columns)})"
+        message = (
+            f"column(s) {', '.join(map(repr, missing))} of id_columns/feature_columns not in training data "
+            f"{where} (columns: {', '.join(columns)})"
         )
+        raise JobInputError(with_look_alikes(message, missing, columns))
     if params.feature_columns is not None:
-        if params.label_column in params.feature_columns:
-            raise JobInputError(f"label column {params.label_column!r} is also listed in feature_columns")
         features = list(params.feature_columns)
     else:
         excluded = {params.label_column, *params.id_columns}
@@ -425,6 +345,16 @@ def _check_columns(data: io.InputData, params: TrainParams, inputs: list[str]) -
     if not features:
         raise JobInputError(f"training data {where} has no feature columns besides the label and id columns")
     return features
+
+
+def _check_label(table: pa.Table, label: str, inputs: list[str]) -> None:
+    """Refuse missing labels (null or NaN) before the training function sees them."""
+    missing = io.missing_values(table.column(label))
+    if missing:
+        raise JobInputError(
+            f"label column {label!r} has {missing} missing value(s) (null or NaN) of {table.num_rows} rows in "
+            f"training data {', '.join(inputs)}: filter those rows out before training, or fix the ingest"
+        )
 
 
 def _call(function: Callable[[TrainingContext], Any], context: TrainingContext, reference: str) -> _Trained:

@@ -40,7 +40,9 @@ of the task's MLflow run (``spec.mlflow.run_id``) and in ``params.report_uri`` (
 report is printed. A failed validation returns a result with status ``failed``, not retryable, whose
 one-line ``error`` names each failed expectation, its column, counts and example values.
 
-Parameters (``spec.params``): ``suite_uri`` (JSON or YAML file: path, ``file://`` or ``s3://``) or
+Uniqueness is found by :class:`~.uniqueness.DuplicateFinder` (hashes spilled to ``scratch_dir``).
+
+Parameters (``spec.params``, checked by :class:`~.params.ValidateParams`): ``suite_uri`` (JSON or YAML file: path, ``file://`` or ``s3://``) or
 ``expectations`` (inline suite, see :mod:`.expectations`), ``suite_name``, ``batch_size`` (default
 200000), ``input_format``, ``report_uri``, ``max_examples`` (unexpected values kept per expectation,
 default 5), ``scratch_dir`` (default ``$TMPDIR``).
@@ -54,7 +56,6 @@ import math
 import os
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -67,12 +68,11 @@ from airflow_ai_provider.runtime import io, log_line, scratch
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.model import probe_tracking_server
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, reject_unknown_params
+from airflow_ai_provider.runtime.params import ValidateParams
+from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 Log = Callable[[str], None]
-DEFAULT_BATCH_SIZE = 200_000
-DEFAULT_MAX_EXAMPLES = 5
-HASH_BUCKETS = 64
 SUMMARY_MAX_FAILURES = 8
 SUMMARY_MAX_EXAMPLES = 3
 MAX_OBSERVED_ITEMS = 20
@@ -108,37 +108,6 @@ NOT_ROW_LOCAL = frozenset(
         "expect_column_values_to_not_be_outliers",
     }
 )
-
-
-@dataclass(frozen=True)
-class ValidateParams:
-    """The ``validate`` parameters besides the suite, validated."""
-
-    batch_size: int = DEFAULT_BATCH_SIZE
-    input_format: str | None = None
-    report_uri: str | None = None
-    max_examples: int = DEFAULT_MAX_EXAMPLES
-    scratch_dir: str | None = None
-
-    @classmethod
-    def from_spec(cls, params: dict[str, Any]) -> ValidateParams:
-        reject_unknown_params(
-            "validate", params, {*cls.__dataclass_fields__, "suite_uri", "expectations", "suite_name"}
-        )
-        for name in ("batch_size", "max_examples"):
-            value = params.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise JobInputError(f"params.{name} must be a positive integer, got {value!r}")
-        report_uri = params.get("report_uri")
-        if report_uri is not None and (not isinstance(report_uri, str) or not report_uri):
-            raise JobInputError("params.report_uri must be a folder URI or path")
-        return cls(
-            batch_size=params.get("batch_size") or DEFAULT_BATCH_SIZE,
-            input_format=params.get("input_format"),
-            report_uri=report_uri,
-            max_examples=params.get("max_examples") or DEFAULT_MAX_EXAMPLES,
-            scratch_dir=params.get("scratch_dir"),
-        )
 
 
 # --- the plan: how each expectation is judged --------------------------------------------------------
@@ -374,77 +343,18 @@ class ColumnStats:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else None
 
 
-class Uniqueness:
+class Uniqueness(DuplicateFinder):
     """Exact uniqueness of a column (or column combination) over all batches, in bounded memory."""
 
     def __init__(self, config: Any, scratch: str, max_examples: int) -> None:
-        self.config = config
         kwargs = config.kwargs
-        self.columns = [kwargs["column"]] if kwargs.get("column") else list(kwargs["column_list"])
-        self.ignore = kwargs.get("ignore_row_if") or "all_values_are_missing"
-        self.folder = tempfile.mkdtemp(prefix="unique-", dir=scratch)
+        columns = [kwargs["column"]] if kwargs.get("column") else list(kwargs["column_list"])
+        super().__init__(columns, scratch, kwargs.get("ignore_row_if") or "all_values_are_missing")
+        self.config = config
         self.max_examples = max_examples
-        self.rows = 0
-        self.missing = 0
-        self.duplicates: Counter = Counter()
-
-    def _keys(self, frame: Any) -> tuple[Any, Any]:
-        """The considered rows' values and their 64-bit hashes."""
-        import pandas as pd
-
-        if len(self.columns) == 1:
-            values = frame[self.columns[0]]
-            kept = values[values.notna()]
-        else:
-            values = frame[self.columns]
-            if self.ignore == "never":
-                kept = values
-            elif self.ignore == "any_value_is_missing":
-                kept = values[values.notna().all(axis=1)]
-            else:
-                kept = values[values.notna().any(axis=1)]
-        hashes = pd.util.hash_pandas_object(kept, index=False).to_numpy()
-        return kept, hashes
-
-    def update(self, frame: Any) -> None:
-        import numpy as np
-
-        kept, hashes = self._keys(frame)
-        self.rows += len(frame)
-        self.missing += len(frame) - len(kept)
-        buckets = hashes >> np.uint64(64 - int(math.log2(HASH_BUCKETS)))
-        order = np.argsort(buckets, kind="stable")
-        hashes, buckets = hashes[order], buckets[order]
-        edges = np.searchsorted(buckets, np.arange(HASH_BUCKETS + 1))
-        for bucket in range(HASH_BUCKETS):
-            start, end = edges[bucket], edges[bucket + 1]
-            if end > start:
-                with open(os.path.join(self.folder, f"{bucket}.bin"), "ab") as handle:
-                    hashes[start:end].tofile(handle)
-
-    def repeated_hashes(self) -> Any:
-        """Hashes seen more than once, bucket by bucket (one bucket in memory at a time)."""
-        import numpy as np
-
-        found = []
-        for name in os.listdir(self.folder):
-            hashes = np.sort(np.fromfile(os.path.join(self.folder, name), dtype=np.uint64))
-            found.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
-        return np.concatenate(found) if found else np.empty(0, dtype=np.uint64)
-
-    def count_values(self, frame: Any, candidates: Any) -> None:
-        """Second pass: count the actual values behind repeated hashes."""
-        import numpy as np
-
-        kept, hashes = self._keys(frame)
-        hits = kept[np.isin(hashes, candidates)]
-        if len(self.columns) == 1:
-            self.duplicates.update(hits.tolist())
-        else:
-            self.duplicates.update(hits.itertuples(index=False, name=None))
 
     def result(self) -> Any:
-        repeated = [(value, count) for value, count in self.duplicates.items() if count > 1]
+        repeated = self.repeated()
         unexpected = sum(count for _, count in repeated)
         mostly = self.config.kwargs.get("mostly") or 1.0
         considered = self.rows - self.missing
@@ -469,6 +379,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     started = time.time()
     params = ValidateParams.from_spec(spec.params)
     suite = suites.load_suite(spec.params)
+    io.check_scratch_dir(params.scratch_dir)
     if spec.mlflow.run_id:
         probe_tracking_server(spec.mlflow.tracking_uri)
     data = io.InputData.open(spec.inputs, params.input_format)
@@ -554,7 +465,7 @@ def _validate(
         labels = ", ".join(suite.expectations[p].label for p in plan.whole)
         raise JobInputError(
             f"expectation(s) {labels} need all rows at once and the input has more than "
-            f"params.batch_size={params.batch_size} rows: raise batch_size above the row count or "
+            f"batch_size={params.batch_size} rows: raise batch_size above the row count or "
             "drop them (row, uniqueness, row count and min/max/sum/mean/stdev expectations work on any size)"
         )
     configs = {p: suites.gx_configuration(suite.expectations[p], p) for p in range(len(suite.expectations))}

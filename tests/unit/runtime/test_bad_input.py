@@ -98,7 +98,7 @@ def test_extra_columns_are_named(registry, tmp_path):
     assert str(err).startswith(
         f"input file://{source} does not match the model signature: extra column(s) 'segment', 'region' not used"
     )
-    assert "params.extra_columns='ignore'" in str(err)
+    assert "set extra_columns='ignore'" in str(err)
 
 
 def test_mistyped_column_is_named_with_both_types(registry, tmp_path):
@@ -122,13 +122,17 @@ def test_narrowing_a_long_column_to_float_is_refused(registry, tmp_path):
 def test_renamed_column_reports_missing_and_extra_together(registry, tmp_path):
     source = write_parquet(tmp_path / "in.parquet", customers(10).rename(columns={"age": "Age"}))
     err = run_error(registry, tmp_path, str(source))
-    assert "missing column(s) 'age'; extra column(s) 'Age'" in str(err)
+    assert (
+        "missing column(s) 'age' ('age' (U+0061 U+0067 U+0065) looks like input column 'Age' (U+0041"
+        in str(err)
+    )
+    assert "; extra column(s) 'Age'" in str(err)
 
 
 def test_missing_id_column_is_named(registry, tmp_path):
     source = write_parquet(tmp_path / "in.parquet", customers(10))
     err = run_error(registry, tmp_path, str(source), params={"id_columns": ["account"]})
-    assert str(err) == f"id column(s) 'account' not in input file://{source}"
+    assert str(err) == f"id column(s) 'account' of id_columns not in input file://{source}"
 
 
 def test_unknown_model_name_is_named(registry, tmp_path):
@@ -172,10 +176,15 @@ def test_output_under_a_file_is_not_writable_and_detected_before_loading_the_mod
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"batch_size": 0}, "params.batch_size must be a positive integer, got 0"),
-        ({"input_format": "json"}, "params.input_format must be one of parquet, csv, got 'json'"),
-        ({"id_columns": ["prediction"]}, "id column(s) 'prediction' clash with prediction column names"),
+        ({"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+        ({"input_format": "json"}, "input_format must be one of parquet, csv, got 'json'"),
+        (
+            {"id_columns": ["prediction"]},
+            "id column(s) 'prediction' clash with prediction column names: rename them in the input or "
+            "leave them out of id_columns",
+        ),
         ({"bogus": 1}, "unknown infer parameter(s): bogus"),
+        ({"batchsize": 1}, "unknown infer parameter(s): batchsize (did you mean batch_size?)"),
     ],
 )
 def test_invalid_params_are_named(registry, tmp_path, params, message):

@@ -245,6 +245,6 @@ def test_threshold_on_a_metric_the_task_type_does_not_compute_is_named(store):
     with pytest.raises(JobInputError) as caught:
         evaluate.run(store.spec("churn", "1", min_metrics={"r2": 0.5}), log=lambda _: None)
     assert str(caught.value) == (
-        "params.min_metrics names metric(s) r2 that a classification evaluation does not compute: "
+        "min_metrics names metric(s) 'r2' that a classification evaluation does not compute: "
         "use accuracy, f1, roc_auc, log_loss, latency_ms_per_1k_rows"
     )

@@ -110,7 +110,9 @@ def test_cloudpickle_and_skops_models_both_load(registry, tmp_path):
 def test_skops_model_without_trusted_types_loads_when_params_trust_them(registry, tmp_path):
     frame = customers(300, seed=4)
     source = write_parquet(tmp_path / "in.parquet", frame)
-    with pytest.raises(JobInputError, match=r"untrusted types .*TreePredictor.*params\.skops_trusted_types"):
+    with pytest.raises(
+        JobInputError, match=r"untrusted types .*TreePredictor.*list them in skops_trusted_types"
+    ):
         infer.run(registry.spec("hgb-untrusted", str(source), tmp_path / "out"), log=print)
 
     params = {"skops_trusted_types": ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]}
@@ -242,7 +244,7 @@ def test_failed_run_publishes_nothing_and_leaves_no_temp_file(registry, tmp_path
     monkeypatch.setattr(models.ProbaPredictor, "predict", failing_predict)
     spec = registry.spec("churn", str(source), tmp_path / "out", params={"batch_size": 500})
 
-    with pytest.raises(RuntimeError, match="model crashed"):
+    with pytest.raises(JobInputError, match="failed to predict: RuntimeError: model crashed"):
         infer.run(spec, log=print)
 
     assert len(calls) == 3

@@ -182,7 +182,7 @@ def test_aggregate_that_needs_all_rows_is_refused_on_a_multi_batch_input(mlflow_
         validate.run(spec(data, mlflow_store, expectations=median, batch_size=500), log=print)
     assert str(caught.value).startswith(
         "expectation(s) expect_column_median_to_be_between(age) need all rows at once and the input has "
-        "more than params.batch_size=500 rows"
+        "more than batch_size=500 rows"
     )
     single = validate.run(spec(data, mlflow_store, expectations=median, batch_size=2_000), log=print)
     assert single.status == "success"
