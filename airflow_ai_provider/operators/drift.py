@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_ai_provider.exceptions import ModelReferenceError
+from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
+from airflow_ai_provider.operators.arguments import check_job_params
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.params import DriftParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
 
 if TYPE_CHECKING:
@@ -58,7 +60,8 @@ class DriftDetectionOperator(AiJobOperator):
     :param ks_pvalue_threshold: KS p-value below which a numeric feature's shift is significant;
         ``None`` decides on PSI alone. (templated)
     :param min_drifted_features: how many features must drift for the data to drift. (templated)
-    :param features: features to check; default every feature in the profile.
+    :param features: features to check: a list, or one name as a string; default every feature in
+        the profile.
     :param sample_size: rows of the current data sampled for the KS test.
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
     :param batch_size: rows per Arrow record batch while streaming the current data.
@@ -96,7 +99,10 @@ class DriftDetectionOperator(AiJobOperator):
         self.drift_alias = None
         if drift_asset is not None:
             if not isinstance(drift_asset, Asset):
-                raise TypeError(f"drift_asset must be an airflow.sdk.Asset, got {type(drift_asset).__name__}")
+                raise AiProviderConfigError(
+                    f"{kwargs.get('task_id', '?')}: drift_asset must be an airflow.sdk.Asset, got "
+                    f"{type(drift_asset).__name__}"
+                )
             self.drift_alias = AssetAlias(name=drift_alias or f"drift-events/{drift_asset.name}")
             kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.drift_alias]
         super().__init__(**kwargs)
@@ -109,25 +115,27 @@ class DriftDetectionOperator(AiJobOperator):
         self.sample_size = sample_size
         self.input_format = input_format
         self.batch_size = batch_size
+        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The ``drift`` parameters from the arguments, checked as the runtime checks them."""
+        names = (
+            "psi_threshold", "ks_pvalue_threshold", "min_drifted_features", "features", "sample_size",
+            "input_format", "batch_size",
+        )  # fmt: skip
+        values = {name: getattr(self, name) for name in names}
+        return check_job_params(self.task_id, DriftParams, values, rendered=rendered)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        params = self.job_params()
         try:
             pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
         except ModelReferenceError as err:
             raise AirflowFailException(str(err)) from None  # a wrong reference does not heal by retrying
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
-        ks = self.ks_pvalue_threshold
-        params: dict[str, Any] = {
-            "psi_threshold": float(self.psi_threshold),
-            "ks_pvalue_threshold": None if ks in (None, "", "None") else float(ks),
-            "min_drifted_features": int(self.min_drifted_features),
-            "sample_size": int(self.sample_size),
-            "batch_size": int(self.batch_size),
-        }
-        if self.features:
-            params["features"] = list(self.features)
-        if self.input_format:
-            params["input_format"] = self.input_format
         return JobSpec(
             job=self.job_type,
             model=ModelRef(pinned.name, pinned.version, pinned.alias),

@@ -9,7 +9,9 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import ModelReferenceError
 from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.operators.arguments import check_job_params
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.params import EvaluateParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
 
 if TYPE_CHECKING:
@@ -65,6 +67,11 @@ class ModelValidationOperator(AiJobOperator):
         task succeeds either way and the DAG branches on the decision.
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
     :param skops_trusted_types: extra trusted types for scikit-learn models saved with skops.
+    :param scratch_dir: folder for the downloaded models; default ``$TMPDIR``.
+
+    Thresholds are checked with the runtime's own check when the DAG is parsed (literal values) and
+    again once templates render: each must be a finite number (a numeric string converts) on a
+    metric the evaluation computes (for ``task_type`` when given).
     """
 
     job_type = "evaluate"
@@ -96,6 +103,7 @@ class ModelValidationOperator(AiJobOperator):
         fail_on_reject: bool = False,
         input_format: str | None = None,
         skops_trusted_types: list[str] | None = None,
+        scratch_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,8 +118,28 @@ class ModelValidationOperator(AiJobOperator):
         self.fail_on_reject = fail_on_reject
         self.input_format = input_format
         self.skops_trusted_types = skops_trusted_types
+        self.scratch_dir = scratch_dir
+        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The ``evaluate`` parameters from the arguments, checked as the runtime checks them."""
+        values = {
+            "label_column": self.label_column,
+            "task_type": self.model_task_type or None,
+            "min_metrics": self.min_metrics,
+            "max_metrics": self.max_metrics,
+            "max_degradation": self.max_degradation,
+            "input_format": self.input_format,
+            "skops_trusted_types": self.skops_trusted_types,
+            "scratch_dir": self.scratch_dir,
+        }
+        return check_job_params(self.task_id, EvaluateParams, values, rendered=rendered)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
+        params = self.job_params()
         try:
             challenger = self.mlflow_hook.pin_model(self.challenger, run.parent_run_id)
             champion = self._pin_champion(challenger, run)
@@ -123,17 +151,6 @@ class ModelValidationOperator(AiJobOperator):
             challenger.version,
             f"version {champion.version}" if champion else "none yet (absolute thresholds only)",
         )
-        params: dict[str, Any] = {
-            "label_column": self.label_column,
-            "task_type": self.model_task_type or None,
-            "min_metrics": dict(self.min_metrics or {}),
-            "max_metrics": dict(self.max_metrics or {}),
-            "max_degradation": dict(self.max_degradation or {}),
-        }
-        if self.input_format:
-            params["input_format"] = self.input_format
-        if self.skops_trusted_types:
-            params["skops_trusted_types"] = list(self.skops_trusted_types)
         return JobSpec(
             job=self.job_type,
             model=ModelRef(challenger.name, challenger.version, challenger.alias),

@@ -8,7 +8,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.config import ExecutionMode
+from airflow_ai_provider.operators.arguments import check_job_params, check_shard
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.params import InferParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
 
 if TYPE_CHECKING:
@@ -33,15 +35,31 @@ class BatchInferenceOperator(AiJobOperator):
     :param input_uri: file, folder or glob, local (``file://`` or path) or ``s3://``; or a list. (templated)
     :param output_uri: folder for the predictions; shard ``i`` of ``n`` writes
         ``part-<i>-of-<n>.parquet`` there, atomically, replacing its own file on a retry. (templated)
-    :param id_columns: input columns copied to the output to join predictions back. (templated)
+    :param id_columns: input columns copied to the output to join predictions back: a list, or one
+        column name as a string (a string with a comma is refused: pass a list). (templated)
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
-    :param batch_size: rows per Arrow record batch.
+    :param batch_size: rows per Arrow record batch. (templated)
     :param shard_index: this task's shard, ``0 <= shard_index < shard_count``. (templated)
     :param shard_count: number of shards the input is split into. (templated)
     :param fallback_model: model to use when ``model`` exists but cannot be loaded (a broken
         artifact, a package missing from the image), e.g. ``churn@champion_previous``. Predictions
         made with it are marked: the result's ``fallback`` and the MLflow tag ``ai.fallback_used``.
         (templated)
+    :param extra_columns: ``error`` (default) refuses input columns that are neither model features
+        nor ``id_columns``; ``ignore`` leaves them out.
+    :param check_unique_ids: fail the task (without retry, before the part file is published) when
+        a value of the ``id_columns`` (all of them together) appears more than once in the shard,
+        across batches and files, naming the columns, the number of duplicates and an example. The
+        check is exact and memory-bounded (row hashes spilled to ``scratch_dir``). It covers one
+        shard: ids repeated in different shards are not compared. Without it, duplicate ids are
+        scored and written as they are: one output row per input row, duplicates included.
+    :param skops_trusted_types: extra trusted types for scikit-learn models saved with skops.
+    :param scratch_dir: folder for the downloaded model and temporary files; default ``$TMPDIR``.
+
+    Arguments the runtime checks (``id_columns``, ``batch_size``, ``shard_index``/``shard_count``,
+    ``extra_columns``, ...) are checked with the runtime's own check when the DAG is parsed
+    (literal values) and again once templates render, before any MLflow run is booked: a bad value
+    fails the task once, naming the argument.
     """
 
     job_type = "infer"
@@ -53,6 +71,7 @@ class BatchInferenceOperator(AiJobOperator):
         "input_uri",
         "output_uri",
         "id_columns",
+        "batch_size",
         "shard_index",
         "shard_count",
         "fallback_model",
@@ -70,6 +89,10 @@ class BatchInferenceOperator(AiJobOperator):
         shard_index: int | str = 0,
         shard_count: int | str = 1,
         fallback_model: str | None = None,
+        extra_columns: str = "error",
+        check_unique_ids: bool = False,
+        skops_trusted_types: list[str] | None = None,
+        scratch_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,17 +105,36 @@ class BatchInferenceOperator(AiJobOperator):
         self.shard_index = shard_index
         self.shard_count = shard_count
         self.fallback_model = fallback_model
+        self.extra_columns = extra_columns
+        self.check_unique_ids = check_unique_ids
+        self.skops_trusted_types = skops_trusted_types
+        self.scratch_dir = scratch_dir
+        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        check_shard(self.task_id, shard_index, shard_count, rendered=False)
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The ``infer`` parameters from the arguments, checked as the runtime checks them."""
+        values = {
+            "id_columns": self.id_columns,
+            "batch_size": self.batch_size,
+            "input_format": self.input_format,
+            "extra_columns": self.extra_columns,
+            "check_unique_ids": self.check_unique_ids,
+            "skops_trusted_types": self.skops_trusted_types,
+            "scratch_dir": self.scratch_dir,
+        }
+        return check_job_params(self.task_id, InferParams, values, rendered=rendered)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        self.job_params()
+        check_shard(self.task_id, self.shard_index, self.shard_count, rendered=True)
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         self._parent_run_id = run.parent_run_id
+        params = self.job_params()
+        index, count = check_shard(self.task_id, self.shard_index, self.shard_count, rendered=True)
         pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
-        params: dict[str, Any] = {
-            "batch_size": int(self.batch_size),
-            "id_columns": list(self.id_columns or []),
-        }
-        if self.input_format:
-            params["input_format"] = self.input_format
         return JobSpec(
             job=self.job_type,
             model=ModelRef(pinned.name, pinned.version, pinned.alias),
@@ -100,7 +142,7 @@ class BatchInferenceOperator(AiJobOperator):
             output=self.output_uri,
             mlflow=self.mlflow_ref(run),
             params=params,
-            shard=Shard(int(self.shard_index), int(self.shard_count)),
+            shard=Shard(index, count),
         )
 
     def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:

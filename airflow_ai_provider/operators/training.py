@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.config import ExecutionMode
-from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.arguments import check_job_params
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.params import TrainParams
 from airflow_ai_provider.runtime.spec import JobSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_ai_provider.hooks.mlflow import TaskRun
-
-_FUNCTION_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class RetrainModelOperator(AiJobOperator):
@@ -54,8 +52,9 @@ class RetrainModelOperator(AiJobOperator):
     :param model_name: registered model to add a version to (created if missing). (templated)
     :param alias: alias pointed at the new version. (templated)
     :param feature_columns: the features; default every column but the label and ``id_columns``.
-        (templated)
-    :param id_columns: columns that are neither features nor label. (templated)
+        A list, or one column name as a string. (templated)
+    :param id_columns: columns that are neither features nor label: a list, or one column name as a
+        string (a string with a comma is refused: pass a list). (templated)
     :param hyperparameters: passed to the function as ``ctx.params`` and logged as MLflow params.
         Named so because ``params`` is Airflow's own operator argument (DAG params). (templated)
     :param pip_requirements: the model's pip requirements; default pins of the installed mlflow,
@@ -63,6 +62,11 @@ class RetrainModelOperator(AiJobOperator):
     :param intended_use: what the model is for, shown in the model card. (templated)
     :param limitations: known limitations, shown in the model card. (templated)
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
+
+    The arguments are checked with the runtime's own check when the DAG is parsed (literal values)
+    and again once templates render, before any MLflow run is booked. Before the training function
+    runs, the runtime refuses a label column with missing values (null or NaN), naming the column
+    and the count.
     """
 
     job_type = "train"
@@ -101,10 +105,6 @@ class RetrainModelOperator(AiJobOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if "{{" not in training_function and not _FUNCTION_REFERENCE.match(training_function):
-            raise AiProviderConfigError(
-                f"training_function {training_function!r} must be 'package.module:function'"
-            )
         self.training_function = training_function
         self.input_uri = input_uri
         self.label_column = label_column
@@ -117,33 +117,33 @@ class RetrainModelOperator(AiJobOperator):
         self.intended_use = intended_use
         self.limitations = limitations
         self.input_format = input_format
+        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The user-given ``train`` parameters, checked as the runtime checks them."""
+        names = (
+            "training_function", "label_column", "model_name", "alias", "feature_columns", "id_columns",
+            "hyperparameters", "pip_requirements", "intended_use", "limitations", "input_format",
+        )  # fmt: skip
+        values = {name: getattr(self, name) for name in names}
+        return check_job_params(self.task_id, TrainParams, values, rendered=rendered)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         ti = context["ti"]
         map_index = ti.map_index if ti.map_index is not None else -1
         mode = self.resolved_execution_mode
         where = self.image if mode is ExecutionMode.KUBERNETES else f"local:{self.python or sys.executable}"
-        params: dict[str, Any] = {
-            "training_function": self.training_function,
-            "label_column": self.label_column,
-            "model_name": self.model_name,
-            "alias": self.alias,
-            "id_columns": list(self.id_columns or []),
-            "hyperparameters": dict(self.hyperparameters or {}),
+        params = {
+            **self.job_params(),
             "training_key": f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index}",
             "dag_id": ti.dag_id,
             "dag_run_id": ti.run_id,
             "task_id": ti.task_id,
             "image": str(where),
         }
-        optional = {
-            "feature_columns": list(self.feature_columns) if self.feature_columns else None,
-            "pip_requirements": list(self.pip_requirements) if self.pip_requirements else None,
-            "intended_use": self.intended_use,
-            "limitations": self.limitations,
-            "input_format": self.input_format,
-        }
-        params.update({key: value for key, value in optional.items() if value})
         return JobSpec(
             job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
         )

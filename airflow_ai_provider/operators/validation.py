@@ -6,9 +6,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.arguments import check_job_params, is_templated
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.expectations import parse_suite
+from airflow_ai_provider.runtime.params import ValidateParams
 from airflow_ai_provider.runtime.spec import JobSpec
 
 if TYPE_CHECKING:
@@ -38,9 +40,11 @@ class DataValidationOperator(AiJobOperator):
         (templated)
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
     :param batch_size: rows validated at a time; an input of at most this many rows is validated in
-        one batch, where every expectation type works.
+        one batch, where every expectation type works. (templated)
     :param report_uri: folder for the reports; default ``<first input folder>/_validation/<suite>/``.
         (templated)
+    :param max_examples: unexpected values kept per expectation in the result; default 5.
+    :param scratch_dir: folder for the temporary files of uniqueness checks; default ``$TMPDIR``.
     """
 
     job_type = "validate"
@@ -52,6 +56,7 @@ class DataValidationOperator(AiJobOperator):
         "expectations",
         "suite_name",
         "report_uri",
+        "batch_size",
     )
 
     def __init__(
@@ -64,6 +69,8 @@ class DataValidationOperator(AiJobOperator):
         input_format: str | None = None,
         batch_size: int = 200_000,
         report_uri: str | None = None,
+        max_examples: int | None = None,
+        scratch_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,15 +78,11 @@ class DataValidationOperator(AiJobOperator):
             raise AiProviderConfigError(
                 f"{self.task_id}: give exactly one of suite_uri (a suite file) and expectations (a list)"
             )
-        if isinstance(expectations, (list, dict)) and "{{" not in str(expectations):
+        if isinstance(expectations, (list, dict)) and not is_templated(expectations):
             try:
                 parse_suite(expectations, suite_name)  # structure errors surface when the DAG is parsed
             except JobInputError as err:
                 raise AiProviderConfigError(f"{self.task_id}: {err}") from None
-        if input_format is not None and input_format not in ("parquet", "csv"):
-            raise AiProviderConfigError(f"{self.task_id}: input_format must be 'parquet' or 'csv'")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise AiProviderConfigError(f"{self.task_id}: batch_size must be a positive integer")
         self.input_uri = input_uri
         self.suite_uri = suite_uri
         self.expectations = expectations
@@ -87,16 +90,27 @@ class DataValidationOperator(AiJobOperator):
         self.input_format = input_format
         self.batch_size = batch_size
         self.report_uri = report_uri
+        self.max_examples = max_examples
+        self.scratch_dir = scratch_dir
+        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The ``validate`` parameters besides the suite, checked as the runtime checks them."""
+        names = ("batch_size", "input_format", "report_uri", "max_examples", "scratch_dir")
+        values = {name: getattr(self, name) for name in names}
+        return check_job_params(self.task_id, ValidateParams, values, rendered=rendered)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
-        params: dict[str, Any] = {"batch_size": int(self.batch_size)}
+        params = self.job_params()
         if self.suite_uri is not None:
             params["suite_uri"] = self.suite_uri
         else:
             params["expectations"] = self.expectations
-        for name in ("suite_name", "input_format", "report_uri"):
-            if getattr(self, name):
-                params[name] = getattr(self, name)
+        if self.suite_name:
+            params["suite_name"] = self.suite_name
         return JobSpec(
             job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
         )

@@ -1,0 +1,68 @@
+"""Operator arguments checked with the runtime's own parameter checks, at DAG parse and after rendering.
+
+An operator collects the job parameters from its arguments and hands them to the job's parameter
+class in :mod:`airflow_ai_provider.runtime.params`, the same check the runtime makes. At DAG parse
+only literal values are checked (a value holding ``{{`` or an upstream ``XComArg`` renders later);
+the check runs again on the rendered values at task start, before any MLflow run is booked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.runtime import params as job_params
+from airflow_ai_provider.runtime.errors import JobInputError
+
+
+def is_templated(value: Any) -> bool:
+    """Whether ``value`` is only known once the task runs: a template or an upstream task's output."""
+    if isinstance(value, ResolveMixin):
+        return True
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, Mapping):
+        return any(is_templated(key) or is_templated(item) for key, item in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return any(is_templated(item) for item in value)
+    return False
+
+
+def check_job_params(
+    task_id: str, kind: type[job_params.JobParams], values: Mapping[str, Any], *, rendered: bool
+) -> dict[str, Any]:
+    """The job parameters in ``values`` checked by ``kind`` (``None`` means "the job's default").
+
+    :param rendered: ``False`` at DAG parse: templated values are skipped and an error is an
+        :class:`AiProviderConfigError` naming the task; ``True`` after rendering: every value is
+        checked and an error stays a :class:`JobInputError` (the operator's flow names the task).
+    :return: the checked values, as the job spec carries them.
+    """
+    given = {name: value for name, value in values.items() if value is not None or name in kind.nullable}
+    if not rendered:
+        given = {name: value for name, value in given.items() if not is_templated(value)}
+    try:
+        return kind.check(given, partial=not rendered)
+    except JobInputError as err:
+        if rendered:
+            raise
+        raise AiProviderConfigError(f"{task_id}: {err}") from None
+
+
+def check_shard(task_id: str, index: Any, count: Any, *, rendered: bool) -> tuple[int, int] | None:
+    """``(shard_index, shard_count)`` checked like the runtime's shard; ``None`` while templated."""
+    try:
+        if rendered or not (is_templated(index) or is_templated(count)):
+            return job_params.shard(index, count)
+        if not is_templated(count):
+            job_params.integer(count, "shard_count")
+        if not is_templated(index):
+            job_params.integer(index, "shard_index", minimum=0)
+        return None
+    except JobInputError as err:
+        if rendered:
+            raise
+        raise AiProviderConfigError(f"{task_id}: {err}") from None
