@@ -115,51 +115,56 @@ def _send(pids: Iterable[int], signum: int) -> None:
 
 def end_processes(
     find: Callable[[], set[int]], grace: float = TERM_GRACE_S, reap: Callable[[], None] | None = None
-) -> list[int]:
+) -> dict[int, str]:
     """SIGTERM every process ``find`` returns, SIGKILL what it still returns after ``grace`` seconds.
 
     ``find`` is asked again on every round, so a reused pid is never signalled and a process forked
-    meanwhile is caught. Bounded: at most ``grace`` plus ``KILL_ROUNDS`` short rounds. Returns the pids
-    that were signalled.
+    meanwhile is caught. Bounded: at most ``grace`` plus ``KILL_ROUNDS`` short rounds. Returns the
+    signalled pids with their command lines (read before the signals, for a log line).
     """
+    ended: dict[int, str] = {}
+
+    def signal_new(pids: set[int], signum: int) -> None:
+        ended.update({pid: command_line(pid) for pid in pids if pid not in ended})
+        _send(pids, signum)
+
     pids = find()
     if not pids:
-        return []
-    ended = set(pids)
-    _send(pids, signal.SIGTERM)
+        return ended
+    signal_new(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if reap is not None:
             reap()
         left = find()
         if not left:
-            return sorted(ended)
-        _send(left - ended, signal.SIGTERM)
-        ended |= left
+            return ended
+        signal_new(left - ended.keys(), signal.SIGTERM)
         time.sleep(_POLL_S)
     for _ in range(KILL_ROUNDS):
         left = find()
         if not left:
             break
-        ended |= left
-        _send(left, signal.SIGKILL)
+        signal_new(left, signal.SIGKILL)
         time.sleep(_POLL_S)
         if reap is not None:
             reap()
-    return sorted(ended)
+    return ended
 
 
-def describe(pids: Iterable[int], limit: int = 5) -> str:
-    """``pid (command line)`` for the first ``limit`` pids, for a log line."""
-    shown = []
-    for pid in list(pids)[:limit]:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                command = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            command = "ended"
-        shown.append(f"{pid} ({command[:80]})")
-    return ", ".join(shown)
+def command_line(pid: int) -> str:
+    """The command line of ``pid`` (at most 80 characters), or ``""`` once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+    except OSError:
+        return ""
+
+
+def describe(ended: dict[int, str], limit: int = 5) -> str:
+    """``pid (command line)`` of the first ``limit`` processes, for a log line."""
+    shown = [f"{pid} ({command})" for pid, command in list(ended.items())[:limit]]
+    return ", ".join(shown) + (f" and {len(ended) - limit} more" if len(ended) > limit else "")
 
 
 class JobInterrupted(BaseException):

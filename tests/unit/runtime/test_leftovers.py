@@ -210,7 +210,7 @@ def test_full_scratch_disk_for_the_model_download_is_named(registry, tmp_path):
         assert (
             "no space left on device (ENOSPC) while writing the download of model 'churn' version 1" in last
         )
-        assert str(disk) in last and "params.scratch_dir" in last
+        assert str(disk) in last and "scratch_dir" in last
         assert read_result(tmp_path)["retryable"] is False
         assert list(disk.iterdir()) == [], "the partial model copy is removed"
 
@@ -250,3 +250,35 @@ def test_a_full_disk_behind_another_error_becomes_a_storage_full_error_naming_th
     assert str(mapped).startswith(
         "disk quota exceeded (EDQUOT) while writing /scratch/ai-report-1/plot.png: "
     )
+
+
+def train_then_hang(ctx: Any) -> Any:
+    """A training function that starts a helper in a new session (``start_new_session=True``: out of
+    the runtime's process group), records its pid, and never returns."""
+    helper = subprocess.Popen(helper_argv(ctx.params["marker"]), start_new_session=True)
+    Path(ctx.params["pid_file"]).write_text(str(helper.pid))
+    time.sleep(600)
+
+
+def test_helper_of_a_training_function_is_ended_after_an_airflow_execution_timeout(
+    airflow_db, tmp_path, monkeypatch
+):
+    """A real Airflow task (dag.test) running the real runtime: the timeout stops the runtime with
+    SIGTERM, and the helper the training function started in its own session is gone afterwards."""
+    from dag_templates.include.churn_sample import write_customers
+    from tests.dags.leftover_dags import training_timeout
+
+    write_customers(tmp_path / "train.parquet", 400, seed=1, with_label=True)
+    marker = new_marker()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_MARKER", marker)
+    monkeypatch.setenv("AI_TEST_TRAINING_FUNCTION", f"{HERE}:train_then_hang")
+    with no_leftover(marker):
+        started = time.monotonic()
+        dag_run = training_timeout().test()
+
+        assert dag_run.state == "failed"
+        assert (tmp_path / "helper.pid").exists(), "precondition: the helper was started before the timeout"
+        assert with_marker(marker) == []
+        assert time.monotonic() - started < 150
