@@ -115,7 +115,7 @@ class BatchInferenceOperator(AiJobOperator):
     def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
         """The ``infer`` parameters from the arguments, checked as the runtime checks them."""
         values = {
-            "id_columns": self.id_columns,
+            "id_columns": [] if self.id_columns is None else self.id_columns,
             "batch_size": self.batch_size,
             "input_format": self.input_format,
             "extra_columns": self.extra_columns,

@@ -4,6 +4,7 @@ real S3-compatible server (moto), in local execution mode, sharded with dynamic 
 from __future__ import annotations
 
 import io
+import json
 
 import mlflow.pyfunc
 import pandas as pd
@@ -274,3 +275,75 @@ def test_failed_job_keeps_its_error_and_result_in_its_mlflow_run(
     assert run.info.status == "FAILED"
     assert run.data.tags["ai.error"].startswith("input not found: s3://")
     assert "job_result.json" in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
+
+
+# --- arguments that render to bad values, and the runtime's opt-in duplicate-id check ---------------
+
+TEMPLATED_CASES = {
+    "shard_count renders to text": (
+        {"shard_count": "{{ 'abc' }}"},
+        "score: shard_count must be a positive integer, got 'abc'",
+    ),
+    "batch_size renders to text": (
+        {"batch_size": "{{ 'x' }}"},
+        "score: batch_size must be a positive integer, got 'x'",
+    ),
+    "shard_index renders out of range": (
+        {"shard_index": "{{ 5 }}", "shard_count": 2},
+        "score: shard_index 5 is out of range for shard_count 2",
+    ),
+    "id_columns renders to a string with a comma": (
+        {"id_columns": "{{ 'customer_id,age' }}"},
+        "score: id_columns is the single string 'customer_id,age': pass a list of column names",
+    ),
+    "duplicate ids with check_unique_ids": (
+        {"check_unique_ids": True, "input_uri": "duplicates"},
+        "id_columns customer_id are not unique in shard 0/1: 200 id value(s) appear more than once",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TEMPLATED_CASES))
+def test_bad_rendered_argument_or_duplicate_ids_fail_once_in_one_line_and_write_nothing(
+    case, registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch, capfd
+):
+    """The task fails on its first try (three retries allowed) naming the argument or the ids; the
+    argument checks come before any MLflow run, the duplicate check before any output is published."""
+    from tests.dags.bad_input_dags import operator_bad_input
+    from tests.integration.test_operator_bad_input import _task_runs, _tries
+
+    kwargs, message = TEMPLATED_CASES[case]
+    write_customers(str(tmp_path / "scoring"), 200, seed=1)
+    if kwargs.get("input_uri") == "duplicates":  # the same 200 customers twice, in two files
+        write_customers(str(tmp_path / "duplicates"), 200, seed=1, n_files=1)
+        (tmp_path / "duplicates" / "again").mkdir()
+        write_customers(str(tmp_path / "duplicates" / "again"), 200, seed=1, n_files=1)
+        kwargs = {**kwargs, "input_uri": str(tmp_path / "duplicates")}
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_OPERATOR_KWARGS", json.dumps(kwargs))
+
+    dag_run = operator_bad_input().test()
+
+    assert dag_run.state == "failed"
+    assert _tries(dag_run.run_id) == [1]
+    assert message in capfd.readouterr().out
+    if "check_unique_ids" not in kwargs:
+        assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+    predictions = tmp_path / "predictions"
+    assert not predictions.exists() or not [p for p in predictions.rglob("*") if p.is_file()]
+
+
+def test_id_columns_rendered_to_one_name_is_one_column(
+    registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch
+):
+    from tests.dags.bad_input_dags import operator_bad_input
+
+    write_customers(str(tmp_path / "scoring"), 200, seed=1)
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_OPERATOR_KWARGS", json.dumps({"id_columns": "{{ 'customer_id' }}"}))
+
+    dag_run = operator_bad_input().test()
+
+    assert dag_run.state == "success"
+    (part,) = (tmp_path / "predictions" / dag_run.run_id).glob("part-*.parquet")
+    assert pq.read_schema(part).names[:2] == ["customer_id", "prediction"]
