@@ -42,10 +42,11 @@ import pyarrow.compute as pc
 from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.params import EvaluateParams
 from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef
+from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
 
 Log = Callable[[str], None]
 MAX_CLASSES = 20
@@ -190,9 +191,14 @@ def _score(
 
     selected = table.select(features.names)
     for name, kind in features.types.items():
-        selected = selected.set_column(
-            selected.schema.get_field_index(name), name, selected.column(name).cast(kind)
-        )
+        try:
+            column = selected.column(name).cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise JobInputError(
+                f"holdout column {name!r} ({selected.column(name).type}) cannot be read as {kind}, the type "
+                f"model {ref.name!r} version {ref.version} expects: {one_line(err)}"
+            ) from None
+        selected = selected.set_column(selected.schema.get_field_index(name), name, column)
     frame = selected.to_pandas()
     begin = time.perf_counter()
     try:
@@ -415,7 +421,5 @@ def log_report(mlflow_ref: MlflowRef, documents: dict[str, Any], figures: dict[s
                 figure.savefig(path, dpi=100)
                 client.log_artifact(mlflow_ref.run_id, path)
     except Exception as err:  # HTTP and artifact store errors
-        raise JobServiceError(
-            f"cannot log {', '.join([*documents, *figures])} to MLflow run {mlflow_ref.run_id} at "
-            f"{mlflow_ref.tracking_uri}: {one_line(err)}"
-        ) from None
+        what = f"cannot log {', '.join([*documents, *figures])} to MLflow run {mlflow_ref.run_id}"
+        raise mlflow_unavailable(what, mlflow_ref.tracking_uri, err) from None

@@ -20,7 +20,7 @@ from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, ModelLoadError, one_line
 from airflow_ai_provider.runtime.scratch import storage_full
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
-from airflow_ai_provider.runtime.timeouts import failure_text, mlflow_wait, process_bounds
+from airflow_ai_provider.runtime.timeouts import mlflow_unavailable, process_bounds
 
 #: MLflow settings for the runtime process besides the HTTP bounds: no progress bars in the task log.
 ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -170,8 +170,7 @@ def _mlflow_error(err: Exception, ref: ModelRef, mlflow_ref: MlflowRef, what: st
             f"{what}: access denied by {mlflow_ref.tracking_uri} ({code}); check the MLflow credentials"
         )
     if code in _SERVICE_CODES or code is None or "failed with exception" in str(err):
-        wait = mlflow_wait()
-        return JobServiceError(f"{what}: MLflow at {mlflow_ref.tracking_uri} {failure_text(err, wait)}")
+        return mlflow_unavailable(what, mlflow_ref.tracking_uri, err)
     return JobInputError(f"{what}: {one_line(err)}")
 
 

@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 
 SERVICE_TIMEOUT_ENV = "AI_PROVIDER_SERVICE_TIMEOUT"
 DEFAULT_SERVICE_TIMEOUT = 20
@@ -189,6 +189,11 @@ def mlflow_wait(environ: Mapping[str, str] | None = None) -> int:
     except ValueError:
         return process_bounds().mlflow_worst_case
     return (retries + 1) * timeout
+
+
+def mlflow_unavailable(what: str, tracking_uri: str, err: BaseException) -> JobServiceError:
+    """The retryable error for an MLflow server that refused, failed or did not answer in time."""
+    return JobServiceError(f"{what}: MLflow at {tracking_uri} {failure_text(err, mlflow_wait())}")
 
 
 def failure_text(err: BaseException, wait: int) -> str:

@@ -96,6 +96,7 @@ from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_s
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
 from airflow_ai_provider.runtime.params import TrainParams
 from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -765,7 +766,7 @@ def _mlflow_errors(what: str, tracking_uri: str) -> Iterator[None]:
             or "Max retries exceeded" in str(err)
             or "failed with exception" in str(err)
         ):
-            raise JobServiceError(f"{what}: MLflow at {tracking_uri} failed: {one_line(err)}") from None
+            raise mlflow_unavailable(what, tracking_uri, err) from None
         raise JobInputError(f"{what}: {one_line(err)}") from None
     except OSError as err:  # artifact store transport errors
         raise JobServiceError(f"{what}: {one_line(err)}") from None

@@ -70,6 +70,7 @@ from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.model import probe_tracking_server
 from airflow_ai_provider.runtime.params import ValidateParams
 from airflow_ai_provider.runtime.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 Log = Callable[[str], None]
@@ -99,6 +100,8 @@ STREAMED = {
     "expect_column_stdev_to_be_between": "column.standard_deviation",
     "expect_column_proportion_of_non_null_values_to_be_between": "column.non_null_proportion",
 }
+#: Streamed metrics that only numbers have.
+NUMERIC_METRICS = frozenset({"column.sum", "column.mean", "column.standard_deviation"})
 #: Map expectations that still compare a row with other rows (order, column statistics).
 NOT_ROW_LOCAL = frozenset(
     {
@@ -525,6 +528,9 @@ def _streamed_result(config: Any, stats: dict[str, ColumnStats], rows: int) -> A
     column = stats.get(config.kwargs.get("column", ""))
     if column is not None and column.error:
         return _evr(config, False, {"observed_value": None}, _exception(column.error))
+    if column is not None and not column.numeric and metric in NUMERIC_METRICS:
+        why = f"column {config.kwargs['column']!r} is not numeric: {config.type} needs numbers"
+        return _evr(config, False, {"observed_value": None}, _exception(why))
     value = rows if metric == "table.row_count" else column.metric(metric)
     try:
         outcome = config.to_domain_obj()._validate(metrics={metric: value})
@@ -764,6 +770,7 @@ def _log_to_mlflow(spec: JobSpec, files: list[tuple[str, str, str]]) -> None:
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=spec.mlflow.tracking_uri, registry_uri=spec.mlflow.registry_uri)
+    what = f"cannot store the validation report in MLflow run {spec.mlflow.run_id}"
     try:
         for name, text, _ in files:
             client.log_text(spec.mlflow.run_id, text, name)
@@ -772,10 +779,6 @@ def _log_to_mlflow(spec: JobSpec, files: list[tuple[str, str, str]]) -> None:
             raise JobInputError(
                 f"MLflow run {spec.mlflow.run_id} does not exist in {spec.mlflow.tracking_uri}"
             ) from None
-        raise JobServiceError(
-            f"cannot store the validation report in MLflow run {spec.mlflow.run_id}: {one_line(err)}"
-        ) from None
+        raise mlflow_unavailable(what, spec.mlflow.tracking_uri, err) from None
     except Exception as err:  # transport and artifact store errors
-        raise JobServiceError(
-            f"cannot store the validation report in MLflow run {spec.mlflow.run_id}: {one_line(err)}"
-        ) from None
+        raise mlflow_unavailable(what, spec.mlflow.tracking_uri, err) from None

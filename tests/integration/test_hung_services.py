@@ -160,6 +160,38 @@ def test_hook_call_to_a_hung_mlflow_server_fails_within_the_service_timeout_and_
     assert MlflowHook(mlflow_conn_id=CONN_ID).resolve_model("churn@champion").version == "1"
 
 
+def test_recording_a_failure_on_a_hung_server_waits_one_short_attempt_not_the_whole_budget(
+    hung_mlflow, airflow_db, monkeypatch
+):
+    from airflow_ai_provider.exceptions import MlflowUnavailableError
+    from airflow_ai_provider.hooks.mlflow import FAILURE_PATH_TIMEOUT, MlflowHook, RunIdentity
+
+    budget = 30  # an ordinary call may wait 2 attempts of 15 s
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT", str(budget))
+    for name in MLFLOW_HTTP_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps({"conn_type": "mlflow", "host": hung_mlflow.url})
+    )
+    who = RunIdentity(dag_id="hung_services", run_id="manual__failure_path", task_id="score")
+    hook = MlflowHook(mlflow_conn_id=CONN_ID)
+    run = hook.start_task_run(who, "hung-services")
+    with stopped(hung_mlflow):
+        started = time.monotonic()
+        with pytest.raises(MlflowUnavailableError, match=f"did not answer within {FAILURE_PATH_TIMEOUT} s"):
+            hook.finish_task_run(run, who, succeeded=False)
+        elapsed = time.monotonic() - started
+    assert elapsed < budget / 2
+
+    retry = RunIdentity(dag_id=who.dag_id, run_id=who.run_id, task_id=who.task_id, try_number=2)
+    next_try = MlflowHook(mlflow_conn_id=CONN_ID)
+    reopened = next_try.start_task_run(retry, "hung-services")
+    next_try.finish_task_run(reopened, retry, succeeded=True)
+    assert reopened.run_id == run.run_id
+    with next_try.client() as client:
+        assert client.get_run(run.run_id).info.status == "FINISHED"
+
+
 def test_task_try_against_a_hung_mlflow_server_is_up_for_retry_in_bounded_time_and_the_retry_succeeds(
     hung_mlflow, service_timeout, airflow_db, tmp_path, monkeypatch
 ):

@@ -18,6 +18,7 @@ from airflow_ai_provider.runtime.timeouts import (
     SERVICE_TIMEOUT_ENV,
     ServiceBounds,
     is_timeout,
+    mlflow_unavailable,
     mlflow_wait,
     parse_seconds,
     process_bounds,
@@ -137,6 +138,21 @@ def test_timeouts_are_told_apart_from_refused_connections():
     assert is_timeout(wrapped)
     assert not is_timeout(ConnectionRefusedError("[Errno 111] Connection refused"))
     assert not is_timeout(OSError("curlCode: 7, Couldn't connect to server"))
+
+
+def test_runtime_mlflow_error_names_the_uri_and_the_wait_and_is_retryable(clean_env):
+    clean_env.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "4")
+    clean_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    err = mlflow_unavailable(
+        "cannot look up model 'churn'", "http://mlflow:5000", TimeoutError("Read timed out")
+    )
+    assert str(err) == (
+        "cannot look up model 'churn': MLflow at http://mlflow:5000 did not answer within 8 s "
+        f"(see {SERVICE_TIMEOUT_ENV}): Read timed out"
+    )
+    assert err.retryable
+    refused = mlflow_unavailable("x", "http://mlflow:5000", ConnectionRefusedError("Connection refused"))
+    assert str(refused) == "x: MLflow at http://mlflow:5000 failed: Connection refused"
 
 
 # --- the worker side -------------------------------------------------------------------------------
