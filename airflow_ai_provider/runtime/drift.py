@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from airflow_ai_provider.runtime import io, log_line
 from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.evaluate import log_report
 from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.params import DriftParams, check_min_drifted
@@ -94,7 +94,14 @@ class _Accumulator:
             column = batch.column(name)
             self.present[name] = self.present.get(name, 0) + n - column.null_count
             tally = self.categories.setdefault(name, Counter())
-            for entry in pc.value_counts(column.cast(pa.string()).drop_null()).to_pylist():
+            try:
+                as_text = column.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise JobInputError(
+                    f"column {name!r} is {column.type}: the reference profile has it as categories, "
+                    "which need values that read as text"
+                ) from None
+            for entry in pc.value_counts(as_text.drop_null()).to_pylist():
                 tally[entry["values"]] += entry["counts"]
         keys = self.rng.random(n)
         if self.sample is None:
@@ -157,7 +164,9 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         raise JobInputError(f"input has no rows: {where}")
     log(f"read {accumulator.rows} rows from {len(data.metas)} files in {stream_s:.1f}s")
 
-    report = {name: _compare(name, reference[name], accumulator, params) for name in features}
+    report = {
+        name: _checked_compare(name, reference[name], accumulator, params, profile_run) for name in features
+    }
     drifted = [name for name, entry in report.items() if entry["drifted"]]
     psis = [entry["psi"] for entry in report.values() if entry["psi"] is not None]
     max_psi = max(psis) if psis else 0.0
@@ -284,6 +293,19 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     expected = np.clip(np.asarray(reference, dtype="float64"), EPSILON, None)
     actual = np.clip(np.asarray(current, dtype="float64"), EPSILON, None)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _checked_compare(
+    name: str, reference: dict[str, Any], acc: _Accumulator, params: DriftParams, run_id: str
+) -> dict[str, Any]:
+    """:func:`_compare`, with a profile entry whose values do not compute named as malformed."""
+    try:
+        return _compare(name, reference, acc, params)
+    except (ValueError, TypeError, KeyError) as err:
+        raise JobInputError(
+            f"reference profile runs:/{run_id}/{PROFILE_ARTIFACT} is malformed: feature {name!r} "
+            f"({type(err).__name__}: {one_line(err)}): retrain the model to rebuild it"
+        ) from None
 
 
 def _compare(name: str, reference: dict[str, Any], acc: _Accumulator, params: DriftParams) -> dict[str, Any]:

@@ -151,7 +151,8 @@ def test_validation_scratch_dir_that_does_not_exist_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``churn`` v1 with its reference profile; v2 whose profile tag points at a malformed profile."""
+    """``churn`` v1 with its reference profile; v2 whose profile tag points at a profile lacking a key;
+    v3 whose profile has a categorical ``region`` and an ``age`` whose bin fractions are not numbers."""
     from mlflow import MlflowClient
 
     root = tmp_path_factory.mktemp("bad-gate")
@@ -165,7 +166,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run = client.create_run(client.get_experiment_by_name("churn-training").experiment_id).info.run_id
     client.log_dict(run, broken, PROFILE_ARTIFACT)
     client.set_model_version_tag("churn", "2", PROFILE_TAG, profile_uri(run))
-    return {"uri": uri, "broken_run": run}
+    train_and_register(uri, "churn", alias=None, n_rows=300, seed=2, max_iter=1)
+    regions = make_customers(300).assign(region=["north", "south", "east"] * 100)
+    odd = build_profile(regions, ["region", "age"])
+    odd["features"]["age"]["bin_fractions"] = ["a lot"] * len(odd["features"]["age"]["bin_edges"])
+    odd_run = client.create_run(client.get_experiment_by_name("churn-training").experiment_id).info.run_id
+    client.log_dict(odd_run, odd, PROFILE_ARTIFACT)
+    client.set_model_version_tag("churn", "3", PROFILE_TAG, profile_uri(odd_run))
+    return {"uri": uri, "broken_run": run, "odd_run": odd_run}
 
 
 def job_spec(job: str, registry: dict[str, Any], inputs: Path, version: str = "1", **params: Any) -> JobSpec:
@@ -220,3 +228,40 @@ def test_more_drifted_features_wanted_than_profiled_is_named(registry, tmp_path)
     source = write_parquet(tmp_path / "current.parquet", make_customers(100, with_label=False))
     message = refused(drift, job_spec("drift", registry, source, min_drifted_features=50))
     assert message.startswith(f"min_drifted_features 50 is more than the {len(FEATURES)} feature(s) checked")
+
+
+def test_reference_profile_values_that_do_not_compute_are_named(registry, tmp_path):
+    source = write_parquet(tmp_path / "current.parquet", make_customers(100, with_label=False))
+    message = refused(drift, job_spec("drift", registry, source, version="3", features=["age"]))
+    assert message.startswith(
+        f"reference profile runs:/{registry['odd_run']}/{PROFILE_ARTIFACT} is malformed: feature 'age' (ValueError: "
+    )
+
+
+def test_categorical_feature_whose_values_are_not_text_is_named(registry, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"region": pa.array([["north"], ["south"]] * 50, type=pa.list_(pa.string()))})
+    pq.write_table(table, tmp_path / "current.parquet")
+    message = refused(
+        drift, job_spec("drift", registry, tmp_path / "current.parquet", version="3", features=["region"])
+    )
+    assert message == (
+        "column 'region' is list<element: string>: the reference profile has it as categories, which need values "
+        "that read as text"
+    )
+
+
+def test_mean_of_a_text_column_over_several_batches_fails_the_expectation_naming_the_column(tmp_path):
+    frame = make_customers(30).assign(plan=["basic", "plus", "pro"] * 10)
+    source = write_parquet(tmp_path / "in" / "c.parquet", frame)
+    mean = [
+        {
+            "type": "expect_column_mean_to_be_between",
+            "kwargs": {"column": "plan", "min_value": 0, "max_value": 1},
+        }
+    ]
+    result = validate.run(validate_spec(source.parent, mean, batch_size=10), log=lambda _: None)
+    assert result.status == "failed" and not result.retryable
+    assert "column 'plan' is not numeric: expect_column_mean_to_be_between needs numbers" in result.error
