@@ -253,3 +253,35 @@ def test_a_racer_that_read_an_outdated_epoch_does_not_move_even_if_its_claim_nam
     assert str(registered.aliases["champion"]) == "2"
     assert registered.tags[f"{EPOCH_TAG_PREFIX}champion"] == "1"
     assert _tag_key("champion") not in client.get_model_version(model, "1").tags
+
+
+def test_an_alias_moved_outside_any_promotion_while_claiming_makes_the_claimant_give_up_its_epoch(
+    model, mlflow_server, monkeypatch
+):
+    client = _client(mlflow_server.url)
+    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60)
+    move = AliasMove(model, "champion", None, "1", "dag/run-1/promote")
+    outcome: list[BaseException | None] = []
+
+    def claimant(hook: MlflowHook) -> None:
+        try:
+            move_alias(hook, move, {_tag_key("champion"): move.claimant})
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    with http_proxy(mlflow_server.url, [hold], lifetime=120) as proxy:
+        thread = threading.Thread(target=claimant, args=(_slow_hook(monkeypatch, proxy.url),))
+        thread.start()
+        assert hold.arrived.wait(60), "the claimant never tried to claim"
+        client.set_registered_model_alias(model, "champion", "3")  # by hand, in the UI say
+        hold.release()
+        thread.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConcurrentPromotionError), outcome
+    assert "points to version 3, but this DAG run saw none" in str(outcome[0])
+    assert str(client.get_registered_model(model).aliases["champion"]) == "3"
+    assert _tag_key("champion") not in client.get_model_version(model, "1").tags
+    # The epoch it claimed was given up, so the next promotion is not blocked.
+    after = AliasMove(model, "champion", "3", "2", "dag/run-2/promote")
+    outcomes = _race([(MlflowHook(), after)])
+    _assert_one_winner(mlflow_server.url, model, "champion", [after], outcomes, epoch=1)
