@@ -1,4 +1,4 @@
-"""A batch-inference DAG whose MLflow server the test stops (SIGSTOP) before the first try.
+"""Batch-inference DAGs whose MLflow server the test stops (SIGSTOP) before or during the first try.
 
 The retry callback records when the first try ended and resumes the server (SIGCONT of the process
 group in ``AI_TEST_RESUME_PGID``), so the second try finds it answering again.
@@ -54,4 +54,25 @@ def hung_mlflow_inference() -> DAG:
     return dag
 
 
+def mlflow_hangs_mid_try() -> DAG:
+    """The same task, run through ``AI_TEST_FAKE_PYTHON``: an interpreter that stops the server
+    after the task booked its MLflow run and before the runtime starts."""
+    data = os.environ.get("AI_TEST_DATA", "/tmp")
+    with DAG("mlflow_hangs_mid_try", schedule=None) as dag:
+        BatchInferenceOperator(
+            task_id="score",
+            model="churn@champion",
+            input_uri=f"{data}/scoring",
+            output_uri=f"{data}/predictions/{{{{ run_id }}}}",
+            id_columns=["customer_id"],
+            execution_mode="local",
+            python=os.environ.get("AI_TEST_FAKE_PYTHON"),
+            retries=1,
+            retry_delay=timedelta(seconds=0),
+            on_retry_callback=resume_mlflow_server,
+        )
+    return dag
+
+
 hung_mlflow_inference()
+mlflow_hangs_mid_try()

@@ -226,6 +226,60 @@ def test_task_try_against_a_hung_mlflow_server_is_up_for_retry_in_bounded_time_a
     assert list((tmp_path / "predictions").glob("*/part-*.parquet"))
 
 
+_STOPPING_PYTHON = """#!/bin/bash
+# The first try: stop the MLflow server (the task has booked its run), then run the job against it.
+if [ ! -e "{marker}" ]; then
+    touch "{marker}"
+    kill -STOP -{pgid}
+fi
+exec "{python}" "$@"
+"""
+
+
+def test_server_that_stops_answering_mid_try_fails_the_try_within_the_runtime_and_failure_bounds(
+    hung_mlflow, service_timeout, airflow_db, tmp_path, monkeypatch
+):
+    from airflow_ai_provider.hooks.mlflow import FAILURE_PATH_TIMEOUT
+    from tests.dags.hung_service_dags import mlflow_hangs_mid_try
+
+    write_customers(str(tmp_path / "scoring"), 200, seed=6)
+    python = tmp_path / "stopping-python"
+    python.write_text(
+        _STOPPING_PYTHON.format(marker=tmp_path / "stopped", pgid=hung_mlflow.pgid, python=sys.executable)
+    )
+    python.chmod(0o755)
+    retry_log = tmp_path / "retries.jsonl"
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_FAKE_PYTHON", str(python))
+    monkeypatch.setenv("AI_TEST_RETRY_LOG", str(retry_log))
+    monkeypatch.setenv("AI_TEST_RESUME_PGID", str(hung_mlflow.pgid))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": hung_mlflow.url})
+    )
+    try:
+        dag_run = mlflow_hangs_mid_try().test()
+    finally:
+        os.killpg(hung_mlflow.pgid, signal.SIGCONT)
+
+    assert dag_run.state == "success"
+    (first_try,) = [json.loads(line) for line in retry_log.read_text().splitlines()]
+    assert (first_try["try_number"], first_try["state"]) == (1, "up_for_retry")
+    assert f"MLflow at {hung_mlflow.url} did not answer within {TIMEOUT} s" in first_try["error"]
+    if first_try["started"] is not None:
+        # booking + the runtime's wait + one short attempt to record the failure; then nothing waits
+        bound = TIMEOUT + FAILURE_PATH_TIMEOUT + RUNTIME_START_ALLOWANCE
+        assert first_try["ended"] - first_try["started"] < bound
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=hung_mlflow.url)
+    experiment = client.get_experiment_by_name("airflow/mlflow_hangs_mid_try")
+    (task_run,) = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    )
+    assert task_run.info.status == "FINISHED"  # the retry reopened the run the stopped try left open
+
+
 # --------------------------------------------------------------------------- MLflow, runtime side
 
 
