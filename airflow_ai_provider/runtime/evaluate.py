@@ -165,7 +165,12 @@ def infer_task_type(label: pa.ChunkedArray, name: str) -> str:
     kind = label.type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
-    distinct = pc.count_distinct(label).as_py()
+    try:
+        distinct = pc.count_distinct(label).as_py()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        raise JobInputError(
+            f"label column {name!r} is {label.type}: a label must hold numbers, text or booleans"
+        ) from None
     discrete = pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_string(kind)
     discrete = discrete or pa.types.is_large_string(kind)
     if discrete and distinct <= MAX_CLASSES:

@@ -400,9 +400,16 @@ def iter_batches(
             raise read_error(err, meta) from None
 
 
+def printable(text: str, limit: int = 300) -> str:
+    """``text`` with control and other unprintable characters (binary data) shown as ``?``, cut to
+    ``limit`` characters: a parser's message may quote a line of a file that is not text."""
+    shown = "".join(char if char.isprintable() else "?" for char in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
 def read_error(err: Exception, meta: FileMeta) -> Exception:
     """A reading failure as a one-line job error naming the file and, for CSV, the row or column."""
-    text = one_line(err)
+    text = printable(one_line(err))
     if meta.file.format == "csv":
         found = re.search(r"In CSV column #(\d+): CSV conversion error to (\w+)", text)
         if found and int(found.group(1)) < len(meta.schema.names):

@@ -16,6 +16,8 @@ import tempfile
 from collections import Counter
 from typing import Any
 
+from airflow_ai_provider.runtime.errors import JobInputError, one_line
+
 HASH_BUCKETS = 64
 
 
@@ -53,7 +55,13 @@ class DuplicateFinder:
                 kept = values[values.notna().all(axis=1)]
             else:
                 kept = values[values.notna().any(axis=1)]
-        hashes = pd.util.hash_pandas_object(kept, index=False).to_numpy()
+        try:
+            hashes = pd.util.hash_pandas_object(kept, index=False).to_numpy()
+        except TypeError as err:  # lists, dicts: values without a hash
+            raise JobInputError(
+                f"cannot check that column(s) {', '.join(map(repr, self.columns))} are unique: their values "
+                f"are not scalars ({one_line(err)}); check uniqueness on columns of numbers, text or dates"
+            ) from None
         return kept, hashes
 
     def update(self, frame: Any) -> None:

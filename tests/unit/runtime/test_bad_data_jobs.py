@@ -265,3 +265,33 @@ def test_mean_of_a_text_column_over_several_batches_fails_the_expectation_naming
     result = validate.run(validate_spec(source.parent, mean, batch_size=10), log=lambda _: None)
     assert result.status == "failed" and not result.retryable
     assert "column 'plan' is not numeric: expect_column_mean_to_be_between needs numbers" in result.error
+
+
+def test_label_of_lists_is_named(registry, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = make_customers(50)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    labels = pa.array([[int(value)] for value in frame["churned"]])
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("churned"), "churned", labels), tmp_path / "h.parquet"
+    )
+    message = refused(
+        evaluate, job_spec("evaluate", registry, tmp_path / "h.parquet", label_column="churned")
+    )
+    assert (
+        message
+        == "label column 'churned' is list<element: int64>: a label must hold numbers, text or booleans"
+    )
+
+
+def test_uniqueness_of_a_column_of_structs_over_several_batches_is_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"k": [{"x": i % 3} for i in range(30)]}), tmp_path / "in" / "s.parquet")
+    unique = [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "k"}}]
+    message = refused(validate, validate_spec(tmp_path / "in", unique, batch_size=10))
+    assert message.startswith("cannot check that column(s) 'k' are unique: their values are not scalars")

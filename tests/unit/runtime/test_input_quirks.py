@@ -255,3 +255,21 @@ def test_without_the_check_duplicate_ids_are_scored_and_written_as_they_are(regi
     output = read_output(tmp_path / "out")
     assert result.rows_in == result.rows_out == len(output) == 200
     assert output["customer_id"].duplicated().sum() == 40
+
+
+def test_binary_file_read_as_csv_is_named_without_its_bytes(registry, tmp_path):
+    source = write_parquet(tmp_path / "in.parquet", customers(20))
+    message = refused(registry, tmp_path, str(source), input_format="csv")
+    assert message.startswith(f"input file file://{source} is not valid CSV (CSV parse error: ")
+    assert message.isprintable()
+
+
+def test_unique_check_on_ids_that_are_not_scalars_is_named(registry, tmp_path):
+    frame = customers(10)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    ids = pa.array([{"region": "eu", "n": i % 2} for i in range(10)])
+    pq.write_table(table.set_column(0, "customer_id", ids), tmp_path / "in.parquet")
+    message = refused(registry, tmp_path, str(tmp_path / "in.parquet"), check_unique_ids=True)
+    assert message.startswith(
+        "cannot check that column(s) 'customer_id' are unique: their values are not scalars"
+    )
