@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.params import reject_unknown_params, shard
+from airflow_ai_provider.runtime.params import MAX_INT, reject_unknown_params, shard
 
 __all__ = ["JobResult", "JobSpec", "MlflowRef", "ModelRef", "OutputFile", "Shard", "reject_unknown_params"]
 
@@ -48,6 +48,11 @@ class ModelRef:
         if isinstance(self.version, bool) or not isinstance(self.version, (str, int)):
             raise JobInputError(
                 f"model {self.name!r}: version must be a registry version number, got {self.version!r}"
+            )
+        if str(self.version).isdigit() and int(self.version) > MAX_INT:
+            raise JobInputError(
+                f"model {self.name!r}: version {self.version} is not a registry version number "
+                f"(at most {MAX_INT})"
             )
 
     @property

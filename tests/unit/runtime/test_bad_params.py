@@ -113,6 +113,10 @@ SPEC_CASES = [
     ({"shard": {"index": 0, "count": HUGE}}, f"shard_count must be at most 2147483647, got {HUGE}"),
     ({"params": ["batch_size", 1]}, "job spec field 'params' must be an object, got list"),
     ({"model": {"name": "churn", "version": ["1"]}}, "model 'churn': version must be a registry version"),
+    (
+        {"model": {"name": "churn", "version": str(HUGE)}},
+        f"model 'churn': version {HUGE} is not a registry version",
+    ),
     ({"mlflow": {"tracking_uri": 5}}, "job spec field 'mlflow.tracking_uri' must be a URI, got 5"),
     ({"mlflow": {"tracking_uri": NOT_USED, "run_id": 7}}, "job spec field 'mlflow.run_id' must be a string"),
 ]
