@@ -16,6 +16,7 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
+from airflow_ai_provider.execution.run_guard import TaskRunGuard
 from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.mlflow_registry import (
@@ -187,37 +188,38 @@ class PromoteModelOperator(BaseOperator):
         )
         run = hook.start_task_run(who, hook.task_experiment_name(self.experiment_name, ti.dag_id))
         ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=run.url or "")
-        try:
-            name, expected, target = self.plan_move(context, run)
-            tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
-            self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
-            claimant = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
-            if who.map_index >= 0:
-                claimant = f"{claimant}[{who.map_index}]"
-            if not move_alias(hook, AliasMove(name, self.alias, expected, target, claimant), tags):
-                self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
-            self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
-            result = {
-                "model_name": name,
-                "alias": self.alias,
-                "version": target,
-                "previous_version": expected,
-                "action": self.action,
-                "mlflow_run_id": run.run_id,
-                "model_run_id": self._version_run_id(name, target),
-                **{key.removeprefix("ai."): value for key, value in approval.items()},
-            }
-            with hook.client() as client:
-                for key, value in result.items():
-                    client.set_tag(run.run_id, f"ai.{key}", str(value))
-            for outlet in self.outlets or []:
-                if isinstance(outlet, Asset):
-                    context["outlet_events"][outlet].extra = result
-        except BaseException:
-            hook.finish_task_run(run, who, succeeded=False)
-            raise
-        hook.finish_task_run(run, who, succeeded=True)
-        return result
+        with TaskRunGuard.for_task_run(hook, run, who):
+            try:
+                name, expected, target = self.plan_move(context, run)
+                tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
+                self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
+                claimant = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+                if who.map_index >= 0:
+                    claimant = f"{claimant}[{who.map_index}]"
+                if not move_alias(hook, AliasMove(name, self.alias, expected, target, claimant), tags):
+                    self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
+                self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
+                result = {
+                    "model_name": name,
+                    "alias": self.alias,
+                    "version": target,
+                    "previous_version": expected,
+                    "action": self.action,
+                    "mlflow_run_id": run.run_id,
+                    "model_run_id": self._version_run_id(name, target),
+                    **{key.removeprefix("ai."): value for key, value in approval.items()},
+                }
+                with hook.client() as client:
+                    for key, value in result.items():
+                        client.set_tag(run.run_id, f"ai.{key}", str(value))
+                for outlet in self.outlets or []:
+                    if isinstance(outlet, Asset):
+                        context["outlet_events"][outlet].extra = result
+            except BaseException:
+                hook.finish_task_run(run, who, succeeded=False)
+                raise
+            hook.finish_task_run(run, who, succeeded=True)
+            return result
 
     def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:
         """Tags recorded on the version the alias moves to."""
