@@ -1,10 +1,12 @@
-"""Quality gate and drift detection DAGs run by the tests. Settings come from environment variables.
+"""Quality gate and drift detection DAGs run by the tests. Settings come from environment variables;
+``AI_TEST_JOB_KWARGS`` (JSON, by DAG id) overrides operator arguments.
 
 ``dag.test()`` runs only DAGs that live in a DAG bundle; this folder is one (see tests/conftest.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -18,18 +20,25 @@ from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 DRIFT_ASSET = drift_asset("drift_churn")
 
 
+def _overrides(dag_id: str) -> dict[str, Any]:
+    return json.loads(os.environ.get("AI_TEST_JOB_KWARGS", "{}")).get(dag_id, {})
+
+
 def evaluation_gate() -> DAG:
     """Evaluate the challenger and branch on the decision: promote it or keep the champion."""
     with DAG("evaluation_gate", schedule=None) as dag:
         gate = ModelValidationOperator(
-            task_id="gate",
-            challenger=os.environ.get("AI_TEST_CHALLENGER", "churn@challenger"),
-            holdout_uri=os.environ.get("AI_TEST_HOLDOUT", "/tmp/holdout"),
-            label_column="churned",
-            min_metrics={"accuracy": 0.75},
-            max_degradation={"accuracy": 0.01},
-            execution_mode="local",
-            retries=0,
+            **{
+                "task_id": "gate",
+                "challenger": os.environ.get("AI_TEST_CHALLENGER", "churn@challenger"),
+                "holdout_uri": os.environ.get("AI_TEST_HOLDOUT", "/tmp/holdout"),
+                "label_column": "churned",
+                "min_metrics": {"accuracy": 0.75},
+                "max_degradation": {"accuracy": 0.01},
+                "execution_mode": "local",
+                "retries": 0,
+                **_overrides("evaluation_gate"),
+            }
         )
 
         @task.branch
@@ -52,12 +61,15 @@ def drift_check() -> DAG:
     """Check current data for drift; an event on DRIFT_ASSET only when drift is found."""
     with DAG("drift_check", schedule=None) as dag:
         DriftDetectionOperator(
-            task_id="drift",
-            model=os.environ.get("AI_TEST_DRIFT_MODEL", "churn@champion"),
-            input_uri=os.environ.get("AI_TEST_CURRENT", "/tmp/current"),
-            drift_asset=DRIFT_ASSET,
-            execution_mode="local",
-            retries=0,
+            **{
+                "task_id": "drift",
+                "model": os.environ.get("AI_TEST_DRIFT_MODEL", "churn@champion"),
+                "input_uri": os.environ.get("AI_TEST_CURRENT", "/tmp/current"),
+                "drift_asset": DRIFT_ASSET,
+                "execution_mode": "local",
+                "retries": 0,
+                **_overrides("drift_check"),
+            }
         )
     return dag
 

@@ -163,3 +163,130 @@ def test_drift_asset_event_is_emitted_only_for_shifted_data(airflow_env, models,
     assert extra["mlflow_run_id"] == result["mlflow_run_id"]
     assert extra["max_psi"] == result["details"]["max_psi"] > 0.2
     assert extra["input_digest"] == result["input_digest"]
+
+
+# --- bad input: refused on the first try, before anything is written ------------------------------
+
+
+def _failed_once_without_runs(dag_run, task_id: str) -> None:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    assert dag_run.state == "failed"
+    with create_session() as session:
+        tries = session.scalars(
+            select(TaskInstance.try_number).where(
+                TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id
+            )
+        ).all()
+    assert list(tries) == [1]  # two retries were allowed: none was used
+
+
+def _task_runs(mlflow_url: str, dag_run) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    experiment = client.get_experiment_by_name(f"airflow/{dag_run.dag_id}")
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}'")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"min_metrics": {"accuracy": "{{ 'high' }}"}},
+            "gate: min_metrics['accuracy'] must be a number, got 'high'",
+        ),
+        (
+            {"max_degradation": {"accuracy": "{{ -0.1 }}"}},
+            "gate: max_degradation['accuracy'] must be >= 0, got '-0.1'",
+        ),
+        (
+            {"task_type": "{{ 'ranking' }}"},
+            "gate: task_type must be one of classification, regression, got 'ranking'",
+        ),
+    ],
+    ids=["threshold-renders-to-text", "degradation-renders-negative", "task-type-renders-to-unknown"],
+)
+def test_gate_argument_that_renders_to_a_bad_value_fails_once_before_any_run(
+    airflow_env, models, mlflow_server, monkeypatch, capfd, kwargs, message
+):
+    import json
+
+    from tests.dags.evaluation_dags import evaluation_gate
+
+    write_customers(airflow_env / "holdout", 500, seed=13, with_label=True)
+    monkeypatch.setenv("AI_TEST_CHALLENGER", f"{GATE_MODEL}@challenger")
+    monkeypatch.setenv("AI_TEST_HOLDOUT", str(airflow_env / "holdout"))
+    monkeypatch.setenv(
+        "AI_TEST_JOB_KWARGS", json.dumps({"evaluation_gate": {**kwargs, "retries": 2, "retry_delay": 0}})
+    )
+
+    dag_run = evaluation_gate().test()
+
+    _failed_once_without_runs(dag_run, "gate")
+    assert message in capfd.readouterr().out
+    assert _task_runs(mlflow_server.url, dag_run) == []
+
+
+def test_gate_on_a_holdout_with_missing_labels_fails_once_naming_the_count(
+    airflow_env, models, mlflow_server, monkeypatch, capfd
+):
+    import json
+
+    from tests.dags.evaluation_dags import evaluation_gate
+
+    holdout = make_customers(500, seed=14).astype({"churned": "float64"})
+    holdout.loc[[3, 4, 5], "churned"] = float("nan")
+    (airflow_env / "holdout").mkdir()
+    holdout.to_parquet(airflow_env / "holdout" / "h.parquet", index=False)
+    monkeypatch.setenv("AI_TEST_CHALLENGER", f"{GATE_MODEL}@challenger")
+    monkeypatch.setenv("AI_TEST_HOLDOUT", str(airflow_env / "holdout"))
+    monkeypatch.setenv(
+        "AI_TEST_JOB_KWARGS", json.dumps({"evaluation_gate": {"retries": 2, "retry_delay": 0}})
+    )
+
+    dag_run = evaluation_gate().test()
+
+    _failed_once_without_runs(dag_run, "gate")
+    assert "label column 'churned' of holdout" in capfd.readouterr().out
+    runs = _task_runs(mlflow_server.url, dag_run)
+    (run,) = [run for run in runs if run.data.tags.get("airflow.task_id") == "gate"]
+    assert run.info.status == "FAILED"
+    assert "has 3 missing value(s) (null or NaN) of 500 rows" in run.data.tags["ai.error"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"psi_threshold": "{{ 'abc' }}"}, "drift: psi_threshold must be a number, got 'abc'"),
+        (
+            {"min_drifted_features": "{{ 'two' }}"},
+            "drift: min_drifted_features must be a positive integer, got 'two'",
+        ),
+    ],
+    ids=["psi-renders-to-text", "count-renders-to-text"],
+)
+def test_drift_argument_that_renders_to_a_bad_value_fails_once_before_any_run(
+    airflow_env, models, mlflow_server, monkeypatch, capfd, kwargs, message
+):
+    import json
+
+    from tests.dags.evaluation_dags import drift_check
+
+    write_customers(airflow_env / "current", 500, seed=5)
+    monkeypatch.setenv("AI_TEST_DRIFT_MODEL", f"{DRIFT_MODEL}@champion")
+    monkeypatch.setenv("AI_TEST_CURRENT", str(airflow_env / "current"))
+    monkeypatch.setenv(
+        "AI_TEST_JOB_KWARGS", json.dumps({"drift_check": {**kwargs, "retries": 2, "retry_delay": 0}})
+    )
+
+    dag_run = drift_check().test()
+
+    _failed_once_without_runs(dag_run, "drift")
+    assert message in capfd.readouterr().out
+    assert _task_runs(mlflow_server.url, dag_run) == []
+    assert drift_events(dag_run) == []
