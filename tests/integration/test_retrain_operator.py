@@ -168,3 +168,40 @@ def test_retried_training_reuses_its_version_and_run(
     assert outcome.result["details"]["version"] == "1"
     assert outcome.result["details"]["run_id"] == task_run.info.run_id
     assert outcome.result["metrics"]["accuracy"] > 0.6
+
+
+def test_training_data_with_missing_labels_fails_once_and_registers_nothing(
+    training_code_importable, mlflow_connection, mlflow_server, tmp_path, monkeypatch, capfd
+):
+    """The label check comes before the training function runs; bad input is not retried (one retry
+    is allowed), registers no version and leaves the task's MLflow run FAILED, not RUNNING."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from mlflow import MlflowClient
+    from sqlalchemy import select
+
+    from dag_templates.include.churn_sample import make_customers
+    from tests.dags.training_dags import retried_training
+
+    name = "churn-missing-labels"
+    frame = make_customers(400, seed=8).astype({"churned": "float64"})
+    frame.loc[[0, 10, 20, 30], "churned"] = float("nan")
+    (tmp_path / "training").mkdir()
+    frame.to_parquet(tmp_path / "training" / "customers.parquet", index=False)
+    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
+    monkeypatch.setenv("AI_TEST_MODEL_NAME", name)
+    monkeypatch.delenv("AI_TEST_FAKE_PYTHON", raising=False)
+
+    dag_run = retried_training().test()
+
+    assert dag_run.state == "failed"
+    with create_session() as session:
+        tries = session.scalars(
+            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
+        ).all()
+    assert list(tries) == [1]
+    assert "label column 'churned' has 4 missing value(s) (null or NaN) of 400 rows" in capfd.readouterr().out
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    assert client.search_model_versions(f"name = '{name}'") == []
+    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    assert task_run.info.status == "FAILED"

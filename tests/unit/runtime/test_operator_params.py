@@ -102,3 +102,15 @@ def test_ks_threshold_none_means_psi_alone_and_reaches_the_spec_as_none():
     assert operator.job_params()["ks_pvalue_threshold"] is None
     operator.ks_pvalue_threshold = "None"  # a template that rendered None as text
     assert operator.job_params()["ks_pvalue_threshold"] is None
+
+
+def test_training_id_and_feature_columns_rendered_to_one_name_are_one_column():
+    operator = RetrainModelOperator(
+        task_id="train",
+        id_columns="{{ params.id }}",
+        feature_columns="tenure_months",
+        **BASE[RetrainModelOperator],
+    )
+    operator.id_columns = "customer_id"  # as rendered
+    params = operator.job_params()
+    assert (params["id_columns"], params["feature_columns"]) == (["customer_id"], ["tenure_months"])
