@@ -18,7 +18,7 @@ def s3_data_validation() -> DAG:
             task_id="validate",
             input_uri=os.environ.get("AI_TEST_INPUT", f"s3://{bucket}/customers/"),
             suite_uri=f"s3://{bucket}/suites/churn_expectations.json",
-            batch_size=int(os.environ.get("AI_TEST_BATCH_SIZE", "200000")),
+            batch_size=os.environ.get("AI_TEST_BATCH_SIZE", "200000"),  # a string renders as a template
             aws_conn_id="aws_test",
             execution_mode="local",
             outlets=[Asset(name=f"validated-customers-{bucket}", uri=f"s3://{bucket}/customers")],

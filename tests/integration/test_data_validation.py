@@ -161,3 +161,32 @@ def test_a_suite_source_is_required_exactly_once_when_the_dag_is_parsed():
         DataValidationOperator(task_id="typo", input_uri="s3://b/data/", expectations=[{"kwargs": {}}])
     operator = DataValidationOperator(task_id="ok", input_uri="s3://b/data/", expectations=inline)
     assert operator.retries == 3 and operator.retry_exponential_backoff
+
+
+def test_batch_size_that_renders_to_text_fails_once_before_any_run_or_report(
+    airflow_env, mlflow_server, s3_server, monkeypatch, capfd
+):
+    from mlflow import MlflowClient
+
+    from tests.dags.validation_dags import s3_data_validation
+
+    write_customers(
+        f"s3://{airflow_env}/customers",
+        500,
+        seed=3,
+        storage_options={"endpoint_url": s3_server.endpoint_url, "key": "testing", "secret": "testing"},
+    )
+    monkeypatch.setenv("AI_TEST_BATCH_SIZE", "{{ 'x' }}")
+    monkeypatch.setenv("AI_TEST_RETRIES", "3")
+
+    dag_run = s3_data_validation().test()
+
+    assert dag_run.state == "failed"
+    assert _task_tries(dag_run.run_id) == [1]
+    assert "validate: batch_size must be a positive integer, got 'x'" in capfd.readouterr().out
+    listed = s3_server.client().list_objects_v2(Bucket=airflow_env, Prefix="customers/_validation/")
+    assert listed.get("KeyCount", 0) == 0
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment = client.get_experiment_by_name("airflow/s3_data_validation")
+    filter_string = f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'"
+    assert experiment is None or client.search_runs([experiment.experiment_id], filter_string) == []
