@@ -424,13 +424,10 @@ def _check_metrics(metrics: Any, reference: str) -> dict[str, float]:
 
 def label_summary(label: pd.Series) -> dict[str, Any]:
     """Class counts for a label with few distinct values that is not a continuous float, else its
-    mean, std, min and max; nothing for values without a hash (lists, dicts)."""
+    mean, std, min and max."""
     import pandas as pd
 
-    try:
-        counts = label.value_counts(dropna=True, sort=True)
-    except TypeError:
-        return {}
+    counts = label.value_counts(dropna=True, sort=True)
     continuous = pd.api.types.is_float_dtype(label.dtype) and not (label.dropna() % 1 == 0).all()
     numeric = pd.api.types.is_numeric_dtype(label.dtype) and not pd.api.types.is_bool_dtype(label.dtype)
     if not numeric or (len(counts) <= MAX_CLASSES and not continuous):

@@ -296,8 +296,3 @@ def test_uniqueness_of_a_column_of_structs_over_several_batches_is_named(tmp_pat
     message = refused(validate, validate_spec(tmp_path / "in", unique, batch_size=10))
     assert message.startswith("cannot check that column(s) 'k' are unique: their values are not scalars")
 
-
-def test_label_summary_of_values_without_a_hash_is_empty_not_an_error():
-    import pandas as pd
-
-    assert train.label_summary(pd.Series([[0], [1], [1]])) == {}
