@@ -295,4 +295,3 @@ def test_uniqueness_of_a_column_of_structs_over_several_batches_is_named(tmp_pat
     unique = [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "k"}}]
     message = refused(validate, validate_spec(tmp_path / "in", unique, batch_size=10))
     assert message.startswith("cannot check that column(s) 'k' are unique: their values are not scalars")
-
