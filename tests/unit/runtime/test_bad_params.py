@@ -351,3 +351,16 @@ def test_every_job_parameter_a_user_sets_is_an_operator_argument_of_the_same_nam
     settable = {*kind.checks(), *kind.also_known} - NOT_ARGUMENTS[kind.job]
     arguments = set(inspect.signature(operator.__init__).parameters)
     assert sorted(settable - arguments) == []
+
+
+def test_parameter_checks_import_nothing_heavy():
+    """The operators import the parameter classes when a DAG is parsed: no pyarrow, pandas or MLflow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, airflow_ai_provider.runtime.params, airflow_ai_provider.runtime.columns; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'pandas', 'numpy', 'mlflow'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
