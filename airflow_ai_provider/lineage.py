@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from airflow_ai_provider.runtime.contract import Artifact, Tag
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
@@ -197,7 +199,7 @@ def _job_result(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     """The ``job_result.json`` an AI task logged into its run, or ``None``."""
     with tempfile.TemporaryDirectory(prefix="ai-lineage-") as scratch:
         try:
-            path = client.download_artifacts(run_id, "job_result.json", scratch)
+            path = client.download_artifacts(run_id, Artifact.JOB_RESULT, scratch)
             with open(path) as handle:
                 return json.load(handle)
         except Exception:
@@ -209,13 +211,13 @@ def _state(run: Run) -> str:
 
 
 def _task_name(tags: dict[str, str]) -> str:
-    task, map_index = tags.get("airflow.task_id", "?"), tags.get("airflow.map_index", "-1")
+    task, map_index = tags.get(Tag.TASK_ID, "?"), tags.get(Tag.MAP_INDEX, "-1")
     return task if map_index in ("", "-1") else f"{task}[{map_index}]"
 
 
 def _dag_run_of(tags: dict[str, str]) -> tuple[str, str] | None:
-    if tags.get("airflow.dag_id") and tags.get("airflow.run_id"):
-        return tags["airflow.dag_id"], tags["airflow.run_id"]
+    if tags.get(Tag.DAG_ID) and tags.get(Tag.RUN_ID):
+        return tags[Tag.DAG_ID], tags[Tag.RUN_ID]
     return None
 
 
@@ -305,7 +307,7 @@ def _predictions(walk: _Walk, target: OutputTarget) -> tuple[str, str, str | Non
     writers = []
     for run in candidates:
         try:
-            outputs = [normalize_uri(out) for out in json.loads(run.data.tags.get("ai.outputs", "[]"))]
+            outputs = [normalize_uri(out) for out in json.loads(run.data.tags.get(Tag.OUTPUTS, "[]"))]
         except (ValueError, LineageInputError):
             continue
         mine = [out for out in outputs if out == uri or out.startswith(f"{uri}/")]
@@ -318,7 +320,7 @@ def _predictions(walk: _Walk, target: OutputTarget) -> tuple[str, str, str | Non
         )
     newest = _dag_run_of(writers[0][0].data.tags)
     group = [(run, files) for run, files in writers if _dag_run_of(run.data.tags) == newest]
-    group.sort(key=lambda item: int(item[0].data.tags.get("airflow.map_index", "-1") or -1))
+    group.sort(key=lambda item: int(item[0].data.tags.get(Tag.MAP_INDEX, "-1") or -1))
     rows = sum(int(run.data.metrics.get("rows_out", 0)) for run, _ in group)
     files = sorted({out for _, outs in group for out in outs})
     shown = files[0] if files == [uri] else f"{uri} ({len(files)} part file{'s' * (len(files) > 1)})"
@@ -331,19 +333,18 @@ def _predictions(walk: _Walk, target: OutputTarget) -> tuple[str, str, str | Non
     walk.add(
         "inference",
         f"{_where(tags)} task{'s' * (len(group) > 1)} {tasks}, MLflow run{'s' * (len(group) > 1)} {run_ids}{note}",
-        dag_id=tags.get("airflow.dag_id"),
-        run_id=tags.get("airflow.run_id"),
+        dag_id=tags.get(Tag.DAG_ID),
+        run_id=tags.get(Tag.RUN_ID),
         mlflow_run_ids=run_ids,
-        input_digest=tags.get("ai.input_digest"),
+        input_digest=tags.get(Tag.INPUT_DIGEST),
     )
     versions = {
-        (run.data.tags.get("ai.model_name", ""), run.data.tags.get("ai.model_version", ""))
-        for run, _ in group
+        (run.data.tags.get(Tag.MODEL_NAME, ""), run.data.tags.get(Tag.MODEL_VERSION, "")) for run, _ in group
     }
     name, version = sorted(versions)[0]
     if len(versions) > 1:
         walk.hops[-1].text += f" (shards used different models: {sorted(versions)})"
-    return name, version, tags.get("ai.model_alias"), newest
+    return name, version, tags.get(Tag.MODEL_ALIAS), newest
 
 
 def _model_version(walk: _Walk, name: str, version: str, context: str | None) -> ModelVersion | None:
@@ -393,7 +394,7 @@ def _training_and_data(walk: _Walk, model: ModelVersion) -> None:
             + (f", code {code}" if code else ", code not recorded"),
             dag_id=dag_run[0],
             run_id=dag_run[1],
-            task_id=merged.get("airflow.task_id"),
+            task_id=merged.get(Tag.TASK_ID),
             code_reference=code,
         )
     else:
@@ -434,7 +435,7 @@ def _same_inputs(first: str, second: str) -> bool:
 def _validation(walk: _Walk, data_uri: str | None, digest: str | None) -> None:
     run = None
     if digest:
-        matches = search_runs(walk.client, {"ai.job": "validate", "ai.input_digest": digest}, limit=1)
+        matches = search_runs(walk.client, {"ai.job": "validate", Tag.INPUT_DIGEST: digest}, limit=1)
         run = matches[0] if matches else None
     mismatch = None
     if run is None and data_uri:
@@ -473,8 +474,8 @@ def _validation(walk: _Walk, data_uri: str | None, digest: str | None) -> None:
         text,
         found=found,
         suite=tags.get("ai.suite"),
-        dag_id=tags.get("airflow.dag_id"),
-        run_id=tags.get("airflow.run_id"),
+        dag_id=tags.get(Tag.DAG_ID),
+        run_id=tags.get(Tag.RUN_ID),
         mlflow_run_id=run.info.run_id,
         report_uri=tags.get("ai.report_uri"),
     )
@@ -505,8 +506,8 @@ def _quality_gate(walk: _Walk, name: str, version: str) -> str | None:
         "quality gate",
         f"decision {decision}: {reasons} ({against}; {_where(tags)}, MLflow run {run.info.run_id})",
         decision=decision,
-        dag_id=tags.get("airflow.dag_id"),
-        run_id=tags.get("airflow.run_id"),
+        dag_id=tags.get(Tag.DAG_ID),
+        run_id=tags.get(Tag.RUN_ID),
         mlflow_run_id=run.info.run_id,
     )
     return decision
@@ -548,7 +549,7 @@ def _approval_and_promotion(walk: _Walk, model: ModelVersion, decision: str | No
     alias = "alias"
     runs = search_runs(
         walk.client,
-        {"ai.job": "promote", "ai.model_name": model.name, "ai.version": str(model.version)},
+        {"ai.job": "promote", Tag.MODEL_NAME: model.name, "ai.version": str(model.version)},
         limit=1,
     )
     if runs:

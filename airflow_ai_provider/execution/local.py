@@ -6,7 +6,7 @@ own process group and is killed with it when the task times out, is killed, or t
 
 Nothing of a try outlives it. The runtime ends its own leftovers (it is a child subreaper); as a
 catch-all for a runtime killed with SIGKILL, every process of the job carries a per-task-instance
-marker in its environment (:data:`~airflow_ai_provider.runtime.processes.MARKER_ENV`) and the runner
+marker in its environment (:data:`~airflow_ai_provider.runtime.contract.MARKER_ENV`) and the runner
 ends the processes of this user that carry it, after the runtime exits and before the next try
 starts. The runtime's temporary files and model copies go to a per-task-instance scratch folder
 (``$TMPDIR`` of the runtime), the same for every try of a task instance: it is removed at the end
@@ -35,14 +35,13 @@ from typing import Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
 from airflow_ai_provider.runtime import processes
+from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV
 
-RESULT_PATH_ENV = "AI_PROVIDER_RESULT_PATH"
 #: Seconds the runtime gets between SIGTERM and SIGKILL (it stops within 7 s, see the runtime).
 _KILL_GRACE_SECONDS = 10.0
 _ERROR_PREFIX = "airflow-ai-runtime error: "
 #: Seconds the log reader gets to drain the runtime's output once the runtime has exited.
 _DRAIN_SECONDS = 5.0
-_EXIT_INPUT = 2
 
 
 def _die_with_parent() -> None:
@@ -116,7 +115,7 @@ class LocalJobRunner:
             **self.env,
             RESULT_PATH_ENV: str(result_path),
             "PYTHONUNBUFFERED": "1",
-            processes.MARKER_ENV: self.marker,
+            MARKER_ENV: self.marker,
             **dict.fromkeys(("TMPDIR", "TMP", "TEMP"), str(temp_dir)),
         }
         started = time.monotonic()
@@ -210,7 +209,7 @@ class LocalJobRunner:
                 message = (
                     f"runtime exited with code {returncode} without writing a result: {self._last_error}"
                 )
-                if returncode == _EXIT_INPUT:
+                if returncode == EXIT_INPUT:
                     raise AiProviderConfigError(message)
                 raise JobFailedError(message)
             raise JobFailedError(

@@ -23,7 +23,8 @@ from airflow_ai_provider.exceptions import (
     ModelReferenceError,
 )
 from airflow_ai_provider.model_ref import ModelSpecifier, parse_model_reference
-from airflow_ai_provider.runtime.timeouts import SERVICE_TIMEOUT_ENV, ServiceBounds, is_timeout, mlflow_wait
+from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV, Tag
+from airflow_ai_provider.runtime.timeouts import ServiceBounds, is_timeout, mlflow_wait
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 #: Budget of the calls that record a failure (the failed result, the task run's end): one short
 #: attempt, so that a server that stopped answering cannot hold the failing try as long again.
 FAILURE_PATH_TIMEOUT = 5
-ROLE_TAG = "airflow.role"
 PIN_PARAM_PREFIX = "pinned_model"
 
 
@@ -334,7 +334,7 @@ class MlflowHook(BaseHook):
         return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
 
     def _dag_run_tags(self, who: RunIdentity) -> dict[str, str]:
-        return {ROLE_TAG: "dag_run", "airflow.dag_id": who.dag_id, "airflow.run_id": who.run_id}
+        return {Tag.ROLE: "dag_run", Tag.DAG_ID: who.dag_id, Tag.RUN_ID: who.run_id}
 
     def _get_or_create_run(
         self, client: MlflowClient, experiment_id: str, keys: dict[str, str], extra_tags: dict[str, str]
@@ -358,9 +358,9 @@ class MlflowHook(BaseHook):
         """Return the DAG run's parent run, creating it if needed."""
         tags = {"mlflow.runName": f"{who.dag_id}/{who.run_id}"}
         if who.logical_date:
-            tags["airflow.logical_date"] = who.logical_date
+            tags[Tag.LOGICAL_DATE] = who.logical_date
         if who.airflow_url:
-            tags["airflow.url"] = who.airflow_url
+            tags[Tag.AIRFLOW_URL] = who.airflow_url
         return self._get_or_create_run(client, experiment_id, self._dag_run_tags(who), tags)
 
     def start_task_run(self, who: RunIdentity, experiment_name: str) -> TaskRun:
@@ -371,20 +371,20 @@ class MlflowHook(BaseHook):
             parent_id = self._elect_parent_run(client, experiment_id, who)
             client.update_run(parent_id, status="RUNNING")
             keys = {
-                ROLE_TAG: "task",
-                "airflow.dag_id": who.dag_id,
-                "airflow.run_id": who.run_id,
-                "airflow.task_id": who.task_id,
-                "airflow.map_index": str(who.map_index),
+                Tag.ROLE: "task",
+                Tag.DAG_ID: who.dag_id,
+                Tag.RUN_ID: who.run_id,
+                Tag.TASK_ID: who.task_id,
+                Tag.MAP_INDEX: str(who.map_index),
             }
             existing = self._find_runs(client, experiment_id, keys)
             if existing:
                 run_id = existing[0].info.run_id
                 client.update_run(run_id, status="RUNNING")
-                client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+                client.set_tag(run_id, Tag.PARENT_RUN_ID, parent_id)
             else:
                 name = who.task_id if who.map_index < 0 else f"{who.task_id}[{who.map_index}]"
-                tags = {**keys, "mlflow.parentRunId": parent_id, "mlflow.runName": name}
+                tags = {**keys, Tag.PARENT_RUN_ID: parent_id, Tag.RUN_NAME: name}
                 run_id = client.create_run(experiment_id, tags=tags).info.run_id
             for key, value in {"airflow.try_number": str(who.try_number), **who.extra_tags}.items():
                 client.set_tag(run_id, key, value)
@@ -399,7 +399,7 @@ class MlflowHook(BaseHook):
             parents = self._find_runs(client, run.experiment_id, self._dag_run_tags(who))
             elected = parents[0].info.run_id if parents else run.parent_run_id
             if elected != run.parent_run_id:
-                client.set_tag(run.run_id, "mlflow.parentRunId", elected)
+                client.set_tag(run.run_id, Tag.PARENT_RUN_ID, elected)
             for loser in parents[1:]:  # created by a task that raced; its children re-parent likewise
                 with contextlib.suppress(MlflowException):
                     client.delete_run(loser.info.run_id)
@@ -494,4 +494,3 @@ class MlflowHook(BaseHook):
         with self.client() as client:
             aliases = client.get_registered_model(name).aliases
         return str(aliases[alias]) if alias in aliases else None
-

@@ -15,8 +15,7 @@ from typing import Any
 
 from airflow_ai_provider.credentials import is_secret_name, scrub_text, secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
-
-RUNTIME_MODULE = "airflow_ai_provider.runtime"
+from airflow_ai_provider.runtime.contract import RUNTIME_MODULE
 
 #: GPU vendors and the extended resource their Kubernetes device plugin advertises.
 GPU_RESOURCES: dict[str, str] = {

@@ -50,17 +50,15 @@ from airflow_ai_provider.kubernetes.validation import (
     resources_dict,
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.runtime.contract import RUNTIME_MODULE, SERVICE_TIMEOUT_ENV, Artifact, Tag
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.spec import MlflowRef
-from airflow_ai_provider.runtime.timeouts import SERVICE_TIMEOUT_ENV
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from kubernetes.client import models as k8s
 
     from airflow_ai_provider.runtime.spec import JobSpec
-
-RUNTIME_MODULE = "airflow_ai_provider.runtime"
 
 
 def _trace_carrier(ti: Any) -> dict[str, str]:
@@ -263,7 +261,7 @@ class AiJobOperator(KubernetesPodOperator):
                 metrics=[Metric(key, float(value), now_ms, step=0) for key, value in metrics.items()],
                 tags=[RunTag(key, str(value)) for key, value in self.result_tags(result).items()],
             )
-            client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
+            client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), Artifact.JOB_RESULT)
 
     def mlflow_ref(self, run: TaskRun) -> MlflowRef:
         """Where the runtime finds MLflow and the run booked for this task (never credentials)."""
@@ -440,9 +438,9 @@ class AiJobOperator(KubernetesPodOperator):
             logical_date=logical_date.isoformat() if logical_date else None,
             airflow_url=f"{base_url}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}",
             extra_tags={
-                "ai.job": self.job_type,
-                "ai.execution_mode": mode.value,
-                ("ai.image" if mode is ExecutionMode.KUBERNETES else "ai.python"): str(where),
+                Tag.JOB: self.job_type,
+                Tag.EXECUTION_MODE: mode.value,
+                (Tag.IMAGE if mode is ExecutionMode.KUBERNETES else Tag.PYTHON): str(where),
             },
         )
 
@@ -591,8 +589,8 @@ class AiJobOperator(KubernetesPodOperator):
         """Keep a failed job's result in its MLflow run too (the error, what it had counted)."""
         try:
             with self.mlflow_hook.client(on_failure=True) as client:
-                client.set_tag(run.run_id, "ai.error", str(result.get("error", ""))[:5000])
-                client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), "job_result.json")
+                client.set_tag(run.run_id, Tag.ERROR, str(result.get("error", ""))[:5000])
+                client.log_text(run.run_id, json.dumps(result, indent=2, sort_keys=True), Artifact.JOB_RESULT)
         except Exception:
             self.log.warning("Could not record the failed result in MLflow run %s", run.run_id, exc_info=True)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.operators.arguments import check_job_params, check_shard
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.contract import Tag
 from airflow_ai_provider.runtime.params import InferParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
 
@@ -171,18 +172,18 @@ class BatchInferenceOperator(AiJobOperator):
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         model = result.get("model", {})
         tags = {
-            "ai.model_name": str(model.get("name", "")),
-            "ai.model_version": str(model.get("version", "")),
-            "ai.model_uri": str(model.get("uri", "")),
-            "ai.output_uri": self.output_uri,
-            "ai.outputs": json.dumps([out["uri"] for out in result.get("outputs", [])]),
-            "ai.input_digest": str(result.get("input_digest", "")),
+            Tag.MODEL_NAME: str(model.get("name", "")),
+            Tag.MODEL_VERSION: str(model.get("version", "")),
+            Tag.MODEL_URI: str(model.get("uri", "")),
+            Tag.OUTPUT_URI: self.output_uri,
+            Tag.OUTPUTS: json.dumps([out["uri"] for out in result.get("outputs", [])]),
+            Tag.INPUT_DIGEST: str(result.get("input_digest", "")),
         }
         if model.get("alias"):
-            tags["ai.model_alias"] = str(model["alias"])
+            tags[Tag.MODEL_ALIAS] = str(model["alias"])
         if result.get("fallback"):
-            tags["ai.fallback_used"] = "true"
-            tags["ai.fallback_reason"] = str(result["fallback"]["reason"])[:500]
+            tags[Tag.FALLBACK_USED] = "true"
+            tags[Tag.FALLBACK_REASON] = str(result["fallback"]["reason"])[:500]
         return tags
 
     def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:

@@ -31,14 +31,19 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow_ai_provider.runtime import processes, scratch
+from airflow_ai_provider.runtime.contract import (
+    DEFAULT_RESULT_PATH,
+    EXIT_INPUT,
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_UNEXPECTED,
+    RESULT_PATH_ENV,
+    SPEC_ENV,
+)
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.processes import JobInterrupted
 from airflow_ai_provider.runtime.spec import JOB_TYPES, JobResult, JobSpec
 
-SPEC_ENV = "AI_PROVIDER_JOB_SPEC"
-RESULT_PATH_ENV = "AI_PROVIDER_RESULT_PATH"
-DEFAULT_RESULT_PATH = "/airflow/xcom/return.json"
-EXIT_OK, EXIT_UNEXPECTED, EXIT_INPUT, EXIT_SERVICE = 0, 1, 2, 3
 #: Seconds after SIGTERM/SIGINT by which the runtime has exited, below the local runner's 10 s grace
 #: and Kubernetes' default 30 s termination grace period.
 STOP_DEADLINE_S = 7.0

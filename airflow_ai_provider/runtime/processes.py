@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from airflow_ai_provider.runtime.contract import MARKER_ENV
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
-#: Environment variable carrying a per-task-instance marker into every process of a local job.
-MARKER_ENV = "AI_PROVIDER_TASK_MARKER"
 #: Seconds leftover processes get between SIGTERM and SIGKILL.
 TERM_GRACE_S = 3.0
 #: Rounds of "find, SIGKILL" after the grace, for processes forked while the others were ended.

@@ -15,8 +15,9 @@ import json
 import sys
 from typing import Any
 
+from airflow_ai_provider.runtime.contract import Tag
+
 DONE = "done"
-ERROR_TAG = "ai.error"
 KILLED_MESSAGE = "the Airflow task process ended before it finished this run (killed or lost)"
 
 
@@ -30,9 +31,9 @@ def close_orphaned_runs(config: dict[str, Any]) -> list[str]:
     client = MlflowClient(tracking_uri=config["tracking_uri"], registry_uri=config.get("registry_uri"))
     closed: list[str] = []
     run = client.get_run(config["run_id"])
-    same_try = run.data.tags.get("airflow.try_number") == str(config.get("try_number"))
+    same_try = run.data.tags.get(Tag.TRY_NUMBER) == str(config.get("try_number"))
     if run.info.status == "RUNNING" and same_try:
-        client.set_tag(run.info.run_id, ERROR_TAG, KILLED_MESSAGE)
+        client.set_tag(run.info.run_id, Tag.ERROR, KILLED_MESSAGE)
         client.set_terminated(run.info.run_id, status="FAILED")
         closed.append(run.info.run_id)
     parent_id = config.get("parent_run_id")

@@ -25,9 +25,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
 
-SERVICE_TIMEOUT_ENV = "AI_PROVIDER_SERVICE_TIMEOUT"
 DEFAULT_SERVICE_TIMEOUT = 20
 #: From this budget on, each request gets a second attempt (a retry of a dropped connection).
 RETRY_FROM = 10

@@ -152,7 +152,7 @@ def test_helper_in_a_new_session_is_ended_when_the_runtime_is_killed_with_sigkil
 
 
 def test_the_next_try_ends_what_an_earlier_try_left_and_starts_with_an_empty_scratch_folder(tmp_path):
-    from airflow_ai_provider.runtime.processes import MARKER_ENV
+    from airflow_ai_provider.runtime.contract import MARKER_ENV
 
     runner = LocalJobRunner(
         [_fake_python(tmp_path, _REPORT_SCRATCH)], {}, logging.getLogger("x"), "d/r/t/3", tmp_path / "root"

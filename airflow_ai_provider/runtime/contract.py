@@ -1,0 +1,81 @@
+"""What the control plane and the runtime agree on: exit codes, environment, result, tags, keys.
+
+Both sides import this module; it loads no heavy library and nothing outside ``runtime/``. The
+error classes live in :mod:`.errors`, the job spec and result in :mod:`.spec`, and each job's
+parameters in :mod:`.params`; this module holds the names and numbers that tie them together.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+RUNTIME_MODULE: Final = "airflow_ai_provider.runtime"
+
+# --- process ---------------------------------------------------------------------------------------
+EXIT_OK: Final = 0
+EXIT_UNEXPECTED: Final = 1
+#: Bad input or configuration: never retried.
+EXIT_INPUT: Final = 2
+#: A service could not be reached, did not answer in time, or the job was stopped: retried.
+EXIT_SERVICE: Final = 3
+
+SPEC_ENV: Final = "AI_PROVIDER_JOB_SPEC"
+RESULT_PATH_ENV: Final = "AI_PROVIDER_RESULT_PATH"
+#: Where the KubernetesPodOperator XCom sidecar reads the result.
+DEFAULT_RESULT_PATH: Final = "/airflow/xcom/return.json"
+#: Seconds every call to MLflow or object storage may wait in all (``[ai_provider] service_timeout``).
+SERVICE_TIMEOUT_ENV: Final = "AI_PROVIDER_SERVICE_TIMEOUT"
+#: A per-task-instance marker in the environment of every process of a local job.
+MARKER_ENV: Final = "AI_PROVIDER_TASK_MARKER"
+
+# --- result ----------------------------------------------------------------------------------------
+STATUS_SUCCESS: Final = "success"
+STATUS_FAILED: Final = "failed"
+
+
+class Tag:
+    """MLflow tag keys written by the provider (runs and model versions)."""
+
+    ROLE: Final = "airflow.role"
+    DAG_ID: Final = "airflow.dag_id"
+    RUN_ID: Final = "airflow.run_id"
+    TASK_ID: Final = "airflow.task_id"
+    MAP_INDEX: Final = "airflow.map_index"
+    TRY_NUMBER: Final = "airflow.try_number"
+    LOGICAL_DATE: Final = "airflow.logical_date"
+    AIRFLOW_URL: Final = "airflow.url"
+    PARENT_RUN_ID: Final = "mlflow.parentRunId"
+    RUN_NAME: Final = "mlflow.runName"
+
+    JOB: Final = "ai.job"
+    EXECUTION_MODE: Final = "ai.execution_mode"
+    IMAGE: Final = "ai.image"
+    PYTHON: Final = "ai.python"
+    ERROR: Final = "ai.error"
+    MODEL_NAME: Final = "ai.model_name"
+    MODEL_VERSION: Final = "ai.model_version"
+    MODEL_ALIAS: Final = "ai.model_alias"
+    MODEL_URI: Final = "ai.model_uri"
+    INPUT_DIGEST: Final = "ai.input_digest"
+    OUTPUT_URI: Final = "ai.output_uri"
+    OUTPUTS: Final = "ai.outputs"
+    FALLBACK_USED: Final = "ai.fallback_used"
+    FALLBACK_REASON: Final = "ai.fallback_reason"
+
+
+class Artifact:
+    """Artifact names in a task's MLflow run."""
+
+    JOB_RESULT: Final = "job_result.json"
+
+
+class EventKey:
+    """Keys of the ``extra`` of the Asset events the operators emit."""
+
+    MODEL_NAME: Final = "model_name"
+    MODEL_VERSION: Final = "model_version"
+    MODEL_ALIAS: Final = "model_alias"
+    MLFLOW_RUN_ID: Final = "mlflow_run_id"
+    ROW_COUNT: Final = "row_count"
+    OUTPUT_URI: Final = "output_uri"
+    INPUT_DIGEST: Final = "input_digest"
