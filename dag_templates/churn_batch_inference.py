@@ -59,7 +59,7 @@ with DAG(
         """The promoted version from the triggering event, or the champion reference."""
         events = list(triggering_asset_events[model_asset(MODEL_NAME)]) if triggering_asset_events else []
         if events:
-            return f"{events[-1].extra['model_name']}/{events[-1].extra['version']}"
+            return f"{events[-1].extra['model_name']}/{events[-1].extra['model_version']}"
         return params["model"]
 
     score = BatchInferenceOperator.partial(

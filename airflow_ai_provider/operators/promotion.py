@@ -203,6 +203,7 @@ class PromoteModelOperator(BaseOperator):
                     "model_name": name,
                     "alias": self.alias,
                     "version": target,
+                    "model_version": target,  # the key every model event carries
                     "previous_version": expected,
                     "action": self.action,
                     "mlflow_run_id": run.run_id,
