@@ -33,6 +33,16 @@ CASES = {
     ),
     "templated execution mode": ({"execution_mode": "{{ 'podman' }}"}, "invalid execution_mode 'podman'"),
     "missing aws connection": ({"aws_conn_id": "no_such_aws"}, "aws_conn_id 'no_such_aws'"),
+    "templated shard count that is not a number": ({"shard_count": "{{ 'abc' }}"}, "shard_count"),
+    "templated shard index out of range": (
+        {"shard_index": "{{ 5 }}", "shard_count": "{{ 2 }}"},
+        "shard",
+    ),
+    "templated batch size that is not a number": ({"batch_size": "{{ 'x' }}"}, "batch_size"),
+    "templated id columns naming two columns in one string": (
+        {"id_columns": "{{ 'customer_id,region' }}"},
+        "id_columns",
+    ),
     "missing mlflow connection": (
         {"mlflow_conn_id": "no_such_mlflow"},
         "MLflow connection 'no_such_mlflow' does not exist",
@@ -113,3 +123,12 @@ def test_deleted_experiment_is_bad_input_with_the_way_to_restore_it(
     assert _tries(dag_run.run_id) == [1]
     assert f"mlflow experiments restore --experiment-id {experiment_id}" in capfd.readouterr().out
     assert client.search_runs([experiment_id], run_view_type=3) == []  # ViewType.ALL
+
+
+def test_literal_bad_argument_fails_when_the_dag_is_built_not_when_it_runs(monkeypatch, tmp_path):
+    from airflow_ai_provider.exceptions import AiProviderConfigError
+    from tests.dags.bad_input_dags import operator_bad_input
+
+    monkeypatch.setenv("AI_TEST_OPERATOR_KWARGS", json.dumps({"input_format": "xlsx"}))
+    with pytest.raises(AiProviderConfigError, match=r"^score: input_format must be one of parquet, csv"):
+        operator_bad_input()
