@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 FAILURE_PATH_TIMEOUT = 5
 PIN_PARAM_PREFIX = "pinned_model"
 
+#: MLflow error codes that mean the credentials are wrong or lack a permission.
+_ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+
 
 @dataclass(frozen=True)
 class MlflowSettings:
@@ -262,10 +265,14 @@ class MlflowHook(BaseHook):
         with self._authenticated(on_failure):
             try:
                 yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-            except RestException:
+            except RestException as err:
+                if err.error_code in _ACCESS_CODES:
+                    raise self._access_refused(err) from None
                 raise
             except MlflowException as err:
                 message = str(err)
+                if re.search(r"error code (401|403)\b", message):
+                    raise self._access_refused(err) from None
                 if is_timeout(err):
                     self._unanswered = (
                         f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
@@ -280,6 +287,13 @@ class MlflowHook(BaseHook):
                         f"{message.splitlines()[0][:300]}"
                     ) from None
                 raise
+
+    def _access_refused(self, err: Exception) -> AiProviderConfigError:
+        """Wrong or missing credentials: a retry sends the same ones, so it is not retried."""
+        return AiProviderConfigError(
+            f"MLflow at {self.tracking_uri} refused the credentials of connection {self.mlflow_conn_id!r} "
+            f"({str(err).splitlines()[0][:200]}): check its login and password or its token extra"
+        )
 
     def get_conn(self) -> MlflowClient:
         """Return a client; prefer :meth:`client`, which also scopes credentials to the call."""
