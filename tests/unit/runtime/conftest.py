@@ -3,7 +3,9 @@ synthetic data, and helpers that write inputs and build job specs."""
 
 from __future__ import annotations
 
+import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,8 @@ def _train(registry: Registry) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
+    from dag_templates.include.churn_sample import mlflow_uris
+
     train = customers(2000, seed=42)
     features = train[FEATURES]
     label = np.where(train["age"] + train["visits"] * 2 > 60, "churn", "stay")
@@ -98,35 +102,37 @@ def _train(registry: Registry) -> None:
     nosig = LogisticRegression(max_iter=500).fit(features.to_numpy(), label)
     hgb = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(features, label)
 
-    mlflow.set_tracking_uri(registry.tracking_uri)
-    artifacts = Path(registry.tracking_uri[len("sqlite:///") :]).parent / "artifacts"
-    experiment = mlflow.create_experiment("runtime-tests", artifact_location=artifacts.as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        mlflow.sklearn.log_model(
-            churn, name="churn", signature=signature, pip_requirements=PIP, registered_model_name="churn"
-        )
-        mlflow.sklearn.log_model(
-            churn,
-            name="churn-pickle",
-            signature=signature,
-            pip_requirements=PIP,
-            registered_model_name="churn-pickle",
-            serialization_format="cloudpickle",
-        )
-        mlflow.sklearn.log_model(
-            spend, name="spend", signature=infer_signature(features.head(20)), pip_requirements=PIP,
-            registered_model_name="spend",
-        )  # fmt: skip
-        mlflow.sklearn.log_model(nosig, name="nosig", pip_requirements=PIP, registered_model_name="nosig")
-        mlflow.sklearn.log_model(
-            hgb,
-            name="hgb",
-            signature=signature,
-            pip_requirements=PIP,
-            registered_model_name="hgb",
-            skops_trusted_types=HGB_TRUSTED,
-        )
-        _log_without_trusted_types(hgb, signature, Path(registry.tracking_uri[len("sqlite:///") :]).parent)
+    with mlflow_uris(registry.tracking_uri):  # the session's later tests must not inherit it
+        artifacts = Path(registry.tracking_uri[len("sqlite:///") :]).parent / "artifacts"
+        experiment = mlflow.create_experiment("runtime-tests", artifact_location=artifacts.as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.sklearn.log_model(
+                churn, name="churn", signature=signature, pip_requirements=PIP, registered_model_name="churn"
+            )
+            mlflow.sklearn.log_model(
+                churn,
+                name="churn-pickle",
+                signature=signature,
+                pip_requirements=PIP,
+                registered_model_name="churn-pickle",
+                serialization_format="cloudpickle",
+            )
+            mlflow.sklearn.log_model(
+                spend, name="spend", signature=infer_signature(features.head(20)), pip_requirements=PIP,
+                registered_model_name="spend",
+            )  # fmt: skip
+            mlflow.sklearn.log_model(nosig, name="nosig", pip_requirements=PIP, registered_model_name="nosig")
+            mlflow.sklearn.log_model(
+                hgb,
+                name="hgb",
+                signature=signature,
+                pip_requirements=PIP,
+                registered_model_name="hgb",
+                skops_trusted_types=HGB_TRUSTED,
+            )
+            _log_without_trusted_types(
+                hgb, signature, Path(registry.tracking_uri[len("sqlite:///") :]).parent
+            )
     registry.estimators.update(churn=churn, **{"churn-pickle": churn}, spend=spend, nosig=nosig, hgb=hgb)
     registry.estimators["hgb-untrusted"] = hgb
 
@@ -163,6 +169,22 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     registry = Registry(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     _train(registry)
     return registry
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_mlflow_env_per_module() -> Iterator[None]:
+    """Module fixtures that run a job in-process (``configure_mlflow``) set MLflow's URIs, which also
+    writes ``MLFLOW_TRACKING_URI``/``MLFLOW_REGISTRY_URI`` into the environment before the per-test
+    reset saves it: put both back when the module ends, so later modules and integration tests in
+    the same session see their own stores."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
