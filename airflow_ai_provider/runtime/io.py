@@ -218,8 +218,10 @@ def list_inputs(uris: list[str], input_format: str | None = None) -> list[InputF
     for location in sorted(sized, key=lambda loc: loc.uri):
         fmt = input_format or _format_of(location.path)
         if fmt is None:
+            suffix = os.path.splitext(location.path)[1] or "no suffix"
             raise JobInputError(
-                f"cannot tell the format of input {location.uri}: set input_format to parquet or csv"
+                f"cannot tell the format of input {location.uri} ({suffix}): give Parquet (.parquet, .pq) "
+                "or CSV (.csv) files, or set input_format to parquet or csv if the file is one of those"
             )
         files.append(InputFile(location, sized[location], fmt))
     formats = sorted({f.format for f in files})

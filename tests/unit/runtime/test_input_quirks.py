@@ -273,3 +273,11 @@ def test_unique_check_on_ids_that_are_not_scalars_is_named(registry, tmp_path):
     assert message.startswith(
         "cannot check that column(s) 'customer_id' are unique: their values are not scalars"
     )
+
+
+@pytest.mark.parametrize("name", ["customers.json", "customers.csv.gz", "customers"])
+def test_file_of_an_unsupported_format_is_named_with_what_to_give(registry, tmp_path, name):
+    (tmp_path / name).write_text('{"customer_id": 1}')
+    message = refused(registry, tmp_path, str(tmp_path / name))
+    assert message.startswith(f"cannot tell the format of input file://{tmp_path}/{name} (")
+    assert "give Parquet (.parquet, .pq) or CSV (.csv) files, or set input_format" in message
