@@ -89,7 +89,8 @@ def look_alikes(missing: Iterable[str], present: Iterable[str]) -> str:
             parts.append(f"{code_points(name)} looks like input column {shown}")
     if not parts:
         return ""
-    return "; ".join(parts) + ": rename the column in the input or fix the name you pass"
+    shown = parts[:MAX_SHOWN] + ([f"and {len(parts) - MAX_SHOWN} more"] if len(parts) > MAX_SHOWN else [])
+    return "; ".join(shown) + ": rename the column in the input or fix the name you pass"
 
 
 def with_look_alikes(message: str, missing: Iterable[str], present: Iterable[str]) -> str:

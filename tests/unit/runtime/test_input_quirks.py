@@ -281,3 +281,13 @@ def test_file_of_an_unsupported_format_is_named_with_what_to_give(registry, tmp_
     message = refused(registry, tmp_path, str(tmp_path / name))
     assert message.startswith(f"cannot tell the format of input file://{tmp_path}/{name} (")
     assert "give Parquet (.parquet, .pq) or CSV (.csv) files, or set input_format" in message
+
+
+def test_many_look_alike_columns_stay_one_readable_line():
+    from airflow_ai_provider.runtime.columns import look_alikes
+
+    names = ["a1", "b2", "c3", "d4", "e5"]
+    hint = look_alikes(names, [name.upper() for name in names])
+    assert hint.count("looks like input column") == 3
+    assert "; and 2 more: rename the column in the input or fix the name you pass" in hint
+    assert "'a1' (U+0061 U+0031) looks like input column 'A1' (U+0041 U+0031)" in hint
