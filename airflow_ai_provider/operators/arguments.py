@@ -2,14 +2,15 @@
 
 An operator collects the job parameters from its arguments and hands them to the job's parameter
 class in :mod:`airflow_ai_provider.runtime.params`, the same check the runtime makes. At DAG parse
-only literal values are checked (a value holding ``{{`` or an upstream ``XComArg`` renders later);
-the check runs again on the rendered values at task start, before any MLflow run is booked.
+only literal values are checked (a value holding ``{{`` or an upstream ``XComArg`` renders later),
+also for ``partial()`` of a mapped task; the check runs again on the rendered values at task start,
+before any MLflow run is booked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
@@ -54,15 +55,60 @@ def check_job_params(
 
 def check_shard(task_id: str, index: Any, count: Any, *, rendered: bool) -> tuple[int, int] | None:
     """``(shard_index, shard_count)`` checked like the runtime's shard; ``None`` while templated."""
+    index_known = index is not None and not is_templated(index)  # None: mapped, known at task start
     try:
-        if rendered or not (is_templated(index) or is_templated(count)):
+        if rendered or (index_known and not is_templated(count)):
             return job_params.shard(index, count)
         if not is_templated(count):
             job_params.integer(count, "shard_count")
-        if not is_templated(index):
+        if index_known:
             job_params.integer(index, "shard_index", minimum=0)
         return None
     except JobInputError as err:
         if rendered:
             raise
         raise AiProviderConfigError(f"{task_id}: {err}") from None
+
+
+class JobArguments:
+    """Mixin for AI job operators: the job parameters they pass, checked with the runtime's check.
+
+    :attr:`job_arguments` maps each job parameter to the operator argument that sets it (and
+    :attr:`job_attributes` an argument to the attribute holding it, where the two differ).
+    """
+
+    job_params_class: ClassVar[type[job_params.JobParams]]
+    job_arguments: ClassVar[dict[str, str]] = {}
+    job_attributes: ClassVar[dict[str, str]] = {}
+    task_id: str
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Also check the literal job arguments of a mapped task when the DAG is parsed."""
+        task_id = str(kwargs.get("task_id", "?"))
+        values = {
+            param: kwargs[argument] for param, argument in cls.job_arguments.items() if argument in kwargs
+        }
+        check_job_params(task_id, cls.job_params_class, values, rendered=False)
+        cls.check_partial_arguments(task_id, kwargs)
+        return super().partial(**kwargs)  # type: ignore[misc]
+
+    @classmethod
+    def check_partial_arguments(cls, task_id: str, kwargs: Mapping[str, Any]) -> None:
+        """Checks of ``partial()`` arguments beyond the job parameters."""
+
+    def job_values(self) -> dict[str, Any]:
+        """The job parameters as the arguments hold them (rendered once the task runs)."""
+        return {
+            param: getattr(self, self.job_attributes.get(argument, argument))
+            for param, argument in self.job_arguments.items()
+        }
+
+    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
+        """The job parameters from the arguments, checked as the runtime checks them (see
+        :func:`check_job_params`)."""
+        return check_job_params(self.task_id, self.job_params_class, self.job_values(), rendered=rendered)
+
+    def check_rendered_arguments(self, context: Any) -> None:
+        """After rendering, before any MLflow run: the same check on the rendered values."""
+        self.job_params()

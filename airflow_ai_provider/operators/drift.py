@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.operators.arguments import check_job_params
+from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.params import DriftParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow import TaskRun
 
 
-class DriftDetectionOperator(AiJobOperator):
+class DriftDetectionOperator(JobArguments, AiJobOperator):
     """Check whether current data still looks like the data a model version was trained on.
 
     The runtime job (``drift``) reads the reference profile that training logged with the model
@@ -68,6 +68,14 @@ class DriftDetectionOperator(AiJobOperator):
     """
 
     job_type = "drift"
+    job_params_class = DriftParams
+    job_arguments: ClassVar[dict[str, str]] = {
+        name: name
+        for name in (
+            "psi_threshold", "ks_pvalue_threshold", "min_drifted_features", "features", "sample_size",
+            "input_format", "batch_size",
+        )
+    }  # fmt: skip
     uri_arguments = ("input_uri",)
     model_arguments = ("model",)
     template_fields: Sequence[str] = (
@@ -116,18 +124,6 @@ class DriftDetectionOperator(AiJobOperator):
         self.input_format = input_format
         self.batch_size = batch_size
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
-
-    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
-        """The ``drift`` parameters from the arguments, checked as the runtime checks them."""
-        names = (
-            "psi_threshold", "ks_pvalue_threshold", "min_drifted_features", "features", "sample_size",
-            "input_format", "batch_size",
-        )  # fmt: skip
-        values = {name: getattr(self, name) for name in names}
-        return check_job_params(self.task_id, DriftParams, values, rendered=rendered)
-
-    def check_rendered_arguments(self, context: Context) -> None:
-        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()

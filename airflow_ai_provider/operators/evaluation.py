@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import ModelReferenceError
 from airflow_ai_provider.model_ref import parse_model_reference
-from airflow_ai_provider.operators.arguments import check_job_params
+from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.params import EvaluateParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
@@ -23,7 +23,7 @@ DEFAULT_CHAMPION_ALIAS = "champion"
 DECISION_XCOM_KEY = "decision"
 
 
-class ModelValidationOperator(AiJobOperator):
+class ModelValidationOperator(JobArguments, AiJobOperator):
     """Score a challenger and the current champion on the same holdout data and decide whether the
     challenger may be promoted.
 
@@ -75,6 +75,15 @@ class ModelValidationOperator(AiJobOperator):
     """
 
     job_type = "evaluate"
+    job_params_class = EvaluateParams
+    job_arguments: ClassVar[dict[str, str]] = {
+        name: name
+        for name in (
+            "label_column", "task_type", "min_metrics", "max_metrics", "max_degradation", "input_format",
+            "skops_trusted_types", "scratch_dir",
+        )
+    }  # fmt: skip
+    job_attributes: ClassVar[dict[str, str]] = {"task_type": "model_task_type"}
     uri_arguments = ("holdout_uri",)
     model_arguments = ("challenger", "champion")
     template_fields: Sequence[str] = (
@@ -121,22 +130,8 @@ class ModelValidationOperator(AiJobOperator):
         self.scratch_dir = scratch_dir
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
 
-    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
-        """The ``evaluate`` parameters from the arguments, checked as the runtime checks them."""
-        values = {
-            "label_column": self.label_column,
-            "task_type": self.model_task_type or None,
-            "min_metrics": self.min_metrics,
-            "max_metrics": self.max_metrics,
-            "max_degradation": self.max_degradation,
-            "input_format": self.input_format,
-            "skops_trusted_types": self.skops_trusted_types,
-            "scratch_dir": self.scratch_dir,
-        }
-        return check_job_params(self.task_id, EvaluateParams, values, rendered=rendered)
-
-    def check_rendered_arguments(self, context: Context) -> None:
-        self.job_params()
+    def job_values(self) -> dict[str, Any]:
+        return {**super().job_values(), "task_type": self.model_task_type or None}
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()

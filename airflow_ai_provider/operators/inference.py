@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.config import ExecutionMode
-from airflow_ai_provider.operators.arguments import check_job_params, check_shard
+from airflow_ai_provider.operators.arguments import JobArguments, check_shard
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import Tag
 from airflow_ai_provider.runtime.params import InferParams
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow import TaskRun
 
 
-class BatchInferenceOperator(AiJobOperator):
+class BatchInferenceOperator(JobArguments, AiJobOperator):
     """Score Parquet or CSV data with a registered MLflow model and write Parquet predictions.
 
     The model reference is resolved to one version per DAG run and pinned, so every shard and task
@@ -64,6 +64,14 @@ class BatchInferenceOperator(AiJobOperator):
     """
 
     job_type = "infer"
+    job_params_class = InferParams
+    job_arguments: ClassVar[dict[str, str]] = {
+        name: name
+        for name in (
+            "id_columns", "batch_size", "input_format", "extra_columns", "check_unique_ids",
+            "skops_trusted_types", "scratch_dir",
+        )
+    }  # fmt: skip
     uri_arguments = ("input_uri", "output_uri")
     model_arguments = ("model", "fallback_model")
     template_fields: Sequence[str] = (
@@ -113,21 +121,15 @@ class BatchInferenceOperator(AiJobOperator):
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
         check_shard(self.task_id, shard_index, shard_count, rendered=False)
 
-    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
-        """The ``infer`` parameters from the arguments, checked as the runtime checks them."""
-        values = {
-            "id_columns": [] if self.id_columns is None else self.id_columns,
-            "batch_size": self.batch_size,
-            "input_format": self.input_format,
-            "extra_columns": self.extra_columns,
-            "check_unique_ids": self.check_unique_ids,
-            "skops_trusted_types": self.skops_trusted_types,
-            "scratch_dir": self.scratch_dir,
-        }
-        return check_job_params(self.task_id, InferParams, values, rendered=rendered)
+    def job_values(self) -> dict[str, Any]:
+        return {**super().job_values(), "id_columns": [] if self.id_columns is None else self.id_columns}
+
+    @classmethod
+    def check_partial_arguments(cls, task_id: str, kwargs: Mapping[str, Any]) -> None:
+        check_shard(task_id, kwargs.get("shard_index"), kwargs.get("shard_count", 1), rendered=False)
 
     def check_rendered_arguments(self, context: Context) -> None:
-        self.job_params()
+        super().check_rendered_arguments(context)
         check_shard(self.task_id, self.shard_index, self.shard_count, rendered=True)
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:

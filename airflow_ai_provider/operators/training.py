@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.config import ExecutionMode
-from airflow_ai_provider.operators.arguments import check_job_params
+from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.params import TrainParams
 from airflow_ai_provider.runtime.spec import JobSpec
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow import TaskRun
 
 
-class RetrainModelOperator(AiJobOperator):
+class RetrainModelOperator(JobArguments, AiJobOperator):
     """Train a model with your own function and register it as a new MLflow model version.
 
     The runtime reads the training data, calls ``training_function`` with a
@@ -70,6 +70,14 @@ class RetrainModelOperator(AiJobOperator):
     """
 
     job_type = "train"
+    job_params_class = TrainParams
+    job_arguments: ClassVar[dict[str, str]] = {
+        name: name
+        for name in (
+            "training_function", "label_column", "model_name", "alias", "feature_columns", "id_columns",
+            "hyperparameters", "pip_requirements", "intended_use", "limitations", "input_format",
+        )
+    }  # fmt: skip
     uri_arguments = ("input_uri",)
     retry_defaults: ClassVar[dict[str, Any]] = {"retries": 1, "retry_delay": timedelta(minutes=5)}
     template_fields: Sequence[str] = (
@@ -118,18 +126,6 @@ class RetrainModelOperator(AiJobOperator):
         self.limitations = limitations
         self.input_format = input_format
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
-
-    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
-        """The user-given ``train`` parameters, checked as the runtime checks them."""
-        names = (
-            "training_function", "label_column", "model_name", "alias", "feature_columns", "id_columns",
-            "hyperparameters", "pip_requirements", "intended_use", "limitations", "input_format",
-        )  # fmt: skip
-        values = {name: getattr(self, name) for name in names}
-        return check_job_params(self.task_id, TrainParams, values, rendered=rendered)
-
-    def check_rendered_arguments(self, context: Context) -> None:
-        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         ti = context["ti"]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.operators.arguments import check_job_params, is_templated
+from airflow_ai_provider.operators.arguments import JobArguments, is_templated
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.expectations import parse_suite
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow import TaskRun
 
 
-class DataValidationOperator(AiJobOperator):
+class DataValidationOperator(JobArguments, AiJobOperator):
     """Validate data with a Great Expectations 1.x suite; fail the task when an expectation fails.
 
     The data is read batch by batch, so inputs larger than memory work (see
@@ -48,6 +48,10 @@ class DataValidationOperator(AiJobOperator):
     """
 
     job_type = "validate"
+    job_params_class = ValidateParams
+    job_arguments: ClassVar[dict[str, str]] = {
+        name: name for name in ("batch_size", "input_format", "report_uri", "max_examples", "scratch_dir")
+    }
     uri_arguments = ("input_uri", "suite_uri", "report_uri")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
@@ -93,15 +97,6 @@ class DataValidationOperator(AiJobOperator):
         self.max_examples = max_examples
         self.scratch_dir = scratch_dir
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
-
-    def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
-        """The ``validate`` parameters besides the suite, checked as the runtime checks them."""
-        names = ("batch_size", "input_format", "report_uri", "max_examples", "scratch_dir")
-        values = {name: getattr(self, name) for name in names}
-        return check_job_params(self.task_id, ValidateParams, values, rendered=rendered)
-
-    def check_rendered_arguments(self, context: Context) -> None:
-        self.job_params()
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()

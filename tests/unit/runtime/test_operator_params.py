@@ -114,3 +114,23 @@ def test_training_id_and_feature_columns_rendered_to_one_name_are_one_column():
     operator.id_columns = "customer_id"  # as rendered
     params = operator.job_params()
     assert (params["id_columns"], params["feature_columns"]) == (["customer_id"], ["tenure_months"])
+
+
+def test_partial_of_a_mapped_task_checks_literal_arguments_when_the_dag_is_parsed():
+    with DAG("mapped", schedule=None):
+        with pytest.raises(
+            AiProviderConfigError, match=r"^score: batch_size must be a positive integer, got 'x'$"
+        ):
+            BatchInferenceOperator.partial(task_id="score", batch_size="x", **BASE[BatchInferenceOperator])
+        with pytest.raises(
+            AiProviderConfigError, match=r"^score: shard_count must be a positive integer, got 0$"
+        ):
+            BatchInferenceOperator.partial(task_id="score", shard_count=0, **BASE[BatchInferenceOperator])
+        with pytest.raises(AiProviderConfigError, match=r"^gate: task_type must be one of classification"):
+            ModelValidationOperator.partial(
+                task_id="gate", task_type="ranking", **BASE[ModelValidationOperator]
+            )
+        mapped = BatchInferenceOperator.partial(
+            task_id="ok", shard_count=4, batch_size="{{ params.batch }}", **BASE[BatchInferenceOperator]
+        ).expand(shard_index=[0, 1, 2, 3])
+    assert mapped.partial_kwargs["shard_count"] == 4
