@@ -351,6 +351,9 @@ def test_every_job_parameter_a_user_sets_is_an_operator_argument_of_the_same_nam
     settable = {*kind.checks(), *kind.also_known} - NOT_ARGUMENTS[kind.job]
     arguments = set(inspect.signature(operator.__init__).parameters)
     assert sorted(settable - arguments) == []
+    # and the operator passes each to the job under its own name
+    assert operator.job_params_class is kind
+    assert {param: param for param in set(kind.checks()) - NOT_ARGUMENTS[kind.job]} == operator.job_arguments
 
 
 def test_parameter_checks_import_nothing_heavy():
