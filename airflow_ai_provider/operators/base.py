@@ -50,6 +50,7 @@ from airflow_ai_provider.kubernetes.validation import (
     resources_dict,
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.model_ref import parse_model_reference
 from airflow_ai_provider.runtime.contract import RUNTIME_MODULE, SERVICE_TIMEOUT_ENV, Artifact, Tag
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.spec import MlflowRef
@@ -138,6 +139,10 @@ class AiJobOperator(KubernetesPodOperator):
     job_type: ClassVar[str]
     #: Arguments that hold model references: each must resolve in the registry before the job starts.
     model_arguments: ClassVar[tuple[str, ...]] = ()
+    #: Arguments that hold model references used only in some runs (a fallback): the registered
+    #: model must exist, but its alias or version may appear later (``champion_previous`` does not
+    #: exist before the second promotion). A missing one is refused when it is needed.
+    optional_model_arguments: ClassVar[tuple[str, ...]] = ()
     #: Arguments that hold URIs: one carrying credentials is refused (at DAG parse when literal, when
     #: it renders otherwise), so that no spec, log, MLflow record or pod gets them.
     uri_arguments: ClassVar[tuple[str, ...]] = ()
@@ -474,11 +479,16 @@ class AiJobOperator(KubernetesPodOperator):
         """
         try:
             self.check_rendered_arguments(context)
-            for argument, reference in self.model_references().items():
+            optional = {name: getattr(self, name, None) for name in self.optional_model_arguments}
+            for argument, reference in {**self.model_references(), **optional}.items():
                 if not reference:
                     continue
+                if argument in optional:
+                    reference_to_check = parse_model_reference(reference).name
+                else:
+                    reference_to_check = reference
                 try:
-                    self.mlflow_hook.resolve_model(reference)
+                    self.mlflow_hook.resolve_model(reference_to_check)
                 except ModelReferenceError as err:
                     raise ModelReferenceError(f"{argument}={reference!r}: {err}") from None
             if mode is ExecutionMode.LOCAL:

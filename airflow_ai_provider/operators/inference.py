@@ -45,7 +45,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     :param fallback_model: model to use when ``model`` exists but cannot be loaded (a broken
         artifact, a package missing from the image), e.g. ``churn@champion_previous``. Predictions
         made with it are marked: the result's ``fallback`` and the MLflow tag ``ai.fallback_used``.
-        (templated)
+        Its registered model must exist when the task starts; its alias or version only when it is
+        needed (``champion_previous`` appears with the second promotion). (templated)
     :param extra_columns: ``error`` (default) refuses input columns that are neither model features
         nor ``id_columns``; ``ignore`` leaves them out.
     :param check_unique_ids: fail the task (without retry, before the part file is published) when
@@ -73,7 +74,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         )
     }  # fmt: skip
     uri_arguments = ("input_uri", "output_uri")
-    model_arguments = ("model", "fallback_model")
+    model_arguments = ("model",)
+    optional_model_arguments = ("fallback_model",)
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
         "model",

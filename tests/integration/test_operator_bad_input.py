@@ -28,8 +28,8 @@ CASES = {
     "unknown version": ({"model": "churn/999"}, "has no version 999"),
     "templated reference that does not parse": ({"model": "{{ 'churn@@x' }}"}, "is not valid"),
     "unknown fallback model": (
-        {"fallback_model": "churn@no_such_fallback"},
-        "fallback_model='churn@no_such_fallback'",
+        {"fallback_model": "no_such_fallback@champion_previous"},
+        "fallback_model='no_such_fallback@champion_previous'",
     ),
     "templated execution mode": ({"execution_mode": "{{ 'podman' }}"}, "invalid execution_mode 'podman'"),
     "missing aws connection": ({"aws_conn_id": "no_such_aws"}, "aws_conn_id 'no_such_aws'"),
@@ -132,3 +132,13 @@ def test_literal_bad_argument_fails_when_the_dag_is_built_not_when_it_runs(monke
     monkeypatch.setenv("AI_TEST_OPERATOR_KWARGS", json.dumps({"input_format": "xlsx"}))
     with pytest.raises(AiProviderConfigError, match=r"^score: input_format must be one of parquet, csv"):
         operator_bad_input()
+
+
+def test_fallback_alias_that_does_not_exist_yet_does_not_stop_a_healthy_model(
+    registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch
+):
+    """Before the second promotion there is no ``champion_previous``: scoring must still run."""
+    dag_run = _run_case({"fallback_model": "churn@champion_previous"}, monkeypatch, tmp_path)
+
+    assert dag_run.state == "success"
+    assert (tmp_path / "predictions" / dag_run.run_id / "part-00000-of-00001.parquet").exists()
