@@ -73,12 +73,12 @@ def check_shard(task_id: str, index: Any, count: Any, *, rendered: bool) -> tupl
 class JobArguments:
     """Mixin for AI job operators: the job parameters they pass, checked with the runtime's check.
 
-    :attr:`job_arguments` maps each job parameter to the operator argument that sets it (and
-    :attr:`job_attributes` an argument to the attribute holding it, where the two differ).
+    :attr:`job_arguments` names the job parameters the operator takes as arguments of the same name
+    (and :attr:`job_attributes` maps an argument to the attribute holding it, where the two differ).
     """
 
     job_params_class: ClassVar[type[job_params.JobParams]]
-    job_arguments: ClassVar[dict[str, str]] = {}
+    job_arguments: ClassVar[tuple[str, ...]] = ()
     job_attributes: ClassVar[dict[str, str]] = {}
     task_id: str
 
@@ -86,9 +86,7 @@ class JobArguments:
     def partial(cls, **kwargs: Any) -> Any:
         """Also check the literal job arguments of a mapped task when the DAG is parsed."""
         task_id = str(kwargs.get("task_id", "?"))
-        values = {
-            param: kwargs[argument] for param, argument in cls.job_arguments.items() if argument in kwargs
-        }
+        values = {name: kwargs[name] for name in cls.job_arguments if name in kwargs}
         check_job_params(task_id, cls.job_params_class, values, rendered=False)
         cls.check_partial_arguments(task_id, kwargs)
         return super().partial(**kwargs)  # type: ignore[misc]
@@ -99,10 +97,7 @@ class JobArguments:
 
     def job_values(self) -> dict[str, Any]:
         """The job parameters as the arguments hold them (rendered once the task runs)."""
-        return {
-            param: getattr(self, self.job_attributes.get(argument, argument))
-            for param, argument in self.job_arguments.items()
-        }
+        return {name: getattr(self, self.job_attributes.get(name, name)) for name in self.job_arguments}
 
     def job_params(self, *, rendered: bool = True) -> dict[str, Any]:
         """The job parameters from the arguments, checked as the runtime checks them (see

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
@@ -69,13 +69,15 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
 
     job_type = "drift"
     job_params_class = DriftParams
-    job_arguments: ClassVar[dict[str, str]] = {
-        name: name
-        for name in (
-            "psi_threshold", "ks_pvalue_threshold", "min_drifted_features", "features", "sample_size",
-            "input_format", "batch_size",
-        )
-    }  # fmt: skip
+    job_arguments = (
+        "psi_threshold",
+        "ks_pvalue_threshold",
+        "min_drifted_features",
+        "features",
+        "sample_size",
+        "input_format",
+        "batch_size",
+    )
     uri_arguments = ("input_uri",)
     model_arguments = ("model",)
     template_fields: Sequence[str] = (

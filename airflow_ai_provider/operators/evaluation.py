@@ -76,13 +76,16 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
 
     job_type = "evaluate"
     job_params_class = EvaluateParams
-    job_arguments: ClassVar[dict[str, str]] = {
-        name: name
-        for name in (
-            "label_column", "task_type", "min_metrics", "max_metrics", "max_degradation", "input_format",
-            "skops_trusted_types", "scratch_dir",
-        )
-    }  # fmt: skip
+    job_arguments = (
+        "label_column",
+        "task_type",
+        "min_metrics",
+        "max_metrics",
+        "max_degradation",
+        "input_format",
+        "skops_trusted_types",
+        "scratch_dir",
+    )
     job_attributes: ClassVar[dict[str, str]] = {"task_type": "model_task_type"}
     uri_arguments = ("holdout_uri",)
     model_arguments = ("challenger", "champion")

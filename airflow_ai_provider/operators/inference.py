@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.operators.arguments import JobArguments, check_shard
@@ -66,13 +66,15 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
 
     job_type = "infer"
     job_params_class = InferParams
-    job_arguments: ClassVar[dict[str, str]] = {
-        name: name
-        for name in (
-            "id_columns", "batch_size", "input_format", "extra_columns", "check_unique_ids",
-            "skops_trusted_types", "scratch_dir",
-        )
-    }  # fmt: skip
+    job_arguments = (
+        "id_columns",
+        "batch_size",
+        "input_format",
+        "extra_columns",
+        "check_unique_ids",
+        "skops_trusted_types",
+        "scratch_dir",
+    )
     uri_arguments = ("input_uri", "output_uri")
     model_arguments = ("model",)
     optional_model_arguments = ("fallback_model",)

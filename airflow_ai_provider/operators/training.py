@@ -71,13 +71,19 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
 
     job_type = "train"
     job_params_class = TrainParams
-    job_arguments: ClassVar[dict[str, str]] = {
-        name: name
-        for name in (
-            "training_function", "label_column", "model_name", "alias", "feature_columns", "id_columns",
-            "hyperparameters", "pip_requirements", "intended_use", "limitations", "input_format",
-        )
-    }  # fmt: skip
+    job_arguments = (
+        "training_function",
+        "label_column",
+        "model_name",
+        "alias",
+        "feature_columns",
+        "id_columns",
+        "hyperparameters",
+        "pip_requirements",
+        "intended_use",
+        "limitations",
+        "input_format",
+    )
     uri_arguments = ("input_uri",)
     retry_defaults: ClassVar[dict[str, Any]] = {"retries": 1, "retry_delay": timedelta(minutes=5)}
     template_fields: Sequence[str] = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments, is_templated
@@ -49,9 +49,13 @@ class DataValidationOperator(JobArguments, AiJobOperator):
 
     job_type = "validate"
     job_params_class = ValidateParams
-    job_arguments: ClassVar[dict[str, str]] = {
-        name: name for name in ("batch_size", "input_format", "report_uri", "max_examples", "scratch_dir")
-    }
+    job_arguments = (
+        "batch_size",
+        "input_format",
+        "report_uri",
+        "max_examples",
+        "scratch_dir",
+    )
     uri_arguments = ("input_uri", "suite_uri", "report_uri")
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,

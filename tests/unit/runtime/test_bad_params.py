@@ -353,7 +353,7 @@ def test_every_job_parameter_a_user_sets_is_an_operator_argument_of_the_same_nam
     assert sorted(settable - arguments) == []
     # and the operator passes each to the job under its own name
     assert operator.job_params_class is kind
-    assert {param: param for param in set(kind.checks()) - NOT_ARGUMENTS[kind.job]} == operator.job_arguments
+    assert set(kind.checks()) - NOT_ARGUMENTS[kind.job] == set(operator.job_arguments)
 
 
 def test_parameter_checks_import_nothing_heavy():
