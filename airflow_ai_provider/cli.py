@@ -67,6 +67,7 @@ def _lineage(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from airflow_ai_provider.config import service_timeout
+    from airflow_ai_provider.credentials import scrub_text, scrub_uri
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
     from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
     from airflow_ai_provider.runtime.timeouts import ServiceBounds
@@ -84,7 +85,7 @@ def _lineage(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     for key, value in {**bounds.mlflow_env(), **_QUIET_ENV}.items():
         os.environ.setdefault(key, value)
-    where = args.tracking_uri
+    where = scrub_uri(args.tracking_uri) if args.tracking_uri else None
     try:
         if args.tracking_uri:
             lineage = trace(
@@ -110,7 +111,7 @@ def _lineage(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     except MlflowException as err:
         text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        _error(f"MLflow at {where} failed: {text}")
+        _error(f"MLflow at {where} failed: {scrub_text(text)}")
         return EXIT_UNAVAILABLE
     print(json.dumps(lineage.to_dict(), indent=2) if args.json else lineage.render(), flush=True)
     return EXIT_COMPLETE if lineage.complete else EXIT_INCOMPLETE

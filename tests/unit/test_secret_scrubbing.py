@@ -427,3 +427,16 @@ def test_a_failed_pods_last_log_lines_lose_uri_credentials_in_the_task_error(sec
     }  # fmt: skip
     message, _ = explain_pod_failure(pod, "base")
     assert "https://files.example.com/model.bin" in message and secret not in message
+
+
+def test_lineage_command_never_prints_the_password_of_its_tracking_uri(capsys, monkeypatch):
+    from airflow_ai_provider import cli
+
+    secret = f"s3cr3t-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT", "2")
+    code = cli.main(["lineage", "churn/1", "--tracking-uri", f"http://reader:{secret}@127.0.0.1:9"])
+
+    output = capsys.readouterr()
+    assert code != 0
+    assert "127.0.0.1:9" in output.err
+    assert secret not in output.err + output.out
