@@ -8,6 +8,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_ai_provider.config import ExecutionMode
+from airflow_ai_provider.credentials import secret_value_kind
+from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.params import TrainParams
@@ -132,6 +134,22 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
         self.limitations = limitations
         self.input_format = input_format
         self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        if isinstance(hyperparameters, dict):
+            self._refuse_secret_hyperparameters(hyperparameters)
+
+    def check_rendered_arguments(self, context: Context) -> None:
+        super().check_rendered_arguments(context)
+        self._refuse_secret_hyperparameters(self.job_params().get("hyperparameters") or {})
+
+    def _refuse_secret_hyperparameters(self, hyperparameters: dict[str, Any]) -> None:
+        """Hyperparameters become MLflow params that anyone with read access sees: no secrets."""
+        for name, value in hyperparameters.items():
+            kind = secret_value_kind(value)
+            if kind:
+                raise AiProviderConfigError(
+                    f"{self.task_id}: hyperparameters[{name!r}] looks like {kind}; hyperparameters are "
+                    "recorded as MLflow params: read secrets in the training function from its environment"
+                )
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         ti = context["ti"]

@@ -440,3 +440,20 @@ def test_lineage_command_never_prints_the_password_of_its_tracking_uri(capsys, m
     assert code != 0
     assert "127.0.0.1:9" in output.err
     assert secret not in output.err + output.out
+
+
+def test_secret_value_among_training_hyperparameters_is_refused_at_dag_parse():
+    from airflow_ai_provider.exceptions import AiProviderConfigError
+    from airflow_ai_provider.operators.training import RetrainModelOperator
+
+    secret = "AKIA" + uuid.uuid4().hex[:16].upper()
+    with pytest.raises(AiProviderConfigError, match=r"hyperparameters\['hub'\] looks like an AWS") as raised:
+        RetrainModelOperator(
+            task_id="train",
+            training_function="pkg.mod:train",
+            input_uri="/data/train",
+            label_column="churned",
+            model_name="churn",
+            hyperparameters={"max_depth": 4, "hub": secret},
+        )
+    assert secret not in str(raised.value)
