@@ -37,9 +37,14 @@ def resume_mlflow_server(context: Any) -> None:
     os.killpg(int(os.environ["AI_TEST_RESUME_PGID"]), signal.SIGCONT)
 
 
-def hung_mlflow_inference() -> DAG:
+def _hung_mlflow_scoring(dag_id: str, python: str | None = None) -> DAG:
+    """One local batch-inference task, retried once; the retry callback resumes the server.
+
+    :param dag_id: the DAG's id.
+    :param python: the interpreter that runs the runtime (the worker's own when ``None``).
+    """
     data = os.environ.get("AI_TEST_DATA", "/tmp")
-    with DAG("hung_mlflow_inference", schedule=None) as dag:
+    with DAG(dag_id, schedule=None) as dag:
         BatchInferenceOperator(
             task_id="score",
             model="churn@champion",
@@ -47,31 +52,23 @@ def hung_mlflow_inference() -> DAG:
             output_uri=f"{data}/predictions/{{{{ run_id }}}}",
             id_columns=["customer_id"],
             execution_mode="local",
+            python=python,
             retries=1,
             retry_delay=timedelta(seconds=0),
             on_retry_callback=resume_mlflow_server,
         )
     return dag
+
+
+def hung_mlflow_inference() -> DAG:
+    """The server is stopped before the first try starts."""
+    return _hung_mlflow_scoring("hung_mlflow_inference")
 
 
 def mlflow_hangs_mid_try() -> DAG:
     """The same task, run through ``AI_TEST_FAKE_PYTHON``: an interpreter that stops the server
     after the task booked its MLflow run and before the runtime starts."""
-    data = os.environ.get("AI_TEST_DATA", "/tmp")
-    with DAG("mlflow_hangs_mid_try", schedule=None) as dag:
-        BatchInferenceOperator(
-            task_id="score",
-            model="churn@champion",
-            input_uri=f"{data}/scoring",
-            output_uri=f"{data}/predictions/{{{{ run_id }}}}",
-            id_columns=["customer_id"],
-            execution_mode="local",
-            python=os.environ.get("AI_TEST_FAKE_PYTHON"),
-            retries=1,
-            retry_delay=timedelta(seconds=0),
-            on_retry_callback=resume_mlflow_server,
-        )
-    return dag
+    return _hung_mlflow_scoring("mlflow_hangs_mid_try", python=os.environ.get("AI_TEST_FAKE_PYTHON"))
 
 
 hung_mlflow_inference()

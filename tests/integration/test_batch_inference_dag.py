@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dag_templates.include.churn_sample import make_customers, train_and_register, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
 ROWS = 30_000
@@ -150,9 +151,6 @@ def test_predictions_asset_event_carries_model_version_run_and_rows(airflow_env,
 def test_missing_input_fails_without_retrying_and_writes_nothing(
     airflow_env, registered_churn, s3_server, monkeypatch, capfd
 ):
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     from tests.dags.ai_test_dags import s3_batch_inference
 
@@ -161,11 +159,7 @@ def test_missing_input_fails_without_retrying_and_writes_nothing(
     monkeypatch.setenv("AI_TEST_RETRIES", "3")
     dag_run = s3_batch_inference().test()
     assert dag_run.state == "failed"
-    with create_session() as session:
-        tries = session.scalars(
-            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
-        ).all()
-    assert set(tries) == {1}  # bad input is not retried
+    assert set(task_tries(dag_run.run_id)) == {1}  # bad input is not retried
     assert f"infer job failed: input not found: {missing}" in capfd.readouterr().out
     listing = s3_server.client().list_objects_v2(Bucket=airflow_env, Prefix="predictions/")
     assert listing.get("KeyCount", 0) == 0
@@ -174,12 +168,6 @@ def test_missing_input_fails_without_retrying_and_writes_nothing(
 def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
     registered_churn, mlflow_server, mlflow_connection, flaky_python, tmp_path, monkeypatch
 ):
-
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from mlflow import MlflowClient
-    from sqlalchemy import select
-
     from tests.dags.ai_test_dags import retried_inference
 
     write_customers(str(tmp_path / "scoring"), 5_000, seed=3)
@@ -188,19 +176,12 @@ def test_retry_replaces_its_own_output_and_reuses_the_mlflow_run(
 
     dag_run = retried_inference().test()
     assert dag_run.state == "success"
-    with create_session() as session:
-        (try_number,) = session.scalars(
-            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
-        ).all()
-    assert try_number == 2
+    assert task_tries(dag_run.run_id) == [2]
     parts = sorted((tmp_path / "predictions" / dag_run.run_id).iterdir())
     assert [part.name for part in parts] == ["part-00000-of-00001.parquet"]
     assert pq.read_metadata(parts[0]).num_rows == 5_000
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    experiment = client.get_experiment_by_name("airflow/retried_inference")
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    runs = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name="airflow/retried_inference", role="task"
     )
     assert len(runs) == 1
     assert runs[0].info.status == "FINISHED"
@@ -267,10 +248,8 @@ def test_failed_job_keeps_its_error_and_result_in_its_mlflow_run(
     dag_run = s3_batch_inference().test()
     assert dag_run.state == "failed"
     client = MlflowClient(tracking_uri=mlflow_server.url)
-    experiment = client.get_experiment_by_name("airflow/s3_batch_inference")
-    (run,) = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    (run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name="airflow/s3_batch_inference", role="task"
     )
     assert run.info.status == "FAILED"
     assert run.data.tags["ai.error"].startswith("input not found: s3://")
@@ -310,7 +289,6 @@ def test_bad_rendered_argument_or_duplicate_ids_fail_once_in_one_line_and_write_
     """The task fails on its first try (three retries allowed) naming the argument or the ids; the
     argument checks come before any MLflow run, the duplicate check before any output is published."""
     from tests.dags.bad_input_dags import operator_bad_input
-    from tests.integration.test_operator_bad_input import _task_runs, _tries
 
     kwargs, message = TEMPLATED_CASES[case]
     write_customers(str(tmp_path / "scoring"), 200, seed=1)
@@ -325,10 +303,13 @@ def test_bad_rendered_argument_or_duplicate_ids_fail_once_in_one_line_and_write_
     dag_run = operator_bad_input().test()
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run.run_id) == [1]
+    assert task_tries(dag_run.run_id) == [1]
     assert message in capfd.readouterr().out
     if "check_unique_ids" not in kwargs:
-        assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+        runs = dag_run_mlflow_runs(
+            mlflow_server.url, dag_run.run_id, experiment_name="airflow/operator_bad_input"
+        )
+        assert runs == []
     predictions = tmp_path / "predictions"
     assert not predictions.exists() or not [p for p in predictions.rglob("*") if p.is_file()]
 

@@ -13,11 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from dag_templates.include.churn_sample import make_customers, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
 ROWS = 20_000
 SUITE = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
 REPORTS = "customers/_validation/churn_customers"
+EXPERIMENT = "airflow/s3_data_validation"
 
 
 @pytest.fixture
@@ -31,25 +33,11 @@ def airflow_env(monkeypatch, mlflow_connection, aws_connection, s3_server, s3_bu
     return s3_bucket
 
 
-def _task_tries(run_id: str) -> list[int]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        return list(session.scalars(select(TaskInstance.try_number).where(TaskInstance.run_id == run_id)))
-
-
 def _task_run(mlflow_server, dag_run_id: str):
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    experiment = client.get_experiment_by_name("airflow/s3_data_validation")
-    (run,) = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run_id}'",
-    )
-    return client, run
+    (run,) = dag_run_mlflow_runs(mlflow_server.url, dag_run_id, experiment_name=EXPERIMENT, role="task")
+    return MlflowClient(tracking_uri=mlflow_server.url), run
 
 
 def test_valid_data_emits_an_asset_event_with_digest_rows_and_suite(airflow_env, mlflow_server, s3_server):
@@ -123,7 +111,7 @@ def test_invalid_data_fails_without_retry_and_leaves_the_reports(
     dag_run = s3_data_validation().test()
 
     assert dag_run.state == "failed"
-    assert _task_tries(dag_run.run_id) == [1]  # a failed validation is not retried
+    assert task_tries(dag_run.run_id) == [1]  # a failed validation is not retried
     log = capfd.readouterr().out
     assert (
         "validate job failed: data validation failed: 3 of 17 expectations (suite churn_customers): " in log
@@ -166,8 +154,6 @@ def test_a_suite_source_is_required_exactly_once_when_the_dag_is_parsed():
 def test_batch_size_that_renders_to_text_fails_once_before_any_run_or_report(
     airflow_env, mlflow_server, s3_server, monkeypatch, capfd
 ):
-    from mlflow import MlflowClient
-
     from tests.dags.validation_dags import s3_data_validation
 
     write_customers(
@@ -182,11 +168,10 @@ def test_batch_size_that_renders_to_text_fails_once_before_any_run_or_report(
     dag_run = s3_data_validation().test()
 
     assert dag_run.state == "failed"
-    assert _task_tries(dag_run.run_id) == [1]
+    assert task_tries(dag_run.run_id) == [1]
     assert "validate: batch_size must be a positive integer, got 'x'" in capfd.readouterr().out
     listed = s3_server.client().list_objects_v2(Bucket=airflow_env, Prefix="customers/_validation/")
     assert listed.get("KeyCount", 0) == 0
-    client = MlflowClient(tracking_uri=mlflow_server.url)
-    experiment = client.get_experiment_by_name("airflow/s3_data_validation")
-    filter_string = f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'"
-    assert experiment is None or client.search_runs([experiment.experiment_id], filter_string) == []
+    assert (
+        dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=EXPERIMENT, role="task") == []
+    )

@@ -9,6 +9,7 @@ import pytest
 
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, build_profile
 from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
 GATE_MODEL = "gate_churn"
@@ -168,29 +169,24 @@ def test_drift_asset_event_is_emitted_only_for_shifted_data(airflow_env, models,
 # --- bad input: refused on the first try, before anything is written ------------------------------
 
 
-def _failed_once_without_runs(dag_run, task_id: str) -> None:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
+def _failed_once(dag_run, task_id: str) -> None:
+    """The DAG run failed and the task ran only its first try."""
     assert dag_run.state == "failed"
-    with create_session() as session:
-        tries = session.scalars(
-            select(TaskInstance.try_number).where(
-                TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id
-            )
-        ).all()
-    assert list(tries) == [1]  # two retries were allowed: none was used
+    assert task_tries(dag_run.run_id, task_id) == [1]  # two retries were allowed: none was used
 
 
-def _task_runs(mlflow_url: str, dag_run) -> list:
-    from mlflow import MlflowClient
+def _refused_before_any_run(mlflow_url: str, dag_run, task_id: str, message: str, log: str) -> None:
+    """The task failed on its first try, logged ``message`` and booked no MLflow run."""
+    _failed_once(dag_run, task_id)
+    assert message in log
+    assert dag_run_mlflow_runs(mlflow_url, dag_run.run_id, experiment_name=f"airflow/{dag_run.dag_id}") == []
 
-    client = MlflowClient(tracking_uri=mlflow_url)
-    experiment = client.get_experiment_by_name(f"airflow/{dag_run.dag_id}")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}'")
+
+def _allow_two_retries(monkeypatch, dag_id: str, **kwargs) -> None:
+    """The DAG's job task gets ``kwargs`` and two immediate retries."""
+    import json
+
+    monkeypatch.setenv("AI_TEST_JOB_KWARGS", json.dumps({dag_id: {**kwargs, "retries": 2, "retry_delay": 0}}))
 
 
 @pytest.mark.parametrize(
@@ -214,29 +210,21 @@ def _task_runs(mlflow_url: str, dag_run) -> list:
 def test_gate_argument_that_renders_to_a_bad_value_fails_once_before_any_run(
     airflow_env, models, mlflow_server, monkeypatch, capfd, kwargs, message
 ):
-    import json
-
     from tests.dags.evaluation_dags import evaluation_gate
 
     write_customers(airflow_env / "holdout", 500, seed=13, with_label=True)
     monkeypatch.setenv("AI_TEST_CHALLENGER", f"{GATE_MODEL}@challenger")
     monkeypatch.setenv("AI_TEST_HOLDOUT", str(airflow_env / "holdout"))
-    monkeypatch.setenv(
-        "AI_TEST_JOB_KWARGS", json.dumps({"evaluation_gate": {**kwargs, "retries": 2, "retry_delay": 0}})
-    )
+    _allow_two_retries(monkeypatch, "evaluation_gate", **kwargs)
 
     dag_run = evaluation_gate().test()
 
-    _failed_once_without_runs(dag_run, "gate")
-    assert message in capfd.readouterr().out
-    assert _task_runs(mlflow_server.url, dag_run) == []
+    _refused_before_any_run(mlflow_server.url, dag_run, "gate", message, capfd.readouterr().out)
 
 
 def test_gate_on_a_holdout_with_missing_labels_fails_once_naming_the_count(
     airflow_env, models, mlflow_server, monkeypatch, capfd
 ):
-    import json
-
     from tests.dags.evaluation_dags import evaluation_gate
 
     holdout = make_customers(500, seed=14).astype({"churned": "float64"})
@@ -245,15 +233,13 @@ def test_gate_on_a_holdout_with_missing_labels_fails_once_naming_the_count(
     holdout.to_parquet(airflow_env / "holdout" / "h.parquet", index=False)
     monkeypatch.setenv("AI_TEST_CHALLENGER", f"{GATE_MODEL}@challenger")
     monkeypatch.setenv("AI_TEST_HOLDOUT", str(airflow_env / "holdout"))
-    monkeypatch.setenv(
-        "AI_TEST_JOB_KWARGS", json.dumps({"evaluation_gate": {"retries": 2, "retry_delay": 0}})
-    )
+    _allow_two_retries(monkeypatch, "evaluation_gate")
 
     dag_run = evaluation_gate().test()
 
-    _failed_once_without_runs(dag_run, "gate")
+    _failed_once(dag_run, "gate")
     assert "label column 'churned' of holdout" in capfd.readouterr().out
-    runs = _task_runs(mlflow_server.url, dag_run)
+    runs = dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=f"airflow/{dag_run.dag_id}")
     (run,) = [run for run in runs if run.data.tags.get("airflow.task_id") == "gate"]
     assert run.info.status == "FAILED"
     assert "has 3 missing value(s) (null or NaN) of 500 rows" in run.data.tags["ai.error"]
@@ -273,20 +259,14 @@ def test_gate_on_a_holdout_with_missing_labels_fails_once_naming_the_count(
 def test_drift_argument_that_renders_to_a_bad_value_fails_once_before_any_run(
     airflow_env, models, mlflow_server, monkeypatch, capfd, kwargs, message
 ):
-    import json
-
     from tests.dags.evaluation_dags import drift_check
 
     write_customers(airflow_env / "current", 500, seed=5)
     monkeypatch.setenv("AI_TEST_DRIFT_MODEL", f"{DRIFT_MODEL}@champion")
     monkeypatch.setenv("AI_TEST_CURRENT", str(airflow_env / "current"))
-    monkeypatch.setenv(
-        "AI_TEST_JOB_KWARGS", json.dumps({"drift_check": {**kwargs, "retries": 2, "retry_delay": 0}})
-    )
+    _allow_two_retries(monkeypatch, "drift_check", **kwargs)
 
     dag_run = drift_check().test()
 
-    _failed_once_without_runs(dag_run, "drift")
-    assert message in capfd.readouterr().out
-    assert _task_runs(mlflow_server.url, dag_run) == []
+    _refused_before_any_run(mlflow_server.url, dag_run, "drift", message, capfd.readouterr().out)
     assert drift_events(dag_run) == []

@@ -26,6 +26,7 @@ from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.timeouts import MLFLOW_HTTP_ENV
 from dag_templates.include.churn_sample import train_and_register, write_customers
 from scripts.servers import MlflowServer, S3Server, start_mlflow_server, start_s3_server, stop_server
+from tests.fixtures.airflow_records import dag_run_mlflow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -270,13 +271,8 @@ def test_server_that_stops_answering_mid_try_fails_the_try_within_the_runtime_an
         # booking + the runtime's wait + one short attempt to record the failure; then nothing waits
         bound = TIMEOUT + FAILURE_PATH_TIMEOUT + RUNTIME_START_ALLOWANCE
         assert first_try["ended"] - first_try["started"] < bound
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=hung_mlflow.url)
-    experiment = client.get_experiment_by_name("airflow/mlflow_hangs_mid_try")
-    (task_run,) = client.search_runs(
-        [experiment.experiment_id],
-        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{dag_run.run_id}'",
+    (task_run,) = dag_run_mlflow_runs(
+        hung_mlflow.url, dag_run.run_id, experiment_name="airflow/mlflow_hangs_mid_try", role="task"
     )
     assert task_run.info.status == "FINISHED"  # the retry reopened the run the stopped try left open
 

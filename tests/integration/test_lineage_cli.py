@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dag_templates.include.churn_sample import train_and_register, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs
 
 pytestmark = pytest.mark.integration
 SUITE = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
@@ -54,9 +55,8 @@ def test_installed_command_walks_predictions_back_through_real_dag_runs(
     data_uri = f"s3://{s3_bucket}/customers"
     write_customers(data_uri, 4000, seed=21, n_files=2, storage_options=storage)
     validated = s3_data_validation().test()
-    (validation_run,) = client.search_runs(
-        [client.get_experiment_by_name("airflow/s3_data_validation").experiment_id],
-        f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{validated.run_id}'",
+    (validation_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, validated.run_id, experiment_name="airflow/s3_data_validation", role="task"
     )
     digest = validation_run.data.tags["ai.input_digest"]
 

@@ -12,9 +12,10 @@ import json
 import pytest
 
 from dag_templates.include.churn_sample import train_and_register, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
-DAG_ID = "operator_bad_input"
+EXPERIMENT = "airflow/operator_bad_input"
 
 
 @pytest.fixture(scope="module")
@@ -50,25 +51,6 @@ CASES = {
 }
 
 
-def _tries(run_id: str) -> list[int]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        return list(session.scalars(select(TaskInstance.try_number).where(TaskInstance.run_id == run_id)))
-
-
-def _task_runs(mlflow_url: str, run_id: str) -> list:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=mlflow_url)
-    experiment = client.get_experiment_by_name(f"airflow/{DAG_ID}")
-    if experiment is None:
-        return []
-    return client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{run_id}'")
-
-
 def _run_case(kwargs, monkeypatch, tmp_path):
     from tests.dags.bad_input_dags import operator_bad_input
 
@@ -86,10 +68,10 @@ def test_worker_side_bad_input_fails_once_naming_the_argument_and_writes_nothing
     dag_run = _run_case(kwargs, monkeypatch, tmp_path)
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run.run_id) == [1]  # three retries were allowed: none was used
+    assert task_tries(dag_run.run_id) == [1]  # three retries were allowed: none was used
     output = capfd.readouterr().out
     assert message in output
-    assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+    assert dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=EXPERIMENT) == []
     assert not (tmp_path / "predictions").exists()
 
 
@@ -100,9 +82,9 @@ def test_execution_mode_from_the_environment_is_bad_input(
     dag_run = _run_case({"execution_mode": None}, monkeypatch, tmp_path)
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run.run_id) == [1]
+    assert task_tries(dag_run.run_id) == [1]
     assert "AIRFLOW__AI_PROVIDER__EXECUTION_MODE" in capfd.readouterr().out
-    assert _task_runs(mlflow_server.url, dag_run.run_id) == []
+    assert dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=EXPERIMENT) == []
 
 
 def test_deleted_experiment_is_bad_input_with_the_way_to_restore_it(
@@ -120,7 +102,7 @@ def test_deleted_experiment_is_bad_input_with_the_way_to_restore_it(
     dag_run = _run_case({"experiment_name": name}, monkeypatch, tmp_path)
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run.run_id) == [1]
+    assert task_tries(dag_run.run_id) == [1]
     assert f"mlflow experiments restore --experiment-id {experiment_id}" in capfd.readouterr().out
     assert client.search_runs([experiment_id], run_view_type=3) == []  # ViewType.ALL
 

@@ -12,6 +12,7 @@ import pytest
 
 from airflow_ai_provider.exceptions import ConcurrentPromotionError
 from dag_templates.include.churn_sample import train_and_register
+from tests.fixtures.airflow_records import dag_run_mlflow_runs
 
 pytestmark = pytest.mark.integration
 
@@ -197,12 +198,10 @@ def test_promotion_books_its_run_in_the_connections_default_experiment_under_one
     dag_run = promote_then_check().test()
 
     assert _states(dag_run)["promote"] == "success"
-    experiment = client.get_experiment_by_name(experiment_name)
-    runs = client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}'")
+    runs = dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=experiment_name)
     (parent,) = [run for run in runs if run.data.tags.get("airflow.role") == "dag_run"]
     (promote,) = [run for run in runs if run.data.tags.get("airflow.task_id") == "promote"]
     assert promote.data.tags["mlflow.parentRunId"] == parent.info.run_id
-    assert client.get_experiment_by_name("airflow/promote_then_check") is None or not client.search_runs(
-        [client.get_experiment_by_name("airflow/promote_then_check").experiment_id],
-        f"tags.`airflow.run_id` = '{dag_run.run_id}'",
+    assert not dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name="airflow/promote_then_check"
     )

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from airflow_ai_provider.mlflow_registry import CLAIM_EXPERIMENT_PREFIX, EPOCH_TAG_PREFIX
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 from tests.fixtures.http_proxy import Rule, http_proxy
 
 pytestmark = pytest.mark.integration
@@ -32,29 +33,6 @@ def model(mlflow_server, mlflow_connection, monkeypatch) -> str:
         client.set_registered_model_alias(name, alias, version)
     monkeypatch.setenv("AI_TEST_MODEL", name)
     return name
-
-
-def _tries(dag_run, task_id: str) -> list[int]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        return list(
-            session.scalars(
-                select(TaskInstance.try_number).where(
-                    TaskInstance.run_id == dag_run.run_id, TaskInstance.task_id == task_id
-                )
-            )
-        )
-
-
-def _task_runs(url: str, dag_run, task_id: str) -> list:
-    experiment = _client(url).get_experiment_by_name(f"airflow/{dag_run.dag_id}")
-    if experiment is None:
-        return []
-    filter_string = f"tags.`airflow.run_id` = '{dag_run.run_id}' and tags.`airflow.task_id` = '{task_id}'"
-    return _client(url).search_runs([experiment.experiment_id], filter_string)
 
 
 def _running_runs(url: str, dag_id: str) -> list:
@@ -128,9 +106,12 @@ def test_templated_alias_mlflow_refuses_fails_once_at_task_start_and_writes_noth
     dag_run = _run_promote({"alias": alias})
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run, "promote") == [1]  # two retries were allowed: none was used
+    assert task_tries(dag_run.run_id, "promote") == [1]  # two retries were allowed: none was used
     assert BAD_ALIASES[alias] in capfd.readouterr().out
-    assert _task_runs(mlflow_server.url, dag_run, "promote") == []  # refused before booking a run
+    # refused before booking a run
+    assert (
+        dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, "promote", f"airflow/{dag_run.dag_id}") == []
+    )
     assert _running_runs(mlflow_server.url, dag_run.dag_id) == []
     _assert_registry_untouched(mlflow_server.url, model)
     assert alias not in _client(mlflow_server.url).get_registered_model(model).aliases
@@ -144,9 +125,11 @@ def test_bad_model_reference_or_approval_task_fails_once_and_writes_nothing(
     dag_run = _run_promote({key: value.format(model=model) for key, value in conf.items()})
 
     assert dag_run.state == "failed"
-    assert _tries(dag_run, "promote") == [1]
+    assert task_tries(dag_run.run_id, "promote") == [1]
     assert message in capfd.readouterr().out
-    assert _task_runs(mlflow_server.url, dag_run, "promote") == []
+    assert (
+        dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, "promote", f"airflow/{dag_run.dag_id}") == []
+    )
     assert _running_runs(mlflow_server.url, dag_run.dag_id) == []
     _assert_registry_untouched(mlflow_server.url, model)
 
@@ -156,13 +139,15 @@ def test_rollback_naming_another_model_fails_once_and_undoes_nothing(model, mlfl
 
     dag_run = promote_then_rollback().test(run_conf={"rollback_model": "someone_else@champion"})
 
-    assert _tries(dag_run, "rollback") == [1]
+    assert task_tries(dag_run.run_id, "rollback") == [1]
     assert f"promoted {model!r}" in capfd.readouterr().out
     client = _client(mlflow_server.url)
     assert str(client.get_registered_model(model).aliases["champion"]) == "2"  # the promotion stands
     assert not [key for key in client.get_model_version(model, "1").tags if key.startswith("ai.restored")]
     assert not [key for key in client.get_model_version(model, "2").tags if key.startswith("ai.rolled_back")]
-    (rollback_run,) = _task_runs(mlflow_server.url, dag_run, "rollback")
+    (rollback_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, "rollback", f"airflow/{dag_run.dag_id}"
+    )
     assert rollback_run.info.status == "FAILED"
     assert _running_runs(mlflow_server.url, dag_run.dag_id) == []
 
@@ -180,7 +165,7 @@ def test_alias_move_lost_on_the_wire_is_retried_and_the_retry_completes_the_one_
 
     assert rule.hits == 3
     assert dag_run.state == "success"
-    assert _tries(dag_run, "promote") == [2]
+    assert task_tries(dag_run.run_id, "promote") == [2]
     client = _client(mlflow_server.url)
     registered = client.get_registered_model(model)
     assert str(registered.aliases["champion"]) == "2"
@@ -189,6 +174,9 @@ def test_alias_move_lost_on_the_wire_is_retried_and_the_retry_completes_the_one_
     (claim,) = _claims(mlflow_server.url, model)
     assert claim.tags["ai.claim.claimant"] == f"promote_templated/{dag_run.run_id}/promote"
     assert client.get_model_version(model, "2").tags["ai.promoted_by_dag_run"].endswith(dag_run.run_id)
-    (task_run,) = _task_runs(mlflow_server.url, dag_run, "promote")  # the retry reused the run
+    # the retry reused the run
+    (task_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, "promote", f"airflow/{dag_run.dag_id}"
+    )
     assert task_run.info.status == "FINISHED"
     assert _running_runs(mlflow_server.url, dag_run.dag_id) == []

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -90,6 +92,29 @@ def _race(
         thread.join(timeout=120)
     assert len(outcomes) == len(threads), "a racer did not finish"
     return outcomes
+
+
+@contextmanager
+def _claim_held(url: str, monkeypatch, move: AliasMove) -> Iterator[list[BaseException | None]]:
+    """Run ``move`` in a thread whose claim (the experiment it creates) the proxy holds until the
+    body has run; yield the list that receives its outcome (None = moved) once the thread ends."""
+    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60)
+    outcome: list[BaseException | None] = []
+
+    def racer(hook: MlflowHook) -> None:
+        try:
+            move_alias(hook, move, {_tag_key(move.alias): move.claimant})
+            outcome.append(None)
+        except BaseException as err:
+            outcome.append(err)
+
+    with http_proxy(url, [hold], lifetime=120) as proxy:
+        thread = threading.Thread(target=racer, args=(_slow_hook(monkeypatch, proxy.url),))
+        thread.start()
+        assert hold.arrived.wait(60), f"{move.claimant} never tried to claim"
+        yield outcome
+        hold.release()
+        thread.join(timeout=60)
 
 
 def _claims(url: str, name: str, alias: str) -> list:
@@ -220,21 +245,8 @@ def test_a_racer_that_read_an_outdated_epoch_does_not_move_even_if_its_claim_nam
     """``mlflow gc`` deletes soft-deleted experiments for good, freeing old claim names; the check
     after claiming (epoch and alias as read) still stops a racer that read the state before."""
     client = _client(mlflow_server.url)
-    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60)
     late = AliasMove(model, "champion", None, "1", "dag/late/promote")
-    outcome: list[BaseException | None] = []
-
-    def late_racer(hook: MlflowHook) -> None:
-        try:
-            move_alias(hook, late, {_tag_key("champion"): late.claimant})
-            outcome.append(None)
-        except BaseException as err:
-            outcome.append(err)
-
-    with http_proxy(mlflow_server.url, [hold], lifetime=120) as proxy:
-        thread = threading.Thread(target=late_racer, args=(_slow_hook(monkeypatch, proxy.url),))
-        thread.start()
-        assert hold.arrived.wait(60), "the late racer never tried to claim"
+    with _claim_held(mlflow_server.url, monkeypatch, late) as outcome:
         winner = AliasMove(model, "champion", None, "2", "dag/early/promote")
         assert move_alias(MlflowHook(), winner, {_tag_key("champion"): winner.claimant})
         (claim,) = _claims(mlflow_server.url, model, "champion")
@@ -245,8 +257,6 @@ def test_a_racer_that_read_an_outdated_epoch_does_not_move_even_if_its_claim_nam
         )  # fmt: skip
         assert gc.returncode == 0, gc.stderr[-2000:]
         assert _claims(mlflow_server.url, model, "champion") == []
-        hold.release()
-        thread.join(timeout=60)
     assert len(outcome) == 1 and isinstance(outcome[0], ConcurrentPromotionError), outcome
     assert "outdated state" in str(outcome[0])
     registered = client.get_registered_model(model)
@@ -259,24 +269,9 @@ def test_an_alias_moved_outside_any_promotion_while_claiming_makes_the_claimant_
     model, mlflow_server, monkeypatch
 ):
     client = _client(mlflow_server.url)
-    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60)
     move = AliasMove(model, "champion", None, "1", "dag/run-1/promote")
-    outcome: list[BaseException | None] = []
-
-    def claimant(hook: MlflowHook) -> None:
-        try:
-            move_alias(hook, move, {_tag_key("champion"): move.claimant})
-            outcome.append(None)
-        except BaseException as err:
-            outcome.append(err)
-
-    with http_proxy(mlflow_server.url, [hold], lifetime=120) as proxy:
-        thread = threading.Thread(target=claimant, args=(_slow_hook(monkeypatch, proxy.url),))
-        thread.start()
-        assert hold.arrived.wait(60), "the claimant never tried to claim"
+    with _claim_held(mlflow_server.url, monkeypatch, move) as outcome:
         client.set_registered_model_alias(model, "champion", "3")  # by hand, in the UI say
-        hold.release()
-        thread.join(timeout=60)
     assert len(outcome) == 1 and isinstance(outcome[0], ConcurrentPromotionError), outcome
     assert "points to version 3, but this DAG run saw none" in str(outcome[0])
     assert str(client.get_registered_model(model).aliases["champion"]) == "3"

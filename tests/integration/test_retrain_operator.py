@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dag_templates.include.churn_sample import FEATURES, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,13 +41,6 @@ def s3_training_data(
     return s3_bucket
 
 
-def _task_runs(client, dag_id: str, run_id: str) -> list:
-    experiment = client.get_experiment_by_name(f"airflow/{dag_id}")
-    return client.search_runs(
-        [experiment.experiment_id], f"tags.`airflow.role` = 'task' and tags.`airflow.run_id` = '{run_id}'"
-    )
-
-
 def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_training_data, mlflow_server):
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
@@ -64,7 +58,9 @@ def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_trainin
     (outcome,) = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
     result = outcome.result
     client = MlflowClient(tracking_uri=mlflow_server.url)
-    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    (task_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name=f"airflow/{dag_run.dag_id}", role="task"
+    )
     run_id = task_run.info.run_id
     digest = result["input_digest"]
     assert result["status"] == "success" and result["mlflow_run_id"] == run_id
@@ -135,10 +131,7 @@ def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_trainin
 def test_retried_training_reuses_its_version_and_run(
     training_code_importable, mlflow_connection, mlflow_server, flaky_python, tmp_path, monkeypatch
 ):
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
     from mlflow import MlflowClient
-    from sqlalchemy import select
 
     from airflow_ai_provider.results import dag_run_outcomes
     from tests.dags.training_dags import retried_training
@@ -152,16 +145,14 @@ def test_retried_training_reuses_its_version_and_run(
     dag_run = retried_training().test()
 
     assert dag_run.state == "success"
-    with create_session() as session:
-        (try_number,) = session.scalars(
-            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
-        ).all()
-    assert try_number == 2
+    assert task_tries(dag_run.run_id) == [2]
     client = MlflowClient(tracking_uri=mlflow_server.url)
     versions = client.search_model_versions(f"name = '{name}'")
     assert [str(version.version) for version in versions] == ["1"]
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
-    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    (task_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name=f"airflow/{dag_run.dag_id}", role="task"
+    )
     assert task_run.info.status == "FINISHED"
     (outcome,) = dag_run_outcomes(dag_run.dag_id, dag_run.run_id)
     assert outcome.result["details"]["reused"] is True
@@ -175,10 +166,7 @@ def test_training_data_with_missing_labels_fails_once_and_registers_nothing(
 ):
     """The label check comes before the training function runs; bad input is not retried (one retry
     is allowed), registers no version and leaves the task's MLflow run FAILED, not RUNNING."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
     from mlflow import MlflowClient
-    from sqlalchemy import select
 
     from dag_templates.include.churn_sample import make_customers
     from tests.dags.training_dags import retried_training
@@ -195,13 +183,11 @@ def test_training_data_with_missing_labels_fails_once_and_registers_nothing(
     dag_run = retried_training().test()
 
     assert dag_run.state == "failed"
-    with create_session() as session:
-        tries = session.scalars(
-            select(TaskInstance.try_number).where(TaskInstance.run_id == dag_run.run_id)
-        ).all()
-    assert list(tries) == [1]
+    assert task_tries(dag_run.run_id) == [1]
     assert "label column 'churned' has 4 missing value(s) (null or NaN) of 400 rows" in capfd.readouterr().out
     client = MlflowClient(tracking_uri=mlflow_server.url)
     assert client.search_model_versions(f"name = '{name}'") == []
-    (task_run,) = _task_runs(client, dag_run.dag_id, dag_run.run_id)
+    (task_run,) = dag_run_mlflow_runs(
+        mlflow_server.url, dag_run.run_id, experiment_name=f"airflow/{dag_run.dag_id}", role="task"
+    )
     assert task_run.info.status == "FAILED"

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from dag_templates.include.churn_sample import train_and_register, write_customers
+from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
 
 pytestmark = pytest.mark.integration
 DAG_ID = "secret_leaks"
@@ -83,15 +84,9 @@ def _mlflow_records(mlflow_url: str, run_id: str, dag_id: str = DAG_ID) -> tuple
     from pathlib import Path
 
     from mlflow import MlflowClient
-    from mlflow.entities import ViewType
 
     client = MlflowClient(tracking_uri=mlflow_url)
-    experiment = client.get_experiment_by_name(f"airflow/{dag_id}")
-    if experiment is None:
-        return [], ""
-    runs = client.search_runs(
-        [experiment.experiment_id], f"tags.`airflow.run_id` = '{run_id}'", run_view_type=ViewType.ALL
-    )
+    runs = dag_run_mlflow_runs(mlflow_url, run_id, experiment_name=f"airflow/{dag_id}", include_deleted=True)
     texts = [json.dumps([run.data.params, run.data.tags]) for run in runs]
     for run in runs:
         if any(a.path == "job_result.json" for a in client.list_artifacts(run.info.run_id)):
@@ -100,15 +95,6 @@ def _mlflow_records(mlflow_url: str, run_id: str, dag_id: str = DAG_ID) -> tuple
                     Path(client.download_artifacts(run.info.run_id, "job_result.json", folder)).read_text()
                 )
     return runs, "\n".join(texts)
-
-
-def _tries(run_id: str) -> list[int]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        return list(session.scalars(select(TaskInstance.try_number).where(TaskInstance.run_id == run_id)))
 
 
 def test_mlflow_connection_credentials_reach_the_runtime_only_by_environment(
@@ -164,7 +150,7 @@ def test_templated_uri_with_credentials_fails_once_and_leaks_nowhere(
 
     log = capfd.readouterr().out
     assert dag_run.state == "failed"
-    assert _tries(dag_run.run_id) == [1]  # bad input: two retries were allowed, none was used
+    assert task_tries(dag_run.run_id) == [1]  # bad input: two retries were allowed, none was used
     assert f"score: {argument}={shown} carries credentials" in log
     runs, mlflow_text = _mlflow_records(mlflow_server.url, dag_run.run_id)
     assert runs == []  # refused before any MLflow run was booked
@@ -186,7 +172,7 @@ def test_mapped_input_with_credentials_fails_when_the_task_starts_and_leaks_nowh
 
     log = capfd.readouterr().out
     assert "score: input_uri='s3://data/scoring/' carries credentials" in log
-    assert _tries(dag_run.run_id) == [1, 1]  # the clean shard ran once; the other failed without retry
+    assert task_tries(dag_run.run_id) == [1, 1]  # the clean shard ran once; the other failed without retry
     assert dag_run.state == "failed"
     runs, mlflow_text = _mlflow_records(mlflow_server.url, dag_run.run_id, "secret_leaks_mapped")
     assert len(runs) == 2  # the parent run and the clean shard's run: none for the refused shard
