@@ -494,9 +494,14 @@ class AiJobOperator(KubernetesPodOperator):
             if mode is ExecutionMode.LOCAL:
                 aws_runtime_env(self.aws_conn_id)
         except AiProviderConfigError as err:
-            raise type(err)(f"{self.task_id}: {err}") from None
+            raise type(err)(self._named(err)) from None
         except JobInputError as err:  # a shared parameter check from the runtime's contract
-            raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+            raise AiProviderConfigError(self._named(err)) from None
+
+    def _named(self, err: BaseException) -> str:
+        """``err`` as one line that starts with this task's id (once)."""
+        text = str(err)
+        return text if text.startswith(f"{self.task_id}: ") else f"{self.task_id}: {text}"
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = self.resolved_execution_mode
@@ -513,7 +518,7 @@ class AiJobOperator(KubernetesPodOperator):
                 self._finish_failed(run, who)
                 if isinstance(err, AirflowFailException):
                     raise
-                raise AiProviderConfigError(f"{self.task_id}: {err}") from None
+                raise AiProviderConfigError(self._named(err)) from None
             except BaseException:
                 self._finish_failed(run, who)
                 raise

@@ -71,6 +71,7 @@ def test_worker_side_bad_input_fails_once_naming_the_argument_and_writes_nothing
     assert task_tries(dag_run.run_id) == [1]  # three retries were allowed: none was used
     output = capfd.readouterr().out
     assert message in output
+    assert "score: score:" not in output  # the task is named once
     assert dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=EXPERIMENT) == []
     assert not (tmp_path / "predictions").exists()
 
