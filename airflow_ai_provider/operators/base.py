@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk import Asset
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, TaskDeferred
 
 from airflow_ai_provider.config import (
     ExecutionMode,
@@ -52,7 +52,7 @@ from airflow_ai_provider.kubernetes.validation import (
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.model_ref import parse_model_reference
 from airflow_ai_provider.runtime.contract import RUNTIME_MODULE, SERVICE_TIMEOUT_ENV, Artifact, Tag
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.spec import MlflowRef
 
 if TYPE_CHECKING:
@@ -493,10 +493,30 @@ class AiJobOperator(KubernetesPodOperator):
                     raise ModelReferenceError(f"{argument}={reference!r}: {err}") from None
             if mode is ExecutionMode.LOCAL:
                 aws_runtime_env(self.aws_conn_id)
+            else:
+                self._check_cluster_configuration()
         except AiProviderConfigError as err:
             raise type(err)(self._named(err)) from None
         except JobInputError as err:  # a shared parameter check from the runtime's contract
             raise AiProviderConfigError(self._named(err)) from None
+
+    def _check_cluster_configuration(self) -> None:
+        """Load the Kubernetes client configuration (no API call): a worker without one is misconfigured."""
+        from kubernetes.config import ConfigException
+
+        try:
+            self.hook.core_v1_client  # noqa: B018 - builds the client from the configuration
+        except ConfigException as err:
+            raise AiProviderConfigError(
+                f"kubernetes execution mode found no cluster configuration ({one_line(err)}): run the "
+                "worker in the cluster (in_cluster=True), set kubernetes_conn_id or config_file, or use "
+                "execution_mode='local'"
+            ) from None
+        except AirflowNotFoundException:
+            raise AiProviderConfigError(
+                f"kubernetes_conn_id {self.kubernetes_conn_id!r}: no such Airflow connection; create it "
+                "(type kubernetes) or leave kubernetes_conn_id at its default"
+            ) from None
 
     def _named(self, err: BaseException) -> str:
         """``err`` as one line that starts with this task's id (once)."""

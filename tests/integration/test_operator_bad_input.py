@@ -125,3 +125,24 @@ def test_fallback_alias_that_does_not_exist_yet_does_not_stop_a_healthy_model(
 
     assert dag_run.state == "success"
     assert (tmp_path / "predictions" / dag_run.run_id / "part-00000-of-00001.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "kubernetes execution mode found no cluster configuration"),
+        ({"kubernetes_conn_id": "no_such_cluster"}, "kubernetes_conn_id 'no_such_cluster'"),
+    ],
+    ids=["no-cluster-configuration", "missing-kubernetes-connection"],
+)
+def test_kubernetes_mode_without_a_cluster_is_bad_configuration(
+    kwargs, message, registered_churn, mlflow_server, mlflow_connection, tmp_path, monkeypatch, capfd
+):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kube-config"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    dag_run = _run_case({"execution_mode": "kubernetes", **kwargs}, monkeypatch, tmp_path)
+
+    assert dag_run.state == "failed"
+    assert task_tries(dag_run.run_id) == [1]
+    assert message in capfd.readouterr().out
+    assert dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=EXPERIMENT) == []
