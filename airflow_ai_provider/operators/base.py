@@ -51,7 +51,14 @@ from airflow_ai_provider.kubernetes.validation import (
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.model_ref import parse_model_reference
-from airflow_ai_provider.runtime.contract import RUNTIME_MODULE, SERVICE_TIMEOUT_ENV, Artifact, Tag
+from airflow_ai_provider.runtime.contract import (
+    RUNTIME_MODULE,
+    SERVICE_TIMEOUT_ENV,
+    STATUS_SUCCESS,
+    Artifact,
+    EventKey,
+    Tag,
+)
 from airflow_ai_provider.runtime.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.spec import MlflowRef
 
@@ -280,7 +287,7 @@ class AiJobOperator(KubernetesPodOperator):
 
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
         """The ``extra`` of the Asset events this task emits on its outlets."""
-        return {"mlflow_run_id": run.run_id}
+        return {EventKey.MLFLOW_RUN_ID: run.run_id}
 
     # ----------------------------------------------------------------------------------------------
     # The shared flow.
@@ -411,7 +418,10 @@ class AiJobOperator(KubernetesPodOperator):
 
     def _pod_failure(self, error: BaseException) -> dict[str, Any]:
         """The runtime's own failed result, or ``error`` put in plain words from the pod's state."""
-        if isinstance(self._pod_result, dict) and self._pod_result.get("status") not in (None, "success"):
+        if isinstance(self._pod_result, dict) and self._pod_result.get("status") not in (
+            None,
+            STATUS_SUCCESS,
+        ):
             return self._pod_result  # the runtime said why; _complete decides about retries
         from kubernetes.client import ApiClient
 
@@ -606,7 +616,7 @@ class AiJobOperator(KubernetesPodOperator):
     ) -> dict[str, Any]:
         if not isinstance(result, dict):
             raise JobFailedError(f"{self.job_type} job returned no result (got {type(result).__name__})")
-        if result.get("status") != "success":
+        if result.get("status") != STATUS_SUCCESS:
             self._record_failure(run, result)
             message = f"{self.job_type} job failed: {result.get('error') or 'no error message'}"
             if result.get("retryable"):

@@ -11,6 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.params import DriftParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
 
@@ -160,13 +161,13 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
         details = result.get("details", {})
         model = details.get("model", {})
         return {
-            "model_name": model.get("name"),
-            "model_version": model.get("version"),
-            "mlflow_run_id": mlflow_run_id,
+            EventKey.MODEL_NAME: model.get("name"),
+            EventKey.MODEL_VERSION: model.get("version"),
+            EventKey.MLFLOW_RUN_ID: mlflow_run_id,
             "drift": bool(details.get("drift")),
             "drifted_features": list(details.get("drifted_features", [])),
             "max_psi": details.get("max_psi"),
-            "input_digest": result.get("input_digest"),
+            EventKey.INPUT_DIGEST: result.get("input_digest"),
             "input_uri": ",".join(self._inputs()),
             "rows": result.get("rows_in"),
         }

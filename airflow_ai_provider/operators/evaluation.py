@@ -11,6 +11,7 @@ from airflow_ai_provider.exceptions import ModelReferenceError
 from airflow_ai_provider.model_ref import parse_model_reference
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.params import EvaluateParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
 
@@ -182,11 +183,11 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
         challenger, champion = details.get("challenger") or {}, details.get("champion") or {}
         return {
             "decision": details.get("decision"),
-            "model_name": challenger.get("name"),
+            EventKey.MODEL_NAME: challenger.get("name"),
             "challenger_version": challenger.get("version"),
             "champion_version": champion.get("version"),
-            "mlflow_run_id": run.run_id,
-            "input_digest": result.get("input_digest"),
+            EventKey.MLFLOW_RUN_ID: run.run_id,
+            EventKey.INPUT_DIGEST: result.get("input_digest"),
         }
 
     def execute(self, context: Context) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.operators.arguments import JobArguments, check_shard
 from airflow_ai_provider.operators.base import AiJobOperator
-from airflow_ai_provider.runtime.contract import Tag
+from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.params import InferParams
 from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
 
@@ -214,15 +214,15 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
         model = result.get("model", {})
         return {
-            "model_name": model.get("name"),
-            "model_version": model.get("version"),
-            "model_alias": model.get("alias"),
-            "mlflow_run_id": run.run_id,
+            EventKey.MODEL_NAME: model.get("name"),
+            EventKey.MODEL_VERSION: model.get("version"),
+            EventKey.MODEL_ALIAS: model.get("alias"),
+            EventKey.MLFLOW_RUN_ID: run.run_id,
             "mlflow_parent_run_id": run.parent_run_id,
-            "row_count": result.get("rows_out", 0),
-            "output_uri": self.output_uri,
+            EventKey.ROW_COUNT: result.get("rows_out", 0),
+            EventKey.OUTPUT_URI: self.output_uri,
             "output_files": [out["uri"] for out in result.get("outputs", [])],
-            "input_digest": result.get("input_digest"),
+            EventKey.INPUT_DIGEST: result.get("input_digest"),
             "shard": f"{self.shard_index}/{self.shard_count}",
             "fallback": bool(result.get("fallback")),
         }

@@ -28,6 +28,7 @@ from airflow_ai_provider.mlflow_registry import (
     registry_errors,
 )
 from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.runtime.contract import EventKey
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -200,13 +201,13 @@ class PromoteModelOperator(BaseOperator):
                     self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
                 self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
                 result = {
-                    "model_name": name,
+                    EventKey.MODEL_NAME: name,
                     "alias": self.alias,
                     "version": target,
-                    "model_version": target,  # the key every model event carries
+                    EventKey.MODEL_VERSION: target,  # the key every model event carries
                     "previous_version": expected,
                     "action": self.action,
-                    "mlflow_run_id": run.run_id,
+                    EventKey.MLFLOW_RUN_ID: run.run_id,
                     "model_run_id": self._version_run_id(name, target),
                     **{key.removeprefix("ai."): value for key, value in approval.items()},
                 }

@@ -12,6 +12,7 @@ from airflow_ai_provider.credentials import secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.params import TrainParams
 from airflow_ai_provider.runtime.spec import JobSpec
 
@@ -185,11 +186,11 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
         run, training data digest and rows."""
         details = result.get("details", {})
         return {
-            "model_name": details.get("model_name"),
+            EventKey.MODEL_NAME: details.get("model_name"),
             "version": details.get("version"),
-            "model_version": details.get("version"),
+            EventKey.MODEL_VERSION: details.get("version"),
             "alias": details.get("alias"),
-            "mlflow_run_id": run.run_id,
+            EventKey.MLFLOW_RUN_ID: run.run_id,
             "training_data_digest": details.get("training_data_digest"),
             "rows": details.get("rows"),
         }

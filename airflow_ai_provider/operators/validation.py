@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments, is_templated
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.expectations import parse_suite
 from airflow_ai_provider.runtime.params import ValidateParams
@@ -126,11 +127,12 @@ class DataValidationOperator(JobArguments, AiJobOperator):
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:
         details = result.get("details", {})
         return {
+            EventKey.INPUT_DIGEST: result.get("input_digest"),  # the key every data event carries
             "data_digest": result.get("input_digest"),
-            "row_count": result.get("rows_in", 0),
+            EventKey.ROW_COUNT: result.get("rows_in", 0),
             "suite": details.get("suite"),
             "input_uri": ",".join(self._input_list()),
-            "mlflow_run_id": run.run_id,
+            EventKey.MLFLOW_RUN_ID: run.run_id,
             "report_uri": details.get("report_uri"),
         }
 

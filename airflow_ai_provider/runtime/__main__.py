@@ -39,6 +39,8 @@ from airflow_ai_provider.runtime.contract import (
     EXIT_UNEXPECTED,
     RESULT_PATH_ENV,
     SPEC_ENV,
+    STATUS_FAILED,
+    STATUS_SUCCESS,
 )
 from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.processes import JobInterrupted
@@ -96,7 +98,7 @@ def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: f
     message = one_line(err) if known else f"{type(err).__name__}: {one_line(err)}"
     result = JobResult(
         job=job,
-        status="failed",
+        status=STATUS_FAILED,
         error=message,
         error_type=type(err).__name__,
         retryable=bool(getattr(err, "retryable", False)),
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None, *, standalone: bool = False) -> int:
             spec = read_spec(args)
             result = job_runner(spec.job)(spec)
             # A job may report a failure as a result (a data check that failed) instead of raising.
-            code = EXIT_OK if result.status == "success" else EXIT_INPUT
+            code = EXIT_OK if result.status == STATUS_SUCCESS else EXIT_INPUT
         finally:
             guard.disarm()  # from here on a signal only starts the stop deadline
     except (Exception, JobInterrupted) as caught:  # every failure becomes a result

@@ -74,6 +74,7 @@ def test_valid_data_emits_an_asset_event_with_digest_rows_and_suite(airflow_env,
         (extra,) = [event.extra for event in events]
     client, run = _task_run(mlflow_server, dag_run.run_id)
     assert extra == {
+        "input_digest": result["input_digest"],
         "data_digest": result["input_digest"],
         "row_count": ROWS,
         "suite": "churn_customers",
