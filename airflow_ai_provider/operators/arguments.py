@@ -29,7 +29,9 @@ def is_templated(value: Any) -> bool:
         return any(is_templated(key) or is_templated(item) for key, item in value.items())
     if isinstance(value, (list, tuple, set)):
         return any(is_templated(item) for item in value)
-    return False
+    if value is None or isinstance(value, (bool, int, float)):
+        return False
+    return "{{" in str(value)  # an object holding a template somewhere (a Kubernetes model)
 
 
 def check_job_params(

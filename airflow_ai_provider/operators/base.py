@@ -51,6 +51,7 @@ from airflow_ai_provider.kubernetes.validation import (
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
 from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.operators.arguments import is_templated
 from airflow_ai_provider.runtime.contract import (
     RUNTIME_MODULE,
     SERVICE_TIMEOUT_ENV,
@@ -94,10 +95,6 @@ def _openlineage_parent_id(ti: Any) -> str | None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _has_template(value: Any) -> bool:
-    return "{{" in str(value)
 
 
 class _JsonResponse:
@@ -219,7 +216,7 @@ class AiJobOperator(KubernetesPodOperator):
 
     def _check_pod_arguments(self) -> None:
         """Refuse, at DAG parse, pod arguments that cannot work or would leak a secret."""
-        if self.container_resources is not None and not _has_template(self.container_resources):
+        if self.container_resources is not None and not is_templated(self.container_resources):
             resources_dict(self.container_resources)
         if self.env_vars and not isinstance(self.env_vars, str):
             check_env_literals(self.env_vars)
@@ -230,7 +227,7 @@ class AiJobOperator(KubernetesPodOperator):
             if (
                 template is not None
                 and not isinstance(template, str)
-                and not _has_template(self.base_container_name)
+                and not is_templated(self.base_container_name)
             ):
                 check_pod_template(template, self.base_container_name, where=where)
 
@@ -469,10 +466,6 @@ class AiJobOperator(KubernetesPodOperator):
         self.log.info("MLflow run %s (parent %s) at %s", run.run_id, run.parent_run_id, run.url or "-")
         return who, run
 
-    def model_references(self) -> dict[str, str]:
-        """The model references this task resolves, by argument name (checked before anything is written)."""
-        return {name: getattr(self, name) for name in self.model_arguments if getattr(self, name, None)}
-
     def check_rendered_arguments(self, context: Context) -> None:
         """Check arguments after their templates rendered; raise :class:`AiProviderConfigError`.
 
@@ -489,16 +482,15 @@ class AiJobOperator(KubernetesPodOperator):
         """
         try:
             self.check_rendered_arguments(context)
-            optional = {name: getattr(self, name, None) for name in self.optional_model_arguments}
-            for argument, reference in {**self.model_references(), **optional}.items():
+            for argument in (*self.model_arguments, *self.optional_model_arguments):
+                reference = getattr(self, argument, None)
                 if not reference:
                     continue
-                if argument in optional:
-                    reference_to_check = parse_model_reference(reference).name
-                else:
-                    reference_to_check = reference
+                optional = argument in self.optional_model_arguments
                 try:
-                    self.mlflow_hook.resolve_model(reference_to_check)
+                    self.mlflow_hook.resolve_model(
+                        parse_model_reference(reference).name if optional else reference
+                    )
                 except ModelReferenceError as err:
                     raise ModelReferenceError(f"{argument}={reference!r}: {err}") from None
             if mode is ExecutionMode.LOCAL:
@@ -544,13 +536,10 @@ class AiJobOperator(KubernetesPodOperator):
                 return self._complete(context, who, run, result)
             except TaskDeferred:
                 raise
-            except JobInputError as err:
+            except BaseException as err:
                 self._finish_failed(run, who)
-                if isinstance(err, AirflowFailException):
-                    raise
-                raise AiProviderConfigError(self._named(err)) from None
-            except BaseException:
-                self._finish_failed(run, who)
+                if isinstance(err, JobInputError) and not isinstance(err, AirflowFailException):
+                    raise AiProviderConfigError(self._named(err)) from None  # never retried
                 raise
 
     def _finish_failed(self, run: TaskRun, who: RunIdentity) -> None:

@@ -28,14 +28,11 @@ from airflow_ai_provider.mlflow_registry import (
     registry_errors,
 )
 from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.operators.arguments import is_templated
 from airflow_ai_provider.runtime.contract import EventKey
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-def _has_template(value: Any) -> bool:
-    return "{{" in str(value)
 
 
 class ModelApprovalOperator(ApprovalOperator):
@@ -113,9 +110,9 @@ class PromoteModelOperator(BaseOperator):
 
         :raises AiProviderConfigError: one line naming the argument.
         """
-        if rendered or not _has_template(self.alias):
+        if rendered or not is_templated(self.alias):
             check_promotion_alias(self.alias)
-        if self.model and (rendered or not _has_template(self.model)):
+        if self.model and (rendered or not is_templated(self.model)):
             parse_model_reference(self.model)
 
     def _check_upstream_task(self, context: Context, argument: str, task_id: str | None) -> None:
