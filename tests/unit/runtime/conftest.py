@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from airflow_ai_provider.runtime.errors import JobError, JobInputError
 from airflow_ai_provider.runtime.spec import JobSpec
 
 FEATURES = ["age", "income", "visits"]
@@ -34,6 +35,17 @@ def customers(rows: int, seed: int = 0, start_id: int = 0) -> pd.DataFrame:
             "visits": rng.integers(0, 20, rows, dtype=np.int64),
         }
     )
+
+
+def refused(module: Any, spec: JobSpec, *, max_length: int = 800) -> str:
+    """Run ``module.run(spec)``; it must raise a one-line, non-retryable :class:`JobInputError`."""
+    with pytest.raises(JobError) as caught:
+        module.run(spec, log=lambda _: None)
+    err = caught.value
+    assert type(err) is JobInputError and not err.retryable, f"{type(err).__name__}: {err}"
+    message = str(err)
+    assert "\n" not in message and len(message) < max_length, message
+    return message
 
 
 def write_parquet(path: Path, frame: pd.DataFrame, row_group_size: int | None = None) -> Path:

@@ -15,23 +15,11 @@ import pytest
 
 from airflow_ai_provider.runtime import drift, evaluate, train, validate
 from airflow_ai_provider.runtime.columns import code_points
-from airflow_ai_provider.runtime.errors import JobError, JobInputError
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, PROFILE_TAG, build_profile, profile_uri
 from airflow_ai_provider.runtime.spec import JobSpec
 from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register
-from tests.unit.runtime.conftest import write_csv, write_parquet
+from tests.unit.runtime.conftest import refused, write_csv, write_parquet
 from tests.unit.runtime.test_train import HERE, Store
-
-
-def refused(module: Any, spec: JobSpec) -> str:
-    with pytest.raises(JobError) as caught:
-        module.run(spec, log=lambda _: None)
-    err = caught.value
-    assert type(err) is JobInputError and not err.retryable, f"{type(err).__name__}: {err}"
-    message = str(err)
-    assert "\n" not in message and len(message) < 800, message
-    return message
-
 
 # --- train ----------------------------------------------------------------------------------------
 

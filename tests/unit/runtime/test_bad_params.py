@@ -23,10 +23,11 @@ from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
 from airflow_ai_provider.runtime import drift, evaluate, infer, train, validate
-from airflow_ai_provider.runtime.errors import JobError, JobInputError
+from airflow_ai_provider.runtime.errors import JobInputError
 from airflow_ai_provider.runtime.params import DriftParams, EvaluateParams, InferParams, TrainParams
 from airflow_ai_provider.runtime.spec import JobSpec
 from tests.unit.runtime.conftest import customers, write_parquet
+from tests.unit.runtime.conftest import refused as refused_by_job
 from tests.unit.runtime.test_cli import last_stderr_line, read_result, run_cli
 
 RUNTIME = Path(infer.__file__).parent
@@ -36,14 +37,7 @@ NOT_USED = "sqlite:////nonexistent/never-opened.db"  # parameter checks fail bef
 
 def refused(module: Any, spec: JobSpec) -> str:
     """Run ``module.run(spec)``; it must raise a one-line, non-retryable :class:`JobInputError`."""
-    with pytest.raises(JobError) as caught:
-        module.run(spec, log=lambda _: None)
-    err = caught.value
-    assert type(err) is JobInputError, f"{type(err).__name__}: {err}"
-    assert not err.retryable
-    message = str(err)
-    assert "\n" not in message and len(message) < 600, message
-    return message
+    return refused_by_job(module, spec, max_length=600)
 
 
 def spec(job: str, inputs: str, **raw: Any) -> JobSpec:

@@ -18,18 +18,13 @@ import pytest
 
 from airflow_ai_provider.runtime import infer
 from airflow_ai_provider.runtime.columns import code_points
-from airflow_ai_provider.runtime.errors import JobError, JobInputError
 from tests.unit.runtime.conftest import FEATURES, customers, read_output, write_csv, write_parquet
+from tests.unit.runtime.conftest import refused as refused_by_job
 
 
 def refused(registry: Any, tmp_path: Path, inputs: Any, model: str = "churn", **params: Any) -> str:
     spec = registry.spec(model, inputs, tmp_path / "out", params=params)
-    with pytest.raises(JobError) as caught:
-        infer.run(spec, log=lambda _: None)
-    err = caught.value
-    assert type(err) is JobInputError and not err.retryable, f"{type(err).__name__}: {err}"
-    message = str(err)
-    assert "\n" not in message and len(message) < 800, message
+    message = refused_by_job(infer, spec)
     out = tmp_path / "out"
     assert not out.exists() or not any(out.iterdir()), "a failed job leaves no output, hidden files included"
     return message
