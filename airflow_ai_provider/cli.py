@@ -69,6 +69,7 @@ def _lineage(args: argparse.Namespace) -> int:
     from airflow_ai_provider.config import service_timeout
     from airflow_ai_provider.credentials import scrub_text, scrub_uri
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
+    from airflow_ai_provider.hooks.mlflow import first_line
     from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
     from airflow_ai_provider.runtime.timeouts import ServiceBounds
 
@@ -110,8 +111,7 @@ def _lineage(args: argparse.Namespace) -> int:
         _error(str(err))
         return EXIT_UNAVAILABLE
     except MlflowException as err:
-        text = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        _error(f"MLflow at {where} failed: {scrub_text(text)}")
+        _error(f"MLflow at {where} failed: {scrub_text(first_line(err))}")
         return EXIT_UNAVAILABLE
     print(json.dumps(lineage.to_dict(), indent=2) if args.json else lineage.render(), flush=True)
     return EXIT_COMPLETE if lineage.complete else EXIT_INCOMPLETE

@@ -16,13 +16,12 @@ from airflow_ai_provider.exceptions import (
     MlflowUnavailableError,
     ModelReferenceError,
 )
+from airflow_ai_provider.hooks.mlflow import ACCESS_CODES, MlflowHook, first_line
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Experiment
     from mlflow.exceptions import MlflowException
-
-    from airflow_ai_provider.hooks.mlflow import MlflowHook
 
 # MLflow's own alias rules (mlflow/utils/validation.py: _validate_model_alias_name and
 # _validate_model_alias_name_reserved), repeated so that a DAG file is checked without importing
@@ -96,12 +95,12 @@ def check_version_tags(tags: Mapping[str, str]) -> dict[str, str]:
 
 def registry_error(err: MlflowException, doing: str, registry_uri: str) -> Exception:
     """Classify an error the registry answered: bad input is not retried, anything else is."""
-    first_line = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    text = first_line(err)
     if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-        return ModelReferenceError(f"{doing}: {first_line} (registry {registry_uri})")
-    if err.error_code in ("INVALID_PARAMETER_VALUE", "PERMISSION_DENIED", "UNAUTHENTICATED"):
-        return AiProviderConfigError(f"{doing}: {first_line} (registry {registry_uri})")
-    return MlflowUnavailableError(f"{doing}: registry {registry_uri} failed: {first_line}")
+        return ModelReferenceError(f"{doing}: {text} (registry {registry_uri})")
+    if err.error_code == "INVALID_PARAMETER_VALUE" or err.error_code in ACCESS_CODES:
+        return AiProviderConfigError(f"{doing}: {text} (registry {registry_uri})")
+    return MlflowUnavailableError(f"{doing}: registry {registry_uri} failed: {text}")
 
 
 @contextmanager

@@ -37,7 +37,13 @@ FAILURE_PATH_TIMEOUT = 5
 PIN_PARAM_PREFIX = "pinned_model"
 
 #: MLflow error codes that mean the credentials are wrong or lack a permission.
-_ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of ``err``'s message, at most ``limit`` characters (its type name when empty)."""
+    text = str(err)
+    return text.splitlines()[0][:limit] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -266,7 +272,7 @@ class MlflowHook(BaseHook):
             try:
                 yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
             except RestException as err:
-                if err.error_code in _ACCESS_CODES:
+                if err.error_code in ACCESS_CODES:
                     raise self._access_refused(err) from None
                 raise
             except MlflowException as err:
@@ -278,13 +284,10 @@ class MlflowHook(BaseHook):
                         f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
                         "([ai_provider] service_timeout)"
                     )
-                    raise MlflowUnavailableError(
-                        f"{self._unanswered}: {message.splitlines()[0][:300]}"
-                    ) from None
+                    raise MlflowUnavailableError(f"{self._unanswered}: {first_line(err)}") from None
                 if "Max retries exceeded" in message or "Connection" in message:
                     raise MlflowUnavailableError(
-                        f"MLflow tracking server {self.tracking_uri} is unreachable: "
-                        f"{message.splitlines()[0][:300]}"
+                        f"MLflow tracking server {self.tracking_uri} is unreachable: {first_line(err)}"
                     ) from None
                 raise
 
@@ -292,7 +295,7 @@ class MlflowHook(BaseHook):
         """Wrong or missing credentials: a retry sends the same ones, so it is not retried."""
         return AiProviderConfigError(
             f"MLflow at {self.tracking_uri} refused the credentials of connection {self.mlflow_conn_id!r} "
-            f"({str(err).splitlines()[0][:200]}): check its login and password or its token extra"
+            f"({first_line(err, 200)}): check its login and password or its token extra"
         )
 
     def get_conn(self) -> MlflowClient:
