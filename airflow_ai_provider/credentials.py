@@ -71,8 +71,8 @@ def is_secret_name(name: str) -> bool:
 
 def is_secret_query_param(name: str) -> bool:
     """Whether a URI query parameter carries a credential (``X-Amz-Signature``, ``sig``, ``token``, ...)."""
-    words, _ = _words(unquote(name))
-    return is_secret_name(unquote(name)) or bool(words & QUERY_SECRET_WORDS)
+    name = unquote(name)
+    return is_secret_name(name) or bool(_words(name)[0] & QUERY_SECRET_WORDS)
 
 
 @dataclass(frozen=True)

@@ -206,8 +206,9 @@ def check_env_literals(env_vars: Any, where: str = "env_vars") -> None:
     for name, value, has_ref in _env_entries(env_vars):
         if has_ref or value in (None, ""):
             continue
-        kind = None if is_secret_name(name) else secret_value_kind(value)
-        if is_secret_name(name) or kind:
+        secret_name = is_secret_name(name)
+        kind = None if secret_name else secret_value_kind(value)
+        if secret_name or kind:
             looks = f" (its value looks like {kind})" if kind else ""
             raise AiProviderConfigError(
                 f"{where}: {name} is given as a literal value{looks}; secrets must come by reference: "
