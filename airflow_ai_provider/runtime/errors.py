@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 # What a message must never echo: a URI's userinfo and the values of credential query parameters.
 # (The control plane refuses such URIs before a job starts; this covers what reaches the runtime
@@ -11,6 +12,8 @@ _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"]+@")
 _SECRET_PARAM = re.compile(
     r"([?&][^=&\s]*(?:token|signature|credential|secret|password|passwd|sig|key)[^=&\s]*=)[^&\s'\"]+", re.I
 )
+#: How many links of an exception chain :func:`error_chain` follows.
+CHAIN_DEPTH = 10
 
 
 class JobError(Exception):
@@ -45,3 +48,14 @@ def one_line(err: BaseException | str) -> str:
 
 class ModelLoadError(JobInputError):
     """The model version exists but cannot be loaded (a missing package, a broken artifact)."""
+
+
+def error_chain(err: BaseException, depth: int = CHAIN_DEPTH) -> Iterator[BaseException]:
+    """``err``, then what it was raised from or during (``__cause__``, else ``__context__``), and so on,
+    at most ``depth`` exceptions."""
+    seen: BaseException | None = err
+    for _ in range(depth):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__

@@ -8,7 +8,7 @@ import errno
 import os
 import secrets
 
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.errors import JobInputError, error_chain
 
 #: errno values that mean "out of space", with how the message names them.
 FULL_ERRNOS = {
@@ -16,7 +16,6 @@ FULL_ERRNOS = {
     errno.EDQUOT: "disk quota exceeded",
     errno.EFBIG: "file too large for the filesystem or its limits",
 }
-_CHAIN_DEPTH = 10
 
 
 class StorageFullError(JobInputError):
@@ -57,17 +56,13 @@ def full_errno(err: BaseException) -> int | None:
     Libraries that collect failures into a message of their own (MLflow's parallel artifact
     downloads) keep only the text, so the message is searched for the errno's text too.
     """
-    seen: BaseException | None = err
-    for _ in range(_CHAIN_DEPTH):
-        if seen is None:
-            break
+    for seen in error_chain(err):
         if isinstance(seen, OSError) and seen.errno in FULL_ERRNOS:
             return seen.errno
         text = str(seen)
         for code in FULL_ERRNOS:
             if f"[Errno {code}]" in text or os.strerror(code) in text:
                 return code
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, error_chain, one_line
 
 DEFAULT_SERVICE_TIMEOUT = 20
 #: From this budget on, each request gets a second attempt (a retry of a dropped connection).
@@ -158,16 +158,12 @@ def is_timeout(err: BaseException) -> bool:
     Recognises ``requests``/urllib3 and botocore timeouts by class name, and pyarrow's and MLflow's
     wrapped errors by their text, without importing any of those libraries.
     """
-    seen: BaseException | None = err
-    for _ in range(10):
-        if seen is None:
-            return False
+    for seen in error_chain(err):
         if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:
             return True
         text = str(seen).lower()
         if any(marker in text for marker in _TIMEOUT_MARKERS):
             return True
-        seen = seen.__cause__ or seen.__context__
     return False
 
 
