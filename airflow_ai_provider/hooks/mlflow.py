@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -442,26 +442,28 @@ class MlflowHook(BaseHook):
         spec = parse_model_reference(reference)
         with self.client() as client:
             try:
-                client.get_registered_model(spec.name)
+                model = client.get_registered_model(spec.name)
             except MlflowException as err:
                 if err.error_code == "RESOURCE_DOES_NOT_EXIST":
                     raise ModelReferenceError(
                         f"registered model {spec.name!r} does not exist in MLflow at {self.registry_uri}"
                     ) from None
                 raise
-            return self._resolve_existing(client, spec)
+            return self._resolve_existing(client, spec, model.aliases)
 
-    def _resolve_existing(self, client: MlflowClient, spec: ModelSpecifier) -> PinnedModel:
+    def _resolve_existing(
+        self, client: MlflowClient, spec: ModelSpecifier, aliases: Mapping[str, Any]
+    ) -> PinnedModel:
+        """``spec`` of a model known to exist, whose aliases (as read) are ``aliases``."""
         from mlflow.exceptions import MlflowException
 
         if spec.alias:
             try:
                 version = client.get_model_version_by_alias(spec.name, spec.alias)
             except MlflowException:
-                aliases = sorted(client.get_registered_model(spec.name).aliases)
                 raise ModelReferenceError(
                     f"model {spec.name!r} has no alias {spec.alias!r} "
-                    f"(its aliases: {', '.join(aliases) or 'none'})"
+                    f"(its aliases: {', '.join(sorted(aliases)) or 'none'})"
                 ) from None
             return PinnedModel(spec.name, str(version.version), spec.alias)
         if spec.version:
