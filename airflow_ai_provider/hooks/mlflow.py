@@ -266,8 +266,9 @@ class MlflowHook(BaseHook):
 
         if self._unanswered is not None:
             raise MlflowUnavailableError(f"{self._unanswered} (not asked again in this try)")
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = self._sqlite_dir
+        if store is not None:
+            store.mkdir(parents=True, exist_ok=True)
         with self._authenticated(on_failure):
             try:
                 yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
@@ -334,12 +335,19 @@ class MlflowHook(BaseHook):
                     raise
                 return client.get_experiment_by_name(name).experiment_id
 
-    def artifact_location(self, experiment_name: str) -> str | None:
-        """Artifact location of a new experiment: beside an embedded SQLite store, else the default."""
+    @property
+    def _sqlite_dir(self) -> Path | None:
+        """The directory of a SQLite tracking store (``sqlite:///...``); ``None`` for any other store."""
         if not self.tracking_uri.startswith("sqlite:///"):
             return None
-        root = Path(self.tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
-        return (root / re.sub(r"[^\w.-]+", "_", experiment_name)).as_uri()
+        return Path(self.tracking_uri.removeprefix("sqlite:///")).parent
+
+    def artifact_location(self, experiment_name: str) -> str | None:
+        """Artifact location of a new experiment: beside an embedded SQLite store, else the default."""
+        store = self._sqlite_dir
+        if store is None:
+            return None
+        return (store / "artifacts" / re.sub(r"[^\w.-]+", "_", experiment_name)).as_uri()
 
     def task_experiment_name(self, requested: str | None, dag_id: str) -> str:
         """The experiment of a task's run: ``requested``, else the connection's, else ``airflow/<dag_id>``."""
