@@ -36,10 +36,6 @@ _SUFFIX = {
 CONTAINER_KINDS = ("containers", "initContainers", "ephemeralContainers")
 
 
-def _is_template(value: Any) -> bool:
-    return isinstance(value, str) and "{{" in value
-
-
 # --------------------------------------------------------------------------------------------------
 # Resources
 
