@@ -119,22 +119,8 @@ def failed_result(job: str, err: BaseException, spec: JobSpec | None, started: f
 
 
 def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON to ``path`` through a temporary file in the same folder (removing
-    those an earlier, killed try left there)."""
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    scratch.remove_stale(folder, name)
-    temp = scratch.temp_path(folder, name)
-    try:
-        with open(temp, "x") as handle:
-            json.dump(payload, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temp)
-        raise
+    """Write ``payload`` as JSON to ``path`` atomically (:func:`~.scratch.write_atomic`)."""
+    scratch.write_atomic(path, json.dumps(payload, sort_keys=True).encode())
 
 
 def exit_code(err: BaseException) -> int:

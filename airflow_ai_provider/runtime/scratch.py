@@ -46,6 +46,26 @@ def remove_stale(folder: str, name: str, tag: str = "") -> list[str]:
     return removed
 
 
+def write_atomic(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, synced and renamed over
+    ``path``: readers see the old file or the whole new one. The folder is created if needed, and the
+    temporary files an earlier, killed try left for ``path`` are removed first."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    remove_stale(folder, name)
+    temp = temp_path(folder, name)
+    try:
+        with open(temp, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp)
+        raise
+
+
 def _prefix(name: str, tag: str) -> str:
     return f".{name}.{tag}." if tag else f".{name}."
 

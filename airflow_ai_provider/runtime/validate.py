@@ -718,16 +718,9 @@ def publish(folder: io.Location, name: str, payload: bytes, content_type: str) -
         except (BotoCoreError, ClientError) as err:
             raise JobServiceError(f"upload of report {target.uri} failed: {one_line(err)}") from None
         return target.uri
-    scratch.remove_stale(folder.path, name)  # what an earlier, killed try left
-    temp = scratch.temp_path(folder.path, name)
     try:
-        os.makedirs(folder.path, exist_ok=True)
-        with open(temp, "xb") as handle:
-            handle.write(payload)
-        os.replace(temp, target.path)
+        scratch.write_atomic(target.path, payload)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.remove(temp)
         full = scratch.storage_full(
             err, f"report {target.uri}", "free space there or choose another report location"
         )
