@@ -533,6 +533,23 @@ def check_scratch_dir(path: str | None) -> None:
 # --- output ----------------------------------------------------------------------------------------
 
 
+def check_bucket(folder: Location, what: str) -> None:
+    """Fail before any work when the bucket of the S3 ``folder`` (the job's ``what``: ``output``,
+    ``report``) does not exist or refuses access; an unreachable store is retryable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = folder.path.split("/", 1)[0]
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+    except ClientError as err:
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            raise JobInputError(f"{what} bucket does not exist: {folder.uri}") from None
+        raise JobInputError(f"{what} location is not writable: {folder.uri} ({code or err})") from None
+    except BotoCoreError as err:
+        raise storage_unreachable(err, f"{what} {folder.uri}") from None
+
+
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
     """Columns worth dictionary encoding: not floats or integers (probabilities and ids are nearly all
     distinct, and trying a dictionary on them first cost 3x the write time), except ``prediction``."""
@@ -563,7 +580,7 @@ class PartWriter:
         self.rows = 0
         self._writer: Any = None
         if self.folder.scheme == "s3":
-            self._check_bucket()
+            check_bucket(self.folder, "output")
             temp_dir = scratch_dir or tempfile.gettempdir()
             # The scratch folder may serve other outputs: the tag keeps this target's files apart.
             tag = hashlib.sha256(self.target.uri.encode()).hexdigest()[:12]
@@ -598,22 +615,6 @@ class PartWriter:
             return full
         where = self.where.removeprefix("output ")
         return JobInputError(f"output location is not writable: {where} ({err.strerror or one_line(err)})")
-
-    def _check_bucket(self) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        bucket = self.folder.path.split("/", 1)[0]
-        try:
-            s3_client().head_bucket(Bucket=bucket)
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                raise JobInputError(f"output bucket does not exist: {self.folder.uri}") from None
-            raise JobInputError(
-                f"output location is not writable: {self.folder.uri} ({code or err})"
-            ) from None
-        except BotoCoreError as err:
-            raise storage_unreachable(err, f"output {self.folder.uri}") from None
 
     def _abort_uploads(self) -> int:
         """Abort the incomplete multipart uploads of this part's key (left by a killed try).

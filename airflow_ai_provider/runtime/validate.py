@@ -686,16 +686,7 @@ def default_report_uri(first_input: str, data: io.InputData, suite: suites.Suite
 def check_writable(folder: io.Location) -> None:
     """Fail before validating when the report folder cannot be written."""
     if folder.scheme == "s3":
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        bucket = folder.path.split("/", 1)[0]
-        try:
-            io.s3_client().head_bucket(Bucket=bucket)
-        except ClientError as err:
-            code = str(err.response.get("Error", {}).get("Code", ""))
-            raise JobInputError(f"report location is not writable: {folder.uri} ({code or err})") from None
-        except BotoCoreError as err:
-            raise JobServiceError(f"object storage unreachable for report {folder.uri}: {err}") from None
+        io.check_bucket(folder, "report")
         return
     existing = folder.path
     while not os.path.exists(existing):
