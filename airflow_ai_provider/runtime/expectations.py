@@ -23,8 +23,6 @@ from airflow_ai_provider.runtime.columns import with_look_alikes
 from airflow_ai_provider.runtime.errors import JobInputError, one_line
 
 DEFAULT_SUITE_NAME = "expectations"
-#: Keys of one expectation that are kept; ``id``, ``notes``, ``rendered_content``... are ignored.
-_ITEM_KEYS = ("type", "kwargs", "meta")
 #: Expectation arguments that name data columns.
 COLUMN_KWARGS = ("column", "column_A", "column_B")
 COLUMN_LIST_KWARGS = ("column_list",)
