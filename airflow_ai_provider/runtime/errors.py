@@ -50,6 +50,17 @@ class ModelLoadError(JobInputError):
     """The model version exists but cannot be loaded (a missing package, a broken artifact)."""
 
 
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, ending in ``...`` when cut."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def brief(err: BaseException | str, limit: int = 300) -> str:
+    """``err`` on one line (:func:`one_line`), cut to ``limit`` characters (a library's own message
+    can run long)."""
+    return clip(one_line(err), limit)
+
+
 def error_chain(err: BaseException, depth: int = CHAIN_DEPTH) -> Iterator[BaseException]:
     """``err``, then what it was raised from or during (``__cause__``, else ``__context__``), and so on,
     at most ``depth`` exceptions."""

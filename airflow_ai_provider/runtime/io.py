@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 
 from airflow_ai_provider.runtime import log_line, scratch
 from airflow_ai_provider.runtime.columns import check_unique_names, with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, clip, one_line
 from airflow_ai_provider.runtime.params import FORMATS
 from airflow_ai_provider.runtime.spec import OutputFile
 from airflow_ai_provider.runtime.timeouts import failure_text, process_bounds
@@ -405,8 +405,7 @@ def iter_batches(
 def printable(text: str, limit: int = 300) -> str:
     """``text`` with control and other unprintable characters (binary data) shown as ``?``, cut to
     ``limit`` characters: a parser's message may quote a line of a file that is not text."""
-    shown = "".join(char if char.isprintable() else "?" for char in text)
-    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+    return clip("".join(char if char.isprintable() else "?" for char in text), limit)
 
 
 def read_error(err: Exception, meta: FileMeta) -> Exception:

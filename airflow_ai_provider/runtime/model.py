@@ -17,7 +17,13 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, ModelLoadError, one_line
+from airflow_ai_provider.runtime.errors import (
+    JobInputError,
+    JobServiceError,
+    ModelLoadError,
+    brief,
+    one_line,
+)
 from airflow_ai_provider.runtime.scratch import storage_full
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
 from airflow_ai_provider.runtime.timeouts import mlflow_unavailable, process_bounds
@@ -446,12 +452,6 @@ def prediction_failure(
         f"model {info.get('name')!r} version {info.get('version')} failed to predict: "
         f"{type(err).__name__}: {brief(err)}{hint}"
     )
-
-
-def brief(err: BaseException, limit: int = 300) -> str:
-    """``err`` on one line, cut to ``limit`` characters (a library's own message can run long)."""
-    text = one_line(err)
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def make_predictor(model: LoadedModel, features: list[str], schema: pa.Schema, use_proba: bool) -> Any:
