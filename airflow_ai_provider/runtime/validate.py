@@ -363,13 +363,11 @@ class Uniqueness(DuplicateFinder):
         considered = self.rows - self.missing
         success = unexpected == 0 or (considered > 0 and (considered - unexpected) / considered >= mostly)
         values = count_fields(self.rows, self.missing, unexpected)
-        shown = [_plain(list(v) if isinstance(v, tuple) else v) for v, c in repeated for _ in range(c)]
-        top = sorted(repeated, key=lambda item: -item[1])[: self.max_examples]
+        # repeated() lists the most frequent first
+        plain = [(_plain(list(v) if isinstance(v, tuple) else v), c) for v, c in repeated]
         values.update(
-            partial_unexpected_list=shown[: self.max_examples],
-            partial_unexpected_counts=[
-                {"value": _plain(list(v) if isinstance(v, tuple) else v), "count": c} for v, c in top
-            ],
+            partial_unexpected_list=[v for v, c in plain for _ in range(c)][: self.max_examples],
+            partial_unexpected_counts=[{"value": v, "count": c} for v, c in plain[: self.max_examples]],
         )
         return _evr(self.config, success, values)
 
