@@ -431,6 +431,14 @@ class MlflowHook(BaseHook):
             client.set_terminated(run.run_id, status=status)
             client.set_terminated(elected, status=status)
 
+    def fail_task_run(self, run: TaskRun, who: RunIdentity) -> None:
+        """Mark the task run and its parent FAILED on a failure path; never raises, so that the
+        task's own error, not an MLflow outage, is what the task reports."""
+        try:
+            self.finish_task_run(run, who, succeeded=False)
+        except Exception:
+            self.log.warning("Could not mark MLflow run %s failed", run.run_id, exc_info=True)
+
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         """Link to the run in the MLflow UI, when the tracking URI is a server."""
         if not self.tracking_uri.startswith(("http://", "https://")):

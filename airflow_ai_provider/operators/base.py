@@ -537,17 +537,10 @@ class AiJobOperator(KubernetesPodOperator):
             except TaskDeferred:
                 raise
             except BaseException as err:
-                self._finish_failed(run, who)
+                self.mlflow_hook.fail_task_run(run, who)
                 if isinstance(err, JobInputError) and not isinstance(err, AirflowFailException):
                     raise AiProviderConfigError(self._named(err)) from None  # never retried
                 raise
-
-    def _finish_failed(self, run: TaskRun, who: RunIdentity) -> None:
-        """Mark the task's MLflow run failed without hiding the task's own error if MLflow is down."""
-        try:
-            self.mlflow_hook.finish_task_run(run, who, succeeded=False)
-        except Exception:
-            self.log.warning("Could not mark MLflow run %s failed", run.run_id, exc_info=True)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Deferrable kubernetes mode: finish the MLflow records once the pod is done."""
@@ -562,7 +555,7 @@ class AiJobOperator(KubernetesPodOperator):
                     result = self._pod_failure(err)
                 return self._complete(context, who, run, result)
             except BaseException:
-                self._finish_failed(run, who)
+                self.mlflow_hook.fail_task_run(run, who)
                 raise
 
     def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:

@@ -215,7 +215,7 @@ class PromoteModelOperator(BaseOperator):
                     if isinstance(outlet, Asset):
                         context["outlet_events"][outlet].extra = result
             except BaseException:
-                hook.finish_task_run(run, who, succeeded=False)
+                hook.fail_task_run(run, who)
                 raise
             hook.finish_task_run(run, who, succeeded=True)
             return result
