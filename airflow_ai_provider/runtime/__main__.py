@@ -42,7 +42,7 @@ from airflow_ai_provider.runtime.contract import (
     STATUS_FAILED,
     STATUS_SUCCESS,
 )
-from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, error_chain, one_line
 from airflow_ai_provider.runtime.processes import JobInterrupted
 from airflow_ai_provider.runtime.spec import JOB_TYPES, JobResult, JobSpec
 
@@ -138,10 +138,7 @@ def as_storage_full(err: BaseException) -> BaseException:
     that did not name the location itself: the file named by the error, else the scratch folder)."""
     if isinstance(err, scratch.StorageFullError):
         return err
-    filename = next(
-        (e.filename for e in (err, err.__cause__, err.__context__) if isinstance(e, OSError) and e.filename),
-        None,
-    )
+    filename = next((e.filename for e in error_chain(err) if isinstance(e, OSError) and e.filename), None)
     where = f"{filename}" if filename else f"scratch folder {tempfile.gettempdir()} ($TMPDIR)"
     full = scratch.storage_full(err, where, "free space there or give the job a larger scratch folder")
     return full or err
