@@ -132,9 +132,7 @@ def column_list(value: Any, name: str) -> list[str]:
                 f"(or [{value!r}] if that is one column)"
             )
         value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
-        raise JobInputError(f"{name} must be a list of column names, got {value!r}")
-    return list(dict.fromkeys(value))
+    return _distinct_strings(value, name, "column names")
 
 
 def string_list(value: Any, name: str) -> list[str]:
@@ -142,8 +140,13 @@ def string_list(value: Any, name: str) -> list[str]:
     value = _literal(value, name, list)
     if isinstance(value, str):
         value = [value]
+    return _distinct_strings(value, name, "strings")
+
+
+def _distinct_strings(value: Any, name: str, what: str) -> list[str]:
+    """``value`` as a list of non-empty strings without repeats (first occurrence kept)."""
     if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) and item for item in value):
-        raise JobInputError(f"{name} must be a list of strings, got {value!r}")
+        raise JobInputError(f"{name} must be a list of {what}, got {value!r}")
     return list(dict.fromkeys(value))
 
 
