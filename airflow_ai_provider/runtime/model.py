@@ -26,11 +26,14 @@ from airflow_ai_provider.runtime.errors import (
 )
 from airflow_ai_provider.runtime.scratch import storage_full
 from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
-from airflow_ai_provider.runtime.timeouts import mlflow_unavailable, process_bounds
+from airflow_ai_provider.runtime.timeouts import (
+    MLFLOW_SERVICE_CODES,
+    mlflow_unavailable,
+    process_bounds,
+)
 
 #: MLflow settings for the runtime process besides the HTTP bounds: no progress bars in the task log.
 ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-_SERVICE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 _ACCESS_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
 
 
@@ -175,7 +178,7 @@ def _mlflow_error(err: Exception, ref: ModelRef, mlflow_ref: MlflowRef, what: st
         return JobInputError(
             f"{what}: access denied by {mlflow_ref.tracking_uri} ({code}); check the MLflow credentials"
         )
-    if code in _SERVICE_CODES or code is None or "failed with exception" in str(err):
+    if code in MLFLOW_SERVICE_CODES or code is None or "failed with exception" in str(err):
         return mlflow_unavailable(what, mlflow_ref.tracking_uri, err)
     return JobInputError(f"{what}: {one_line(err)}")
 

@@ -43,6 +43,10 @@ MLFLOW_HTTP_ENV = (
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER",
     "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER",
 )
+#: MLflow error codes of a server that is overloaded or failing: retryable.
+MLFLOW_SERVICE_CODES = frozenset(
+    {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
+)
 _TIMEOUT_MARKERS = (
     "timed out",
     "read timeout",

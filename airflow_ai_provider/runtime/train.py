@@ -96,7 +96,7 @@ from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_s
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
 from airflow_ai_provider.runtime.params import TrainParams
 from airflow_ai_provider.runtime.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
+from airflow_ai_provider.runtime.timeouts import MLFLOW_SERVICE_CODES, mlflow_unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -118,7 +118,6 @@ SUPPORTED = (
     "return a scikit-learn estimator (with fit and predict) or an mlflow.pyfunc.PythonModel, "
     "alone, as (model, metrics) or as {'model': model, 'metrics': {...}}"
 )
-_SERVICE_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 
 
 @dataclass(frozen=True)
@@ -762,7 +761,7 @@ def _mlflow_errors(what: str, tracking_uri: str) -> Iterator[None]:
     except MlflowException as err:
         code = getattr(err, "error_code", None)
         if (
-            code in _SERVICE_CODES
+            code in MLFLOW_SERVICE_CODES
             or "Max retries exceeded" in str(err)
             or "failed with exception" in str(err)
         ):
