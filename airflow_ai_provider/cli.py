@@ -71,7 +71,7 @@ def _lineage(args: argparse.Namespace) -> int:
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
     from airflow_ai_provider.hooks.mlflow import first_line
     from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
-    from airflow_ai_provider.runtime.timeouts import ServiceBounds
+    from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds
 
     try:
         parse_target(args.target)  # a malformed target fails before anything is contacted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.runtime.timeouts import DEFAULT_SERVICE_TIMEOUT, parse_seconds
+from airflow_ai_provider.runtime.contract.timeouts import DEFAULT_SERVICE_TIMEOUT, parse_seconds
 
 CONFIG_SECTION = "ai_provider"
 DEFAULT_RUNTIME_IMAGE = "airflow-ai-provider-runtime:0.1.0"
@@ -57,7 +57,7 @@ def service_timeout() -> int:
 
     ``[ai_provider] service_timeout`` (env ``AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT``), default 20. The
     worker's MLflow calls and the runtime's MLflow and S3 clients derive their timeouts and retries
-    from it (see :mod:`airflow_ai_provider.runtime.timeouts`).
+    from it (see :mod:`airflow_ai_provider.runtime.contract.timeouts`).
     """
     raw = _conf_get("service_timeout", str(DEFAULT_SERVICE_TIMEOUT))
     try:

@@ -2,7 +2,7 @@
 
 Bad input or configuration subclasses :class:`~airflow.sdk.exceptions.AirflowFailException`, so
 Airflow fails the task at once instead of retrying something a retry cannot fix. It also subclasses
-the runtime's :class:`~airflow_ai_provider.runtime.errors.JobInputError`, so one ``except`` catches
+the runtime's :class:`~airflow_ai_provider.runtime.contract.errors.JobInputError`, so one ``except`` catches
 bad input wherever it was detected. Infrastructure errors (:class:`MlflowUnavailableError`,
 :class:`JobFailedError` with a retryable cause) are plain Airflow exceptions: they are retried.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 
 class AiProviderError(AirflowException):

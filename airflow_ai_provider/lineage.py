@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from airflow_ai_provider.runtime.contract import Artifact, Tag
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 #: ``(dag_id, run_id) -> state``; ``None`` when the state cannot be known.
 DagRunLookup = Callable[[str, str], "str | None"]
 
-_MODEL_VERSION = re.compile(r"^(?:models:/)?(?P<name>[^@/\s]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
 _VALIDATION_URI_CANDIDATES = 20
 _STEP_ORDER = ("validation", "training", "quality gate", "promotion", "rollback", "inference")
 _RUN_STATES = {"FINISHED": "success", "FAILED": "failed", "RUNNING": "running", "KILLED": "killed"}
@@ -99,13 +98,6 @@ class Lineage:
 
 
 @dataclass(frozen=True)
-class ModelTarget:
-    name: str
-    version: str | None
-    alias: str | None = None
-
-
-@dataclass(frozen=True)
 class OutputTarget:
     uri: str  # normalised: file:///abs/path or s3://bucket/key, no trailing slash
 
@@ -129,7 +121,7 @@ def normalize_uri(uri: str) -> str:
     return f"file://{os.path.abspath(uri.strip())}"
 
 
-def parse_target(text: str) -> ModelTarget | OutputTarget:
+def parse_target(text: str) -> ModelReference | OutputTarget:
     """A model version (``models:/churn/3``, ``churn/3``, ``churn@champion``) or a predictions URI.
 
     ``churn/3`` is a model version unless a local path of that name exists.
@@ -137,9 +129,12 @@ def parse_target(text: str) -> ModelTarget | OutputTarget:
     text = text.strip()
     if not text:
         raise LineageInputError("no target given: pass a predictions URI or a model version such as churn/3")
-    match = _MODEL_VERSION.match(text)
-    if match and (text.startswith("models:/") or not os.path.exists(text)):
-        return ModelTarget(match["name"], match["version"], match["alias"])
+    try:
+        model = ModelReference.parse(text, LineageInputError)
+    except LineageInputError:
+        model = None
+    if model and (model.version or model.alias) and (text.startswith("models:/") or not os.path.exists(text)):
+        return model
     if text.startswith("models:/"):
         raise LineageInputError(
             f"model reference {text!r} is not a model version: use models:/<name>/<version> or <name>@<alias>"
@@ -282,7 +277,7 @@ def trace(client: MlflowClient, target: str, dag_run_state: DagRunLookup) -> Lin
     )
 
 
-def _resolve_version(client: MlflowClient, target: ModelTarget) -> str:
+def _resolve_version(client: MlflowClient, target: ModelReference) -> str:
     from mlflow.exceptions import MlflowException
 
     try:

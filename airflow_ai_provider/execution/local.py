@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
-from airflow_ai_provider.runtime import processes
-from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV
+from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV, processes
 
 #: Seconds the runtime gets between SIGTERM and SIGKILL (it stops within 7 s, see the runtime).
 _KILL_GRACE_SECONDS = 10.0

@@ -22,9 +22,9 @@ from airflow_ai_provider.exceptions import (
     MlflowUnavailableError,
     ModelReferenceError,
 )
-from airflow_ai_provider.model_ref import ModelSpecifier, parse_model_reference
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV, Tag
-from airflow_ai_provider.runtime.timeouts import ServiceBounds, is_timeout, mlflow_wait
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds, is_timeout, mlflow_wait
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -78,19 +78,6 @@ class TaskRun:
     parent_run_id: str
     run_id: str
     url: str | None
-
-
-@dataclass(frozen=True)
-class PinnedModel:
-    """A model reference resolved to one concrete registry version."""
-
-    name: str
-    version: str
-    alias: str | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
 
 
 def _split_mlflow_uri(uri: str, where: str) -> tuple[str, dict[str, str]]:
@@ -448,14 +435,14 @@ class MlflowHook(BaseHook):
     # ----------------------------------------------------------------------------------------------
     # Registry: resolve model references and pin them once per DAG run.
 
-    def resolve_model(self, reference: str) -> PinnedModel:
+    def resolve_model(self, reference: str) -> ModelReference:
         """Resolve ``name``, ``name@alias``, ``name/version`` or a ``models:/`` URI to one version.
 
         A bare name means the latest registered version.
         """
         from mlflow.exceptions import MlflowException
 
-        spec = parse_model_reference(reference)
+        spec = ModelReference.parse(reference, AiProviderConfigError)
         with self.client() as client:
             try:
                 model = client.get_registered_model(spec.name)
@@ -468,8 +455,8 @@ class MlflowHook(BaseHook):
             return self._resolve_existing(client, spec, model.aliases)
 
     def _resolve_existing(
-        self, client: MlflowClient, spec: ModelSpecifier, aliases: Mapping[str, Any]
-    ) -> PinnedModel:
+        self, client: MlflowClient, spec: ModelReference, aliases: Mapping[str, Any]
+    ) -> ModelReference:
         """``spec`` of a model known to exist, whose aliases (as read) are ``aliases``."""
         from mlflow.exceptions import MlflowException
 
@@ -481,7 +468,7 @@ class MlflowHook(BaseHook):
                     f"model {spec.name!r} has no alias {spec.alias!r} "
                     f"(its aliases: {', '.join(sorted(aliases)) or 'none'})"
                 ) from None
-            return PinnedModel(spec.name, str(version.version), spec.alias)
+            return spec.pin(version.version)
         if spec.version:
             try:
                 client.get_model_version(spec.name, spec.version)
@@ -489,13 +476,13 @@ class MlflowHook(BaseHook):
                 raise ModelReferenceError(
                     f"model {spec.name!r} has no version {spec.version}: check the registry"
                 ) from None
-            return PinnedModel(spec.name, spec.version)
+            return spec
         versions = client.search_model_versions(f"name = {_filter_value(spec.name)}")
         if not versions:
             raise ModelReferenceError(f"model {spec.name!r} has no registered version yet")
-        return PinnedModel(spec.name, str(max(int(v.version) for v in versions)))
+        return spec.pin(max(int(v.version) for v in versions))
 
-    def pin_model(self, reference: str, parent_run_id: str) -> PinnedModel:
+    def pin_model(self, reference: str, parent_run_id: str) -> ModelReference:
         """Resolve ``reference`` once per DAG run and return the same version to every task and shard.
 
         The first task records the resolved version as a param of the DAG run's parent run. MLflow
@@ -504,7 +491,7 @@ class MlflowHook(BaseHook):
         """
         from mlflow.exceptions import MlflowException
 
-        spec = parse_model_reference(reference)
+        spec = ModelReference.parse(reference, AiProviderConfigError)
         if spec.version:
             return self.resolve_model(reference)
         key = f"{PIN_PARAM_PREFIX}/{spec.name}/{spec.alias or 'latest'}"
@@ -519,7 +506,7 @@ class MlflowHook(BaseHook):
                     recorded = client.get_run(parent_run_id).data.params.get(key)
                     if recorded is None:
                         raise
-            return PinnedModel(spec.name, recorded, spec.alias)
+            return spec.pin(recorded)
 
     # ----------------------------------------------------------------------------------------------
     # Aliases: read here; moved by airflow_ai_provider.mlflow_registry (compare-and-set).

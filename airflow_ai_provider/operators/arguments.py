@@ -1,7 +1,7 @@
 """Operator arguments checked with the runtime's own parameter checks, at DAG parse and after rendering.
 
 An operator collects the job parameters from its arguments and hands them to the job's parameter
-class in :mod:`airflow_ai_provider.runtime.params`, the same check the runtime makes. At DAG parse
+class in :mod:`airflow_ai_provider.runtime.contract.params`, the same check the runtime makes. At DAG parse
 only literal values are checked (a value holding ``{{`` or an upstream ``XComArg`` renders later),
 also for ``partial()`` of a mapped task; the check runs again on the rendered values at task start,
 before any MLflow run is booked.
@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.runtime import params as job_params
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract import params as job_params
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 
 def is_templated(value: Any) -> bool:

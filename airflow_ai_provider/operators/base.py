@@ -50,7 +50,6 @@ from airflow_ai_provider.kubernetes.validation import (
     resources_dict,
 )
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
-from airflow_ai_provider.model_ref import parse_model_reference
 from airflow_ai_provider.operators.arguments import is_templated
 from airflow_ai_provider.runtime.contract import (
     RUNTIME_MODULE,
@@ -60,14 +59,15 @@ from airflow_ai_provider.runtime.contract import (
     EventKey,
     Tag,
 )
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
-from airflow_ai_provider.runtime.spec import MlflowRef
+from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import MlflowRef
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from kubernetes.client import models as k8s
 
-    from airflow_ai_provider.runtime.spec import JobSpec
+    from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 
 def _trace_carrier(ti: Any) -> dict[str, str]:
@@ -489,7 +489,7 @@ class AiJobOperator(KubernetesPodOperator):
                 optional = argument in self.optional_model_arguments
                 try:
                     self.mlflow_hook.resolve_model(
-                        parse_model_reference(reference).name if optional else reference
+                        ModelReference.parse(reference, AiProviderConfigError).name if optional else reference
                     )
                 except ModelReferenceError as err:
                     raise ModelReferenceError(f"{argument}={reference!r}: {err}") from None

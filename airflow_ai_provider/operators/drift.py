@@ -12,8 +12,8 @@ from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReference
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
-from airflow_ai_provider.runtime.params import DriftParams
-from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
+from airflow_ai_provider.runtime.contract.params import DriftParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -137,7 +137,7 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         return JobSpec(
             job=self.job_type,
-            model=ModelRef(pinned.name, pinned.version, pinned.alias),
+            model=pinned,
             inputs=self._inputs(),
             mlflow=self.mlflow_ref(run),
             params=params,

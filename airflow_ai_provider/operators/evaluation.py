@@ -7,18 +7,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_ai_provider.exceptions import ModelReferenceError
-from airflow_ai_provider.model_ref import parse_model_reference
+from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
-from airflow_ai_provider.runtime.params import EvaluateParams
-from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.params import EvaluateParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import PinnedModel, TaskRun
+    from airflow_ai_provider.hooks.mlflow import TaskRun
 
 DEFAULT_CHAMPION_ALIAS = "champion"
 DECISION_XCOM_KEY = "decision"
@@ -152,14 +152,14 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
         )
         return JobSpec(
             job=self.job_type,
-            model=ModelRef(challenger.name, challenger.version, challenger.alias),
-            baseline_model=ModelRef(champion.name, champion.version, champion.alias) if champion else None,
+            model=challenger,
+            baseline_model=champion,
             inputs=[self.holdout_uri] if isinstance(self.holdout_uri, str) else list(self.holdout_uri),
             mlflow=self.mlflow_ref(run),
             params=params,
         )
 
-    def _pin_champion(self, challenger: PinnedModel, run: TaskRun) -> PinnedModel | None:
+    def _pin_champion(self, challenger: ModelReference, run: TaskRun) -> ModelReference | None:
         if self.champion:
             return self.mlflow_hook.pin_model(self.champion, run.parent_run_id)
         if self.mlflow_hook.alias_version(challenger.name, DEFAULT_CHAMPION_ALIAS) is None:
@@ -203,7 +203,7 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
         reasons = "; ".join(details.get("reasons", []))
         self.log.info("Decision for %s: %s (%s)", self.challenger, decision, reasons)
         if decision == "reject" and self.fail_on_reject:
-            name = parse_model_reference(self.challenger).name
+            name = ModelReference.parse(self.challenger, AiProviderConfigError).name
             version = (details.get("challenger") or {}).get("version")
             raise AirflowFailException(f"challenger {name} version {version} rejected: {reasons}")
         return result

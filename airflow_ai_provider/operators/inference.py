@@ -11,8 +11,8 @@ from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.operators.arguments import JobArguments, check_shard
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey, Tag
-from airflow_ai_provider.runtime.params import InferParams
-from airflow_ai_provider.runtime.spec import JobSpec, ModelRef, Shard
+from airflow_ai_provider.runtime.contract.params import InferParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec, Shard
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -144,7 +144,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         return JobSpec(
             job=self.job_type,
-            model=ModelRef(pinned.name, pinned.version, pinned.alias),
+            model=pinned,
             inputs=self._input_list(),
             output=self.output_uri,
             mlflow=self.mlflow_ref(run),
@@ -166,7 +166,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             pinned.name,
             pinned.version,
         )
-        fallback_spec = replace(spec, model=ModelRef(pinned.name, pinned.version, pinned.alias))
+        fallback_spec = replace(spec, model=pinned)
         fallback = super().run_job(context, fallback_spec, mode)
         fallback["fallback"] = {
             "used": True,

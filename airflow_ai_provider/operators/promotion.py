@@ -27,9 +27,9 @@ from airflow_ai_provider.mlflow_registry import (
     move_alias,
     registry_errors,
 )
-from airflow_ai_provider.model_ref import parse_model_reference
 from airflow_ai_provider.operators.arguments import is_templated
 from airflow_ai_provider.runtime.contract import EventKey
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -113,7 +113,7 @@ class PromoteModelOperator(BaseOperator):
         if rendered or not is_templated(self.alias):
             check_promotion_alias(self.alias)
         if self.model and (rendered or not is_templated(self.model)):
-            parse_model_reference(self.model)
+            ModelReference.parse(self.model, AiProviderConfigError)
 
     def _check_upstream_task(self, context: Context, argument: str, task_id: str | None) -> None:
         if task_id and task_id not in context["dag"].task_ids:
@@ -275,7 +275,10 @@ class RollbackModelOperator(PromoteModelOperator):
             raise AirflowSkipException(
                 f"task {self.promote_task_id!r} promoted nothing: nothing to roll back"
             )
-        if self.model and parse_model_reference(self.model).name != promoted["model_name"]:
+        if (
+            self.model
+            and ModelReference.parse(self.model, AiProviderConfigError).name != promoted["model_name"]
+        ):
             raise ModelReferenceError(
                 f"rollback of {self.model!r} but task {self.promote_task_id!r} promoted {promoted['model_name']!r}"
             )

@@ -13,8 +13,8 @@ from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
-from airflow_ai_provider.runtime.params import TrainParams
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime.contract.params import TrainParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -9,10 +9,10 @@ from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments, is_templated
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.expectations import parse_suite
-from airflow_ai_provider.runtime.params import ValidateParams
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.params import ValidateParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec
+from airflow_ai_provider.runtime.contract.suite import parse_suite
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -30,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from airflow_ai_provider.runtime import processes, scratch
+from airflow_ai_provider.runtime import scratch
 from airflow_ai_provider.runtime.contract import (
     DEFAULT_RESULT_PATH,
     EXIT_INPUT,
@@ -41,10 +41,17 @@ from airflow_ai_provider.runtime.contract import (
     SPEC_ENV,
     STATUS_FAILED,
     STATUS_SUCCESS,
+    processes,
 )
-from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, error_chain, one_line
-from airflow_ai_provider.runtime.processes import JobInterrupted
-from airflow_ai_provider.runtime.spec import JOB_TYPES, JobResult, JobSpec
+from airflow_ai_provider.runtime.contract.errors import (
+    JobError,
+    JobInputError,
+    JobServiceError,
+    error_chain,
+    one_line,
+)
+from airflow_ai_provider.runtime.contract.processes import JobInterrupted
+from airflow_ai_provider.runtime.contract.spec import JOB_TYPES, JobResult, JobSpec
 
 #: Seconds after SIGTERM/SIGINT by which the runtime has exited, below the local runner's 10 s grace
 #: and Kubernetes' default 30 s termination grace period.
@@ -195,7 +202,7 @@ def main(argv: list[str] | None = None, *, standalone: bool = False) -> int:
             if standalone:
                 guard.install()
                 processes.become_subreaper()
-            from airflow_ai_provider.runtime.model import set_process_defaults
+            from airflow_ai_provider.runtime.tracking import set_process_defaults
 
             set_process_defaults()
             spec = read_spec(args)

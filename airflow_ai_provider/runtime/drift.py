@@ -45,15 +45,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_ai_provider.runtime import io, log_line
+from airflow_ai_provider.runtime import log_line, storage, tracking
 from airflow_ai_provider.runtime import model as models
-from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.columns import with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.params import DriftParams, check_min_drifted
+from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.evaluate import log_report
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.params import DriftParams, check_min_drifted
 from airflow_ai_provider.runtime.profile import OTHER, PROFILE_ARTIFACT, PROFILE_TAG, bin_counts, load_profile
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
 
 Log = Callable[[str], None]
 EPSILON = 1e-4
@@ -141,7 +141,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         )
         raise JobInputError(with_look_alikes(message, unprofiled, reference))
     check_min_drifted(params.min_drifted_features, features)
-    data = io.InputData.open(spec.inputs, params.input_format)
+    data = storage.InputData.open(spec.inputs, params.input_format)
     where = ", ".join(spec.inputs)
     _check_schema(data.schema, features, reference, where)
     log(
@@ -211,7 +211,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.rows_in = accumulator.rows
     result.input_source = ",".join(spec.inputs)
     result.input_digest = data.digest
-    result.input_schema = io.column_types(data.schema)
+    result.input_schema = storage.column_types(data.schema)
     result.timings = {"started_at": started, "ended_at": ended}
     result.metrics = {
         "max_psi": round(max_psi, 6),
@@ -235,8 +235,8 @@ def _profile_run(spec: JobSpec) -> tuple[Any, str]:
             f"model version must be a registry version number, got {spec.model.version!r} for model "
             f"{spec.model.name!r}"
         )
-    models.probe_tracking_server(spec.mlflow.registry_uri or spec.mlflow.tracking_uri)
-    models.configure_mlflow(spec.mlflow)
+    tracking.probe_tracking_server(spec.mlflow.registry_uri or spec.mlflow.tracking_uri)
+    tracking.configure_mlflow(spec.mlflow)
     version = models._get_version(spec.model, spec.mlflow)
     tagged = (getattr(version, "tags", None) or {}).get(PROFILE_TAG, "")
     if tagged.startswith("runs:/") and tagged.count("/") >= 2:

@@ -39,14 +39,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_ai_provider.runtime import io, log_line
+from airflow_ai_provider.runtime import log_line, storage
 from airflow_ai_provider.runtime import model as models
-from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.columns import with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.params import EvaluateParams
+from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec, MlflowRef
+from airflow_ai_provider.runtime.contract.timeouts import mlflow_unavailable
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.params import EvaluateParams
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec, MlflowRef, ModelRef
-from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
 
 Log = Callable[[str], None]
 MAX_CLASSES = 20
@@ -59,7 +60,7 @@ COMPARISON_PLOT = "comparison.png"
 class Scored:
     """One model's metrics on the holdout, and the metrics it could not get (with why)."""
 
-    ref: ModelRef
+    ref: ModelReference
     info: dict[str, Any]
     metrics: dict[str, float]
     skipped: dict[str, str]
@@ -79,8 +80,8 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     """Evaluate the challenger (and the champion) on the holdout and decide; raise JobError on failure."""
     started = time.time()
     params = EvaluateParams.from_spec(spec.params)
-    io.check_scratch_dir(params.scratch_dir)
-    data = io.InputData.open(spec.inputs, params.input_format)
+    storage.check_scratch_dir(params.scratch_dir)
+    data = storage.InputData.open(spec.inputs, params.input_format)
     where = ", ".join(spec.inputs)
     if params.label_column not in data.columns:
         message = (
@@ -110,7 +111,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             f"holdout: {table.num_rows} rows, {len(columns) - 1} feature columns from {len(data.metas)} files"
         )
         label = table.column(params.label_column)
-        missing = io.missing_values(label)
+        missing = storage.missing_values(label)
         if missing:
             raise JobInputError(
                 f"label column {params.label_column!r} of holdout {where} has {missing} missing value(s) "
@@ -150,7 +151,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.rows_in = table.num_rows
     result.input_source = ",".join(spec.inputs)
     result.input_digest = data.digest
-    result.input_schema = io.column_types(data.schema)
+    result.input_schema = storage.column_types(data.schema)
     result.timings = {"started_at": started, "ended_at": ended}
     result.metrics = {f"challenger_{key}": value for key, value in challenger.metrics.items()}
     if champion:
@@ -184,7 +185,7 @@ def infer_task_type(label: pa.ChunkedArray, name: str) -> str:
 
 
 def _score(
-    ref: ModelRef,
+    ref: ModelReference,
     model: models.LoadedModel,
     features: models.Features,
     table: pa.Table,
@@ -275,7 +276,7 @@ def _classification(model: models.LoadedModel, frame: Any, truth: Any, predicted
     return metrics, skipped
 
 
-def _regression(ref: ModelRef, truth: Any, predicted: Any) -> tuple[dict, dict]:
+def _regression(ref: ModelReference, truth: Any, predicted: Any) -> tuple[dict, dict]:
     import numpy as np
     from sklearn import metrics as skm
 

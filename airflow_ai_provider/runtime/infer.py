@@ -40,12 +40,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import io, log_line
+from airflow_ai_provider.runtime import log_line, storage
 from airflow_ai_provider.runtime import model as models
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.params import InferParams
+from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.params import InferParams
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 Log = Callable[[str], None]
@@ -76,9 +76,11 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.model = {"name": spec.model.name, "version": str(spec.model.version), "alias": spec.model.alias}
     result.input_source = ",".join(spec.inputs)
 
-    io.check_scratch_dir(params.scratch_dir)
+    storage.check_scratch_dir(params.scratch_dir)
     metas, units = _plan(spec, params, log)
-    writer = io.PartWriter(spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir)
+    writer = storage.PartWriter(
+        spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir
+    )
     stats = _Stats()
     try:
         with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
@@ -112,7 +114,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.status = "success"
     result.rows_in, result.rows_out = stats.rows_in, stats.rows_out
     result.inputs = _input_entries(metas, units)
-    result.input_digest = io.input_digest(metas, units)
+    result.input_digest = storage.input_digest(metas, units)
     result.input_schema = _schema_dict(metas, units)
     ended = time.time()
     result.timings = {"started_at": started, "ended_at": ended}
@@ -130,20 +132,20 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     return result
 
 
-def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[io.FileMeta], list[io.Unit]]:
+def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[storage.FileMeta], list[storage.Unit]]:
     """List the input files, cut them into work units and keep this shard's units."""
-    files = io.list_inputs(spec.inputs, params.input_format)
+    files = storage.list_inputs(spec.inputs, params.input_format)
     if files[0].format == "parquet":
-        metas = io.read_metadata(files)
+        metas = storage.read_metadata(files)
         if sum(sum(meta.row_group_rows) for meta in metas) == 0:
             raise JobInputError(f"input has no rows: {', '.join(spec.inputs)}")
     else:
-        metas = [io.FileMeta(file, pa.schema([])) for file in files]
-    units = io.shard_units(io.plan_units(metas), spec.shard.index, spec.shard.count)
+        metas = [storage.FileMeta(file, pa.schema([])) for file in files]
+    units = storage.shard_units(storage.plan_units(metas), spec.shard.index, spec.shard.count)
     if files[0].format == "csv":
         mine = _files_of(units)
         if mine:
-            for index, meta in zip(mine, io.read_metadata([metas[i].file for i in mine]), strict=True):
+            for index, meta in zip(mine, storage.read_metadata([metas[i].file for i in mine]), strict=True):
                 metas[index] = meta
     shard = f"shard {spec.shard.index}/{spec.shard.count}"
     if files[0].format == "parquet":
@@ -155,12 +157,12 @@ def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[io.FileMet
     return metas, units
 
 
-def _files_of(units: list[io.Unit]) -> list[int]:
+def _files_of(units: list[storage.Unit]) -> list[int]:
     return list(dict.fromkeys(unit.file_index for unit in units))
 
 
 def _check_files(
-    metas: list[io.FileMeta], units: list[io.Unit], model: models.LoadedModel, params: InferParams
+    metas: list[storage.FileMeta], units: list[storage.Unit], model: models.LoadedModel, params: InferParams
 ) -> models.Features:
     """Check every file this shard reads against the signature; all must agree on the features."""
     signature = model.input_schema()
@@ -181,16 +183,16 @@ def _check_files(
     free = [
         name for name in dict.fromkeys([*params.id_columns, *features.names]) if name not in features.types
     ]
-    return models.Features(features.names, {**io.unify_types(mine, free), **features.types})
+    return models.Features(features.names, {**storage.unify_types(mine, free), **features.types})
 
 
 def _stream(
-    metas: list[io.FileMeta],
-    units: list[io.Unit],
+    metas: list[storage.FileMeta],
+    units: list[storage.Unit],
     features: models.Features,
     model: models.LoadedModel,
     params: InferParams,
-    writer: io.PartWriter,
+    writer: storage.PartWriter,
     stats: _Stats,
     log: Log,
     unique: DuplicateFinder | None = None,
@@ -205,7 +207,7 @@ def _stream(
     predictor = models.make_predictor(model, features.names, first, params.predict_proba)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *features.names]))
-    batches = io.iter_batches(metas, units, columns, features.types, params.batch_size)
+    batches = storage.iter_batches(metas, units, columns, features.types, params.batch_size)
     started = time.perf_counter()
     with contextlib.closing(_read_ahead(batches, stats)) as reader:
         for batch in reader:
@@ -258,8 +260,8 @@ def _id_frame(batch: pa.RecordBatch, id_columns: list[str]) -> Any:
 
 def _check_unique(
     unique: DuplicateFinder,
-    metas: list[io.FileMeta],
-    units: list[io.Unit],
+    metas: list[storage.FileMeta],
+    units: list[storage.Unit],
     params: InferParams,
     spec: JobSpec,
     log: Log,
@@ -269,7 +271,7 @@ def _check_unique(
     if not len(candidates):
         return
     log(f"repeated id hashes found; reading {', '.join(params.id_columns)} again to count duplicates")
-    for batch in io.iter_batches(metas, units, params.id_columns, {}, params.batch_size):
+    for batch in storage.iter_batches(metas, units, params.id_columns, {}, params.batch_size):
         unique.count_values(_id_frame(batch, params.id_columns), candidates)
     repeated = unique.repeated()
     if not repeated:
@@ -305,7 +307,7 @@ def _read_ahead(batches: Iterator[pa.RecordBatch], stats: _Stats) -> Iterator[pa
             yield batch
 
 
-def _input_entries(metas: list[io.FileMeta], units: list[io.Unit]) -> list[dict[str, Any]]:
+def _input_entries(metas: list[storage.FileMeta], units: list[storage.Unit]) -> list[dict[str, Any]]:
     entries = []
     for index in _files_of(units):
         meta = metas[index]
@@ -318,8 +320,8 @@ def _input_entries(metas: list[io.FileMeta], units: list[io.Unit]) -> list[dict[
     return entries
 
 
-def _schema_dict(metas: list[io.FileMeta], units: list[io.Unit]) -> dict[str, str]:
+def _schema_dict(metas: list[storage.FileMeta], units: list[storage.Unit]) -> dict[str, str]:
     if not units:
         return {}
     schema = metas[units[0].file_index].schema
-    return io.column_types(schema)
+    return storage.column_types(schema)

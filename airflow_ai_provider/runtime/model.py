@@ -9,72 +9,26 @@ MLflow reads them itself.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import (
+from airflow_ai_provider.runtime import tracking
+from airflow_ai_provider.runtime.contract.columns import with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import (
     JobInputError,
     JobServiceError,
     ModelLoadError,
     brief,
     one_line,
 )
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import MlflowRef
 from airflow_ai_provider.runtime.scratch import storage_full
-from airflow_ai_provider.runtime.spec import MlflowRef, ModelRef
-from airflow_ai_provider.runtime.timeouts import (
-    MLFLOW_SERVICE_CODES,
-    mlflow_unavailable,
-    process_bounds,
-)
+
 
 #: MLflow settings for the runtime process besides the HTTP bounds: no progress bars in the task log.
-ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-_ACCESS_CODES = {"PERMISSION_DENIED", "UNAUTHENTICATED"}
-
-
-def set_process_defaults() -> None:
-    """Bound MLflow's HTTP retries and timeouts for this process by ``$AI_PROVIDER_SERVICE_TIMEOUT``.
-
-    MLflow's own default is 7 retries with exponential back-off and a 120 s timeout. Set with
-    ``setdefault``: a variable the environment already sets wins.
-    """
-    for name, value in {**process_bounds().mlflow_env(), **ENV_DEFAULTS}.items():
-        os.environ.setdefault(name, value)
-
-
-def probe_tracking_server(tracking_uri: str, timeout: float | None = None) -> None:
-    """Fail fast with :class:`JobServiceError` when an HTTP tracking server does not accept connections.
-
-    ``timeout`` defaults to the connect timeout of the process's service bounds. Other URI kinds
-    (``sqlite:``, ``file:``, ``databricks``) are not probed.
-    """
-    if timeout is None:
-        timeout = process_bounds().connect_timeout
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-    except OSError as err:
-        reason = err.strerror or one_line(err)
-        raise JobServiceError(f"MLflow tracking server unreachable at {tracking_uri}: {reason}") from None
-
-
-def configure_mlflow(ref: MlflowRef) -> None:
-    """Point MLflow at the spec's tracking server and registry, whatever the environment says."""
-    import mlflow
-
-    mlflow.set_tracking_uri(ref.tracking_uri)
-    mlflow.set_registry_uri(ref.registry_uri or ref.tracking_uri)
-
-
 @dataclass
 class LoadedModel:
     """A pyfunc model with what the result reports about it."""
@@ -88,7 +42,7 @@ class LoadedModel:
 
 
 def load_model(
-    ref: ModelRef, mlflow_ref: MlflowRef, scratch_dir: str, trusted_types: list[str]
+    ref: ModelReference, mlflow_ref: MlflowRef, scratch_dir: str, trusted_types: list[str]
 ) -> LoadedModel:
     """Load ``models:/<name>/<version>`` as a pyfunc model, with one-line errors for what can go wrong.
 
@@ -103,9 +57,8 @@ def load_model(
         raise JobInputError(
             f"model version must be a registry version number, got {ref.version!r} for model {ref.name!r}"
         )
-    for uri in dict.fromkeys([mlflow_ref.tracking_uri, mlflow_ref.registry_uri or mlflow_ref.tracking_uri]):
-        probe_tracking_server(uri)
-    configure_mlflow(mlflow_ref)
+    tracking.probe_servers(mlflow_ref)
+    tracking.configure_mlflow(mlflow_ref)
     version = _get_version(ref, mlflow_ref)
     try:
         local = mlflow.artifacts.download_artifacts(
@@ -120,8 +73,8 @@ def load_model(
             f"the download of model {ref.name!r} version {ref.version} to {scratch_dir}",
             "free space there or set scratch_dir to a folder with room",
         )
-        raise full or _mlflow_error(
-            err, ref, mlflow_ref, f"cannot download model {ref.name!r} version {ref.version}"
+        raise full or tracking.mlflow_error(
+            err, f"cannot download model {ref.name!r} version {ref.version}", mlflow_ref.tracking_uri
         ) from None
     flavors = _trust_types(local, trusted_types, ref)
     try:
@@ -150,7 +103,7 @@ def load_model(
     return LoadedModel(pyfunc, info, flavors)
 
 
-def _get_version(ref: ModelRef, mlflow_ref: MlflowRef) -> Any:
+def _get_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -159,31 +112,26 @@ def _get_version(ref: ModelRef, mlflow_ref: MlflowRef) -> Any:
         return client.get_model_version(ref.name, str(ref.version))
     except MlflowException as err:
         if err.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise _mlflow_error(err, ref, mlflow_ref, f"cannot look up model {ref.name!r}") from None
+            raise tracking.mlflow_error(
+                err, f"cannot look up model {ref.name!r}", mlflow_ref.tracking_uri
+            ) from None
     except Exception as err:  # transport errors
-        raise _mlflow_error(err, ref, mlflow_ref, f"cannot look up model {ref.name!r}") from None
+        raise tracking.mlflow_error(
+            err, f"cannot look up model {ref.name!r}", mlflow_ref.tracking_uri
+        ) from None
     registry = mlflow_ref.registry_uri or mlflow_ref.tracking_uri
     try:
         client.get_registered_model(ref.name)
     except MlflowException as err:
         if err.error_code == "RESOURCE_DOES_NOT_EXIST":
             raise JobInputError(f"registered model {ref.name!r} does not exist in {registry}") from None
-        raise _mlflow_error(err, ref, mlflow_ref, f"cannot look up model {ref.name!r}") from None
+        raise tracking.mlflow_error(
+            err, f"cannot look up model {ref.name!r}", mlflow_ref.tracking_uri
+        ) from None
     raise JobInputError(f"model {ref.name!r} has no version {ref.version} in {registry}")
 
 
-def _mlflow_error(err: Exception, ref: ModelRef, mlflow_ref: MlflowRef, what: str) -> Exception:
-    code = getattr(err, "error_code", None)
-    if code in _ACCESS_CODES:
-        return JobInputError(
-            f"{what}: access denied by {mlflow_ref.tracking_uri} ({code}); check the MLflow credentials"
-        )
-    if code in MLFLOW_SERVICE_CODES or code is None or "failed with exception" in str(err):
-        return mlflow_unavailable(what, mlflow_ref.tracking_uri, err)
-    return JobInputError(f"{what}: {one_line(err)}")
-
-
-def _trust_types(local_path: str, trusted_types: list[str], ref: ModelRef) -> dict[str, Any]:
+def _trust_types(local_path: str, trusted_types: list[str], ref: ModelReference) -> dict[str, Any]:
     """Add ``trusted_types`` to a skops-saved scikit-learn model's flavor config; return the flavors."""
     from mlflow.models import Model
 
@@ -437,7 +385,7 @@ def prediction_failure(
     columns of the batch have missing values, those columns (the usual cause)."""
     if isinstance(err, (JobInputError, JobServiceError, MemoryError)):
         return err
-    from airflow_ai_provider.runtime.io import missing_values
+    from airflow_ai_provider.runtime.storage import missing_values
 
     with_missing = []
     for name in features:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, one_line
 
 PROFILE_VERSION = 1
 PROFILE_ARTIFACT = "reference_profile.json"

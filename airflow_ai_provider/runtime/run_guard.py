@@ -25,7 +25,7 @@ def close_orphaned_runs(config: dict[str, Any]) -> list[str]:
     """Mark the guarded runs ``FAILED`` if they are still ``RUNNING`` for the guarded try."""
     from mlflow import MlflowClient
 
-    from airflow_ai_provider.runtime.model import set_process_defaults
+    from airflow_ai_provider.runtime.tracking import set_process_defaults
 
     set_process_defaults()
     client = MlflowClient(tracking_uri=config["tracking_uri"], registry_uri=config.get("registry_uri"))

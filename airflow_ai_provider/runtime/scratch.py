@@ -8,7 +8,7 @@ import errno
 import os
 import secrets
 
-from airflow_ai_provider.runtime.errors import JobInputError, error_chain
+from airflow_ai_provider.runtime.contract.errors import JobInputError, error_chain
 
 #: errno values that mean "out of space", with how the message names them.
 FULL_ERRNOS = {

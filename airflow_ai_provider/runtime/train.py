@@ -89,14 +89,14 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import io, log_line
-from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobError, JobInputError, JobServiceError, one_line
-from airflow_ai_provider.runtime.model import configure_mlflow, probe_tracking_server
+from airflow_ai_provider.runtime import log_line, storage
+from airflow_ai_provider.runtime.contract.columns import with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import JobError, JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.contract.params import TrainParams
+from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_SERVICE_CODES, mlflow_unavailable
 from airflow_ai_provider.runtime.model_card import MODEL_CARD_ARTIFACT, ModelCard
-from airflow_ai_provider.runtime.params import TrainParams
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.timeouts import MLFLOW_SERVICE_CODES, mlflow_unavailable
+from airflow_ai_provider.runtime.tracking import configure_mlflow, probe_tracking_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -183,7 +183,7 @@ def _train_and_register(
 ) -> None:
     function = load_function(params.training_function)
     step = time.perf_counter()
-    data = io.InputData.open(spec.inputs, params.input_format)
+    data = storage.InputData.open(spec.inputs, params.input_format)
     features = _check_columns(data, params, spec.inputs)
     table = pa.Table.from_batches(list(data.batches()), schema=data.schema)
     if table.num_rows == 0:
@@ -320,7 +320,7 @@ def load_function(reference: str) -> Callable[[TrainingContext], Any]:
     return function
 
 
-def _check_columns(data: io.InputData, params: TrainParams, inputs: list[str]) -> list[str]:
+def _check_columns(data: storage.InputData, params: TrainParams, inputs: list[str]) -> list[str]:
     """The feature columns; one error naming every missing column."""
     columns = data.columns
     where = ", ".join(inputs)
@@ -349,7 +349,7 @@ def _check_columns(data: io.InputData, params: TrainParams, inputs: list[str]) -
 
 def _check_label(table: pa.Table, label: str, inputs: list[str]) -> None:
     """Refuse missing labels (null or NaN) before the training function sees them."""
-    missing = io.missing_values(table.column(label))
+    missing = storage.missing_values(table.column(label))
     if missing:
         raise JobInputError(
             f"label column {label!r} has {missing} missing value(s) (null or NaN) of {table.num_rows} rows in "
@@ -461,7 +461,7 @@ def _log_run_records(
     params: TrainParams,
     metrics: dict[str, float],
     inputs: list[str],
-    data: io.InputData,
+    data: storage.InputData,
     table: pa.Table,
 ) -> None:
     """Hyper-parameters, metrics (before the model, so MLflow links them to it) and the dataset."""
@@ -740,10 +740,10 @@ def _fill_result(
 
 
 def _schema(table: pa.Table) -> dict[str, str]:
-    return io.column_types(table.schema)
+    return storage.column_types(table.schema)
 
 
-def _input_entries(data: io.InputData) -> list[dict[str, Any]]:
+def _input_entries(data: storage.InputData) -> list[dict[str, Any]]:
     return [
         {"uri": meta.file.uri, "bytes": meta.file.size, "format": meta.file.format} for meta in data.metas
     ]

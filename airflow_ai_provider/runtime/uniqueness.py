@@ -16,7 +16,7 @@ import tempfile
 from collections import Counter
 from typing import Any
 
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
 
 HASH_BUCKETS = 64
 

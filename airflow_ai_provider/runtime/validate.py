@@ -63,14 +63,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import expectations as suites
-from airflow_ai_provider.runtime import io, log_line, scratch
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime import log_line, scratch, storage
+from airflow_ai_provider.runtime.contract import suite as suites
+from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime.contract.params import ValidateParams
+from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.contract.timeouts import mlflow_unavailable
 from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.model import probe_tracking_server
-from airflow_ai_provider.runtime.params import ValidateParams
-from airflow_ai_provider.runtime.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.timeouts import mlflow_unavailable
+from airflow_ai_provider.runtime.tracking import probe_tracking_server
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 Log = Callable[[str], None]
@@ -178,7 +178,7 @@ class GxRunner:
 # --- reading ------------------------------------------------------------------------------------------
 
 
-def frames(data: io.InputData, batch_size: int, columns: list[str] | None = None) -> Iterator[Any]:
+def frames(data: storage.InputData, batch_size: int, columns: list[str] | None = None) -> Iterator[Any]:
     """Pandas frames of exactly ``batch_size`` rows (the last one fewer), across file boundaries."""
     pending: list[pa.RecordBatch] = []
     rows = 0
@@ -380,12 +380,12 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     started = time.time()
     params = ValidateParams.from_spec(spec.params)
     suite = suites.load_suite(spec.params)
-    io.check_scratch_dir(params.scratch_dir)
+    storage.check_scratch_dir(params.scratch_dir)
     if spec.mlflow.run_id:
         probe_tracking_server(spec.mlflow.tracking_uri)
-    data = io.InputData.open(spec.inputs, params.input_format)
+    data = storage.InputData.open(spec.inputs, params.input_format)
     suites.check_columns(suite, data.columns)
-    report = io.parse_uri(params.report_uri or default_report_uri(spec.inputs[0], data, suite))
+    report = storage.parse_uri(params.report_uri or default_report_uri(spec.inputs[0], data, suite))
     check_writable(report)
 
     import_started = time.perf_counter()
@@ -445,7 +445,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
 
 
 def _validate(
-    data: io.InputData,
+    data: storage.InputData,
     suite: suites.SuiteDef,
     plan: Plan,
     runner: GxRunner,
@@ -509,7 +509,9 @@ def _validate(
     return results, rows, batches
 
 
-def _count_duplicates(data: io.InputData, unique: dict[int, Uniqueness], batch_size: int, log: Log) -> None:
+def _count_duplicates(
+    data: storage.InputData, unique: dict[int, Uniqueness], batch_size: int, log: Log
+) -> None:
     candidates = {position: tracker.repeated_hashes() for position, tracker in unique.items()}
     pending = {position: hashes for position, hashes in candidates.items() if len(hashes)}
     if not pending:
@@ -545,7 +547,7 @@ def _suite_result(
     suite: suites.SuiteDef,
     results: list[Any],
     runner: GxRunner,
-    data: io.InputData,
+    data: storage.InputData,
     spec: JobSpec,
     rows: int,
     batches: int,
@@ -672,19 +674,19 @@ def report_lines(suite_name: str, summaries: list[dict[str, Any]], rows: int, ba
 # --- reports ---------------------------------------------------------------------------------------------
 
 
-def default_report_uri(first_input: str, data: io.InputData, suite: suites.SuiteDef) -> str:
+def default_report_uri(first_input: str, data: storage.InputData, suite: suites.SuiteDef) -> str:
     """``<folder of the first input>/_validation/<suite name>/``."""
-    location = io.parse_uri(first_input)
+    location = storage.parse_uri(first_input)
     last = location.path.rsplit("/", 1)[-1]
     is_file = any(meta.file.location.path == location.path for meta in data.metas)
     folder = location.path.rsplit("/", 1)[0] if is_file or any(c in last for c in "*?[") else location.path
-    return io.Location(location.scheme, folder).child(REPORT_FOLDER).child(suite.path_name).uri
+    return storage.Location(location.scheme, folder).child(REPORT_FOLDER).child(suite.path_name).uri
 
 
-def check_writable(folder: io.Location) -> None:
+def check_writable(folder: storage.Location) -> None:
     """Fail before validating when the report folder cannot be written."""
     if folder.scheme == "s3":
-        io.check_bucket(folder, "report")
+        storage.check_bucket(folder, "report")
         return
     existing = folder.path
     while not os.path.exists(existing):
@@ -695,7 +697,7 @@ def check_writable(folder: io.Location) -> None:
         )
 
 
-def publish(folder: io.Location, name: str, payload: bytes, content_type: str) -> str:
+def publish(folder: storage.Location, name: str, payload: bytes, content_type: str) -> str:
     """Write one report file atomically (temporary file + rename locally, one PUT on S3)."""
     target = folder.child(name)
     if folder.scheme == "s3":
@@ -703,7 +705,7 @@ def publish(folder: io.Location, name: str, payload: bytes, content_type: str) -
 
         bucket, _, key = target.path.partition("/")
         try:
-            io.s3_client().put_object(Bucket=bucket, Key=key, Body=payload, ContentType=content_type)
+            storage.s3_client().put_object(Bucket=bucket, Key=key, Body=payload, ContentType=content_type)
         except (BotoCoreError, ClientError) as err:
             raise JobServiceError(f"upload of report {target.uri} failed: {one_line(err)}") from None
         return target.uri
@@ -727,7 +729,7 @@ def render_html(suite_result: Any) -> str:
     return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(suite_result))
 
 
-def store_reports(spec: JobSpec, folder: io.Location, suite_result: Any, log: Log) -> str:
+def store_reports(spec: JobSpec, folder: storage.Location, suite_result: Any, log: Log) -> str:
     """Store the result JSON and HTML report next to the data and in the task's MLflow run."""
     result_json = json.dumps(suite_result.to_json_dict(), indent=2, sort_keys=True, default=str)
     try:

@@ -143,7 +143,7 @@ def _s3_client(storage_options: Mapping[str, Any] | None) -> Any:
     """Build a boto3 S3 client from an allow-list of ``storage_options`` keys and the environment."""
     import boto3
 
-    from airflow_ai_provider.runtime.timeouts import ServiceBounds
+    from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds
 
     options = dict(storage_options or {})
     client_kwargs = dict(options.get("client_kwargs") or {})

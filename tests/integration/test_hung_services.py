@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
-from airflow_ai_provider.runtime.timeouts import MLFLOW_HTTP_ENV
+from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_HTTP_ENV
 from dag_templates.include.churn_sample import train_and_register, write_customers
 from scripts.servers import MlflowServer, S3Server, start_mlflow_server, start_s3_server, stop_server
 from tests.fixtures.airflow_records import dag_run_mlflow_runs

@@ -14,7 +14,8 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
-from airflow_ai_provider.runtime.spec import JobSpec, MlflowRef, ModelRef, Shard
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import JobSpec, MlflowRef, Shard
 
 K8S_VERSION = "1.33.0"
 
@@ -22,7 +23,7 @@ K8S_VERSION = "1.33.0"
 def _spec(shard: Shard | None = None) -> JobSpec:
     return JobSpec(
         job="infer",
-        model=ModelRef("churn", "3", "champion"),
+        model=ModelReference("churn", "3", "champion"),
         inputs=["s3://data/scoring/"],
         output="s3://data/predictions/run1",
         mlflow=MlflowRef(tracking_uri="http://mlflow:5000", run_id="abc"),

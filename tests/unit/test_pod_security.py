@@ -23,7 +23,8 @@ from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
-from airflow_ai_provider.runtime.spec import JobSpec, MlflowRef, ModelRef
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import JobSpec, MlflowRef
 
 K8S_VERSION = "1.33.0"
 PREFIX = "ai.airflow.apache.org/"
@@ -46,7 +47,7 @@ def _operators() -> dict[str, tuple]:
     return {
         "infer": (
             _infer,
-            JobSpec(job="infer", inputs=["s3://d/x/"], mlflow=MLFLOW, model=ModelRef("churn", "3", "champion"),
+            JobSpec(job="infer", inputs=["s3://d/x/"], mlflow=MLFLOW, model=ModelReference("churn", "3", "champion"),
                     output="s3://d/out/"),
         ),
         "train": (
@@ -70,12 +71,12 @@ def _operators() -> dict[str, tuple]:
             lambda **kw: ModelValidationOperator(
                 task_id="gate", challenger="churn/4", holdout_uri="s3://d/holdout/", label_column="churned", **kw
             ),
-            JobSpec(job="evaluate", inputs=["s3://d/holdout/"], mlflow=MLFLOW, model=ModelRef("churn", "4"),
+            JobSpec(job="evaluate", inputs=["s3://d/holdout/"], mlflow=MLFLOW, model=ModelReference("churn", "4"),
                     params={"label_column": "churned"}),
         ),
         "drift": (
             lambda **kw: DriftDetectionOperator(task_id="drift", model="churn@champion", input_uri="s3://d/x/", **kw),
-            JobSpec(job="drift", inputs=["s3://d/x/"], mlflow=MLFLOW, model=ModelRef("churn", "3", "champion")),
+            JobSpec(job="drift", inputs=["s3://d/x/"], mlflow=MLFLOW, model=ModelReference("churn", "3", "champion")),
         ),
     }  # fmt: skip
 

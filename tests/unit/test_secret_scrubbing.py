@@ -32,7 +32,8 @@ from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
-from airflow_ai_provider.runtime.spec import JobSpec, ModelRef
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 EXPECTATIONS = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_id"}}]
 
@@ -214,7 +215,11 @@ def test_connection_passwords_and_token_reach_no_spec_and_no_pod(monkeypatch, se
         "https://registry.example.com/",
     )
     spec = JobSpec(
-        job="infer", inputs=["s3://d/in/"], mlflow=ref, model=ModelRef("churn", "3"), output="s3://d/out/"
+        job="infer",
+        inputs=["s3://d/in/"],
+        mlflow=ref,
+        model=ModelReference("churn", "3"),
+        output="s3://d/out/",
     )
     op.configure_pod_for(spec)
     ti = SimpleNamespace(dag_id="d", task_id="score", run_id="r", try_number=1, map_index=-1)
@@ -332,14 +337,20 @@ def test_literal_secret_in_a_pod_template_file_is_refused_at_task_start(tmp_path
     template.write_text(json.dumps(pod))
     op = _infer(pod_template_file=str(template))  # the file is read only when the task starts
     op.configure_pod_for(
-        JobSpec(job="infer", inputs=["s3://d/in/"], mlflow=_ref(), model=ModelRef("m", "1"), output="s3://o/")
+        JobSpec(
+            job="infer",
+            inputs=["s3://d/in/"],
+            mlflow=_ref(),
+            model=ModelReference("m", "1"),
+            output="s3://o/",
+        )
     )
     text = _refusal(lambda: op.build_pod_request_obj(dry_run=True), secret)
     assert f"pod template {template} init container 'vault-init' env: VAULT_TOKEN" in text
 
 
 def _ref():
-    from airflow_ai_provider.runtime.spec import MlflowRef
+    from airflow_ai_provider.runtime.contract.spec import MlflowRef
 
     return MlflowRef(tracking_uri="http://mlflow:5000", run_id="r1", experiment_id="7")
 
@@ -369,7 +380,13 @@ def test_secrets_by_reference_and_innocent_values_are_accepted_in_every_containe
     )])  # fmt: skip
     op = _infer(full_pod_spec=pod)
     op.configure_pod_for(
-        JobSpec(job="infer", inputs=["s3://d/in/"], mlflow=_ref(), model=ModelRef("m", "1"), output="s3://o/")
+        JobSpec(
+            job="infer",
+            inputs=["s3://d/in/"],
+            mlflow=_ref(),
+            model=ModelReference("m", "1"),
+            output="s3://o/",
+        )
     )
     manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
     assert manifest["spec"]["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]

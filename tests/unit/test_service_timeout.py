@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.timeouts import (
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.timeouts import (
     DEFAULT_SERVICE_TIMEOUT,
     MLFLOW_HTTP_ENV,
     SERVICE_TIMEOUT_ENV,
@@ -94,7 +94,7 @@ def test_runtime_bad_budget_is_bad_input_naming_the_variable(clean_env):
 
 
 def test_runtime_derives_mlflow_settings_and_an_explicit_variable_wins(clean_env):
-    from airflow_ai_provider.runtime.model import set_process_defaults
+    from airflow_ai_provider.runtime.tracking import set_process_defaults
 
     clean_env.setenv(SERVICE_TIMEOUT_ENV, "12")
     clean_env.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -105,20 +105,20 @@ def test_runtime_derives_mlflow_settings_and_an_explicit_variable_wins(clean_env
 
 
 def test_runtime_s3_clients_use_the_derived_timeouts(clean_env):
-    from airflow_ai_provider.runtime import io
+    from airflow_ai_provider.runtime import storage
 
     clean_env.setenv(SERVICE_TIMEOUT_ENV, "30")
     clean_env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    io.s3_client.cache_clear()
-    io.s3_filesystem.cache_clear()
+    storage.s3_client.cache_clear()
+    storage.s3_filesystem.cache_clear()
     try:
-        config = io.s3_client().meta.config
+        config = storage.s3_client().meta.config
         assert (config.connect_timeout, config.read_timeout) == (5, 14)
         assert config.retries == {"total_max_attempts": 2, "mode": "standard"}
-        assert io.s3_filesystem().region == "us-east-1"
+        assert storage.s3_filesystem().region == "us-east-1"
     finally:
-        io.s3_client.cache_clear()
-        io.s3_filesystem.cache_clear()
+        storage.s3_client.cache_clear()
+        storage.s3_filesystem.cache_clear()
 
 
 def test_timeouts_are_told_apart_from_refused_connections():
@@ -196,7 +196,7 @@ def test_pod_gets_the_configured_service_timeout(clean_env):
     from kubernetes.client import ApiClient
 
     from airflow_ai_provider.operators.inference import BatchInferenceOperator
-    from airflow_ai_provider.runtime.spec import JobSpec
+    from airflow_ai_provider.runtime.contract.spec import JobSpec
 
     clean_env.setenv("AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT", "12")
     op = BatchInferenceOperator(

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_ai_provider.runtime.errors import JobError, JobInputError
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime.contract.errors import JobError, JobInputError
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 FEATURES = ["age", "income", "visits"]
 PIP = ["scikit-learn", "pandas", "numpy"]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import infer
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError
+from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError
 from tests.unit.runtime.conftest import closed_port, customers, write_csv, write_parquet
 
 

@@ -23,9 +23,9 @@ from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
 from airflow_ai_provider.runtime import drift, evaluate, infer, train, validate
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.params import DriftParams, EvaluateParams, InferParams, TrainParams
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.params import DriftParams, EvaluateParams, InferParams, TrainParams
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 from tests.unit.runtime.conftest import customers, write_parquet
 from tests.unit.runtime.conftest import refused as refused_by_job
 from tests.unit.runtime.test_cli import last_stderr_line, read_result, run_cli
@@ -253,16 +253,17 @@ def test_cli_maps_bad_parameters_to_exit_code_2(data, tmp_path):
 # --- every option a message names exists on the operator the user calls ------------------------------
 
 #: Which operators run each runtime module's code (shared modules: every operator that reaches them).
+#: Keys are paths below ``runtime/``, or globs for a package's modules.
 OPERATORS = {
     "infer.py": [BatchInferenceOperator],
     "train.py": [RetrainModelOperator],
     "validate.py": [DataValidationOperator],
-    "expectations.py": [DataValidationOperator],
+    "contract/suite.py": [DataValidationOperator],
     "evaluate.py": [ModelValidationOperator],
     "drift.py": [DriftDetectionOperator],
     "profile.py": [RetrainModelOperator, DriftDetectionOperator],
     "model.py": [BatchInferenceOperator],  # the gate reads its columns with extra_columns="ignore"
-    "io.py": [
+    "storage/*.py": [
         BatchInferenceOperator,
         RetrainModelOperator,
         DataValidationOperator,
@@ -307,10 +308,11 @@ def message_texts(path: Path) -> list[str]:
 def test_options_named_in_runtime_messages_exist_on_the_operators(module):
     named = {
         match.group(1) or match.group(2) or match.group(3)
-        for text in message_texts(RUNTIME / module)
+        for path in sorted(RUNTIME.glob(module))
+        for text in message_texts(path)
         for match in OPTION.finditer(text)
     }
-    if module in ("infer.py", "model.py", "io.py", "train.py", "validate.py", "evaluate.py"):
+    if module in ("infer.py", "model.py", "storage/*.py", "train.py", "validate.py", "evaluate.py"):
         assert named, f"no option found in {module}: the pattern is stale"
     for operator in OPERATORS[module]:
         arguments = set(inspect.signature(operator.__init__).parameters)
@@ -356,7 +358,7 @@ def test_parameter_checks_import_nothing_heavy():
     import sys
 
     code = (
-        "import sys, airflow_ai_provider.runtime.params, airflow_ai_provider.runtime.columns; "
+        "import sys, airflow_ai_provider.runtime.contract.params, airflow_ai_provider.runtime.contract.columns; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'pyarrow', 'pandas', 'numpy', 'mlflow'}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

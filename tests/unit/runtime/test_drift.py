@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import drift
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, PROFILE_TAG, build_profile, profile_uri
-from airflow_ai_provider.runtime.spec import JobSpec
 from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register
 
 SHIFTED = {"monthly_charges", "tenure_months"}

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import evaluate
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register, write_customers
 
 REGRESSION_FEATURES = ["tenure_months", "monthly_charges"]

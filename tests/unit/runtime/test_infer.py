@@ -11,7 +11,7 @@ import pytest
 
 from airflow_ai_provider.runtime import infer
 from airflow_ai_provider.runtime import model as models
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 from tests.unit.runtime.conftest import FEATURES, Registry, customers, read_output, write_csv, write_parquet
 
 

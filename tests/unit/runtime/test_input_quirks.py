@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import infer
-from airflow_ai_provider.runtime.columns import code_points
+from airflow_ai_provider.runtime.contract.columns import code_points
 from tests.unit.runtime.conftest import FEATURES, customers, read_output, write_csv, write_parquet
 from tests.unit.runtime.conftest import refused as refused_by_job
 
@@ -279,7 +279,7 @@ def test_file_of_an_unsupported_format_is_named_with_what_to_give(registry, tmp_
 
 
 def test_many_look_alike_columns_stay_one_readable_line():
-    from airflow_ai_provider.runtime.columns import look_alikes
+    from airflow_ai_provider.runtime.contract.columns import look_alikes
 
     names = ["a1", "b2", "c3", "d4", "e5"]
     hint = look_alikes(names, [name.upper() for name in names])

@@ -7,8 +7,8 @@ import os
 import pyarrow as pa
 import pytest
 
-from airflow_ai_provider.runtime import io
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime import storage
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 
 @pytest.mark.parametrize(
@@ -21,18 +21,18 @@ from airflow_ai_provider.runtime.errors import JobInputError
     ],
 )
 def test_uris_resolve_to_scheme_and_path(uri, scheme, path):
-    location = io.parse_uri(uri)
+    location = storage.parse_uri(uri)
     assert (location.scheme, location.path) == (scheme, path)
 
 
 def test_relative_paths_become_absolute():
-    assert io.parse_uri("data/x.csv").path == os.path.join(os.getcwd(), "data/x.csv")
+    assert storage.parse_uri("data/x.csv").path == os.path.join(os.getcwd(), "data/x.csv")
 
 
 @pytest.mark.parametrize("uri", ["gs://bucket/x", "file://host/x", "s3:///key"])
 def test_unsupported_uris_are_refused(uri):
     with pytest.raises(JobInputError):
-        io.parse_uri(uri)
+        storage.parse_uri(uri)
 
 
 @pytest.mark.parametrize(
@@ -40,18 +40,18 @@ def test_unsupported_uris_are_refused(uri):
 )
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7])
 def test_shards_are_contiguous_disjoint_and_cover_every_unit(weights, count):
-    units = [io.Unit(file_index=0, row_group=i, weight=w) for i, w in enumerate(weights)]
-    shards = [io.shard_units(units, index, count) for index in range(count)]
+    units = [storage.Unit(file_index=0, row_group=i, weight=w) for i, w in enumerate(weights)]
+    shards = [storage.shard_units(units, index, count) for index in range(count)]
     assert [unit for shard in shards for unit in shard] == units
 
 
 def test_equal_row_groups_split_into_near_equal_shards():
-    units = [io.Unit(0, i, 100) for i in range(10)]
-    assert [len(io.shard_units(units, index, 3)) for index in range(3)] == [3, 4, 3]
+    units = [storage.Unit(0, i, 100) for i in range(10)]
+    assert [len(storage.shard_units(units, index, 3)) for index in range(3)] == [3, 4, 3]
 
 
 def test_part_writer_publishes_atomically_with_checksum(tmp_path):
-    writer = io.PartWriter(str(tmp_path / "out"), "part-00000-of-00001.parquet")
+    writer = storage.PartWriter(str(tmp_path / "out"), "part-00000-of-00001.parquet")
     temp = writer.temp_path
     assert os.path.basename(temp).startswith(".part-00000-of-00001.parquet.")
     writer.write(pa.record_batch({"x": [1, 2, 3]}))
@@ -62,18 +62,18 @@ def test_part_writer_publishes_atomically_with_checksum(tmp_path):
     assert not os.path.exists(temp)
     target = tmp_path / "out" / "part-00000-of-00001.parquet"
     assert output.uri == f"file://{target}" and output.rows == 3 and output.bytes == target.stat().st_size
-    assert output.sha256 == io.file_sha256(io.parse_uri(str(target)))
+    assert output.sha256 == storage.file_sha256(storage.parse_uri(str(target)))
     assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 
 def test_part_writer_without_rows_publishes_nothing(tmp_path):
-    writer = io.PartWriter(str(tmp_path / "out"), "part-00000-of-00001.parquet")
+    writer = storage.PartWriter(str(tmp_path / "out"), "part-00000-of-00001.parquet")
     assert writer.publish() is None
     assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_part_writer_casts_later_batches_to_the_first_schema(tmp_path):
-    writer = io.PartWriter(str(tmp_path), "p.parquet")
+    writer = storage.PartWriter(str(tmp_path), "p.parquet")
     writer.write(pa.record_batch({"x": pa.array([1.5])}))
     writer.write(pa.record_batch({"x": pa.array([2], pa.int64())}))
     assert writer.publish().rows == 2

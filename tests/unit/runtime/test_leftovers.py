@@ -216,7 +216,7 @@ def test_full_scratch_disk_for_the_model_download_is_named(registry, tmp_path):
 
 
 def test_full_disk_under_a_report_is_one_line_naming_it_and_leaves_no_temp_file():
-    from airflow_ai_provider.runtime import io, validate
+    from airflow_ai_provider.runtime import storage, validate
     from airflow_ai_provider.runtime.scratch import StorageFullError
 
     with small_tmpfs("2m") as disk:
@@ -224,7 +224,7 @@ def test_full_disk_under_a_report_is_one_line_naming_it_and_leaves_no_temp_file(
         (disk / "reports" / ".validation.html.0123456789abcdef.tmp").write_bytes(b"killed try")
         with pytest.raises(StorageFullError) as caught:
             validate.publish(
-                io.parse_uri(str(disk / "reports")), "validation.html", b"x" * (3 << 20), "text/html"
+                storage.parse_uri(str(disk / "reports")), "validation.html", b"x" * (3 << 20), "text/html"
             )
 
         assert str(caught.value).startswith(
@@ -236,7 +236,7 @@ def test_full_disk_under_a_report_is_one_line_naming_it_and_leaves_no_temp_file(
 def test_a_full_disk_behind_another_error_becomes_a_storage_full_error_naming_the_file():
     import errno
 
-    from airflow_ai_provider.runtime.errors import JobServiceError
+    from airflow_ai_provider.runtime.contract.errors import JobServiceError
 
     try:
         try:

@@ -18,7 +18,7 @@ from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 BASE = {
     BatchInferenceOperator: {"model": "churn@champion", "input_uri": "/in", "output_uri": "/out"},

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.profile import (
     OTHER,
     PROFILE_ARTIFACT,

@@ -8,9 +8,8 @@ import io as bytes_io
 import pandas as pd
 import pytest
 
-from airflow_ai_provider.runtime import infer
-from airflow_ai_provider.runtime import io as runtime_io
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime import infer, storage
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 from tests.unit.runtime.conftest import customers
 
 pytestmark = pytest.mark.integration
@@ -21,11 +20,11 @@ def s3(s3_server, s3_env, monkeypatch):
     """The runtime pointed at the moto server through the standard AWS environment variables."""
     for name, value in s3_env.items():
         monkeypatch.setenv(name, value)
-    runtime_io.s3_filesystem.cache_clear()
-    runtime_io.s3_client.cache_clear()
+    storage.s3_filesystem.cache_clear()
+    storage.s3_client.cache_clear()
     yield s3_server.client()
-    runtime_io.s3_filesystem.cache_clear()
-    runtime_io.s3_client.cache_clear()
+    storage.s3_filesystem.cache_clear()
+    storage.s3_client.cache_clear()
 
 
 def put_parquet(client, bucket: str, key: str, frame: pd.DataFrame) -> None:

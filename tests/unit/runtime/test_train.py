@@ -16,10 +16,10 @@ from unittest import mock
 import pytest
 
 from airflow_ai_provider.runtime import train
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.model_card import MAX_DESCRIPTION_CHARS, ModelCard
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, build_profile
-from airflow_ai_provider.runtime.spec import JobSpec
 from dag_templates.include.churn_sample import FEATURES, make_customers, write_customers
 
 CHURN_TRAIN = "dag_templates.include.churn_training:train"
@@ -288,7 +288,7 @@ def test_registry_failure_before_the_version_exists_registers_nothing_and_a_retr
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from airflow_ai_provider.runtime.errors import JobServiceError
+    from airflow_ai_provider.runtime.contract.errors import JobServiceError
 
     spec = store.spec(
         training_data, store.new_run(), model_name="churn-flaky", training_key="flaky/run/train/-1"

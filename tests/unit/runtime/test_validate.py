@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_ai_provider.runtime import io, validate
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.spec import JobSpec
+from airflow_ai_provider.runtime import storage, validate
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.spec import JobSpec
 from dag_templates.include.churn_sample import make_customers
 from tests.unit.runtime.conftest import write_csv, write_parquet
 
@@ -100,7 +100,7 @@ def test_passing_data_succeeds_with_a_result_per_expectation(mlflow_store, run_i
     results = by_label(result)
     assert results["expect_column_values_to_be_unique(customer_id)"]["unexpected_count"] == 0
     assert results["expect_table_row_count_to_be_between"]["observed_value"] == ROWS
-    assert result.input_digest == io.InputData.open([str(data)]).digest
+    assert result.input_digest == storage.InputData.open([str(data)]).digest
     assert details["report_uri"] == f"file://{data}/_validation/churn_customers"
     assert any(line.startswith(f"validation of {ROWS} rows (6 batches)") for line in log_lines)
 

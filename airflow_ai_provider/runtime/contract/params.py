@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.param_checks import (
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.param_checks import (
     MAX_INT,
     Check,
     alias_name,

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from airflow_ai_provider.runtime.errors import JobInputError
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 #: Upper bound of integer parameters (row counts): Arrow readers take a C int64, and no batch,
 #: sample or shard count comes near it.

@@ -11,10 +11,11 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from airflow_ai_provider.runtime.errors import JobInputError
-from airflow_ai_provider.runtime.params import MAX_INT, reject_unknown_params, shard
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.params import reject_unknown_params, shard
 
-__all__ = ["JobResult", "JobSpec", "MlflowRef", "ModelRef", "OutputFile", "Shard", "reject_unknown_params"]
+__all__ = ["JobResult", "JobSpec", "MlflowRef", "OutputFile", "Shard", "reject_unknown_params"]
 
 SPEC_VERSION = 1
 RESULT_VERSION = 1
@@ -27,37 +28,6 @@ REQUIRED_BY_JOB = {
     "evaluate": ("model",),
     "drift": ("model",),
 }
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model, pinned to one version by the control plane.
-
-    :param name: registered model name.
-    :param version: concrete registry version; the runtime never follows an alias itself.
-    :param alias: the alias the version was resolved from, kept for the record only.
-    """
-
-    name: str
-    version: str
-    alias: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise JobInputError(f"job spec field 'model' needs a model name, got {self.name!r}")
-        if isinstance(self.version, bool) or not isinstance(self.version, (str, int)):
-            raise JobInputError(
-                f"model {self.name!r}: version must be a registry version number, got {self.version!r}"
-            )
-        if str(self.version).isdigit() and int(self.version) > MAX_INT:
-            raise JobInputError(
-                f"model {self.name!r}: version {self.version} is not a registry version number "
-                f"(at most {MAX_INT})"
-            )
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -110,11 +80,11 @@ class JobSpec:
     job: str
     inputs: list[str]
     mlflow: MlflowRef
-    model: ModelRef | None = None
+    model: ModelReference | None = None
     output: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     shard: Shard = field(default_factory=Shard)
-    baseline_model: ModelRef | None = None
+    baseline_model: ModelReference | None = None
     version: int = SPEC_VERSION
 
     def to_json(self) -> str:
@@ -155,10 +125,8 @@ class JobSpec:
             raise JobInputError("job spec field 'output' must be a URI")
         return cls(
             job=raw["job"],
-            model=_build(ModelRef, raw["model"], "model") if raw.get("model") else None,
-            baseline_model=_build(ModelRef, raw["baseline_model"], "baseline_model")
-            if raw.get("baseline_model")
-            else None,
+            model=_pinned_model(raw.get("model"), "model"),
+            baseline_model=_pinned_model(raw.get("baseline_model"), "baseline_model"),
             inputs=list(inputs),
             output=raw.get("output"),
             mlflow=_build(MlflowRef, raw["mlflow"], "mlflow"),
@@ -219,6 +187,16 @@ def _params(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise JobInputError(f"job spec field 'params' must be an object, got {type(raw).__name__}")
     return dict(raw)
+
+
+def _pinned_model(raw: Any, where: str) -> ModelReference | None:
+    """The spec's model field as a pinned reference: the runtime never resolves an alias itself."""
+    if not raw:
+        return None
+    model = _build(ModelReference, raw, where)
+    if not model.pinned:
+        raise JobInputError(f"job spec field {where!r} needs a pinned version: got {model.uri}")
+    return model
 
 
 def _build(kind: type, raw: Any, where: str) -> Any:

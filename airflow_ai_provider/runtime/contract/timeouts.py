@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, error_chain, one_line
+from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, error_chain, one_line
 
 DEFAULT_SERVICE_TIMEOUT = 20
 #: From this budget on, each request gets a second attempt (a retry of a dropped connection).

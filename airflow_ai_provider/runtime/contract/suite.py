@@ -19,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_ai_provider.runtime.columns import with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.columns import with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
 
 DEFAULT_SUITE_NAME = "expectations"
 #: Expectation arguments that name data columns.
@@ -148,9 +148,9 @@ def _read_text(uri: str) -> str:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
-    from airflow_ai_provider.runtime import io
+    from airflow_ai_provider.runtime import storage
 
-    location = io.parse_uri(uri)
+    location = storage.parse_uri(uri)
     try:
         info = location.fs.get_file_info(location.path)
         if info.type != pafs.FileType.File:
@@ -158,7 +158,7 @@ def _read_text(uri: str) -> str:
         with location.fs.open_input_stream(location.path) as stream:
             data = stream.read()
     except (OSError, pa.ArrowException) as err:
-        raise io.storage_error(err, uri, "cannot read suite file") from None
+        raise storage.storage_error(err, uri, "cannot read suite file") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

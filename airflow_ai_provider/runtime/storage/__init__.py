@@ -26,11 +26,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from airflow_ai_provider.runtime import log_line, scratch
-from airflow_ai_provider.runtime.columns import check_unique_names, with_look_alikes
-from airflow_ai_provider.runtime.errors import JobInputError, JobServiceError, clip, one_line
-from airflow_ai_provider.runtime.params import FORMATS
-from airflow_ai_provider.runtime.spec import OutputFile
-from airflow_ai_provider.runtime.timeouts import failure_text, process_bounds
+from airflow_ai_provider.runtime.contract.columns import check_unique_names, with_look_alikes
+from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, clip, one_line
+from airflow_ai_provider.runtime.contract.params import FORMATS
+from airflow_ai_provider.runtime.contract.spec import OutputFile
+from airflow_ai_provider.runtime.contract.timeouts import failure_text, process_bounds
 
 SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 #: Read buffer per column: with ``pre_buffer=False`` Parquet is decoded page by page, so memory
