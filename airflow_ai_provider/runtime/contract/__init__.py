@@ -62,6 +62,34 @@ class Tag:
     FALLBACK_USED: Final = "ai.fallback_used"
     FALLBACK_REASON: Final = "ai.fallback_reason"
 
+    # Lineage: what ``airflow-ai lineage`` reads back. A trained model version (and its run):
+    CODE_REFERENCE: Final = "ai.code_reference"
+    TRAINING_DATA_URI: Final = "ai.training_data_uri"
+    TRAINING_DATA_DIGEST: Final = "ai.training_data_digest"
+    # A data validation run:
+    SUITE: Final = "ai.suite"
+    VALIDATION_SUCCESS: Final = "ai.validation_success"
+    REPORT_URI: Final = "ai.report_uri"
+    # A quality gate run:
+    DECISION: Final = "ai.decision"
+    CHALLENGER_NAME: Final = "ai.challenger_name"
+    CHALLENGER_VERSION: Final = "ai.challenger_version"
+    CHAMPION_VERSION: Final = "ai.champion_version"
+    # A promotion run records its result as ``ai.<key>`` tags; the alias moved and its new version:
+    ALIAS: Final = "ai.alias"
+    VERSION: Final = "ai.version"
+    # The version an alias moved to (approval and promotion) or away from (rollback):
+    APPROVED_BY: Final = "ai.approved_by"
+    APPROVED_AT: Final = "ai.approved_at"
+    APPROVAL_COMMENT: Final = "ai.approval_comment"
+    PROMOTED_AT: Final = "ai.promoted_at"
+    PROMOTED_BY_DAG_RUN: Final = "ai.promoted_by_dag_run"
+    PROMOTION_REASON: Final = "ai.promotion_reason"
+    REPLACED_VERSION: Final = "ai.replaced_version"
+    ROLLED_BACK_AT: Final = "ai.rolled_back_at"
+    ROLLED_BACK_BY_DAG_RUN: Final = "ai.rolled_back_by_dag_run"
+    ROLLBACK_REASON: Final = "ai.rollback_reason"
+
 
 class Artifact:
     """Artifact names in a task's MLflow run."""
