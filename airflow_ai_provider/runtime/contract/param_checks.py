@@ -54,6 +54,11 @@ def positive_int(maximum: int = MAX_INT) -> Check:
     return lambda value, name: integer(value, name, 1, maximum)
 
 
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is an int or a float (a bool is neither)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def number(
     value: Any,
     name: str,
@@ -69,7 +74,7 @@ def number(
             value = float(value)
         except ValueError:
             raise JobInputError(f"{name} must be a number, got {original!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_number(value):
         raise JobInputError(f"{name} must be a number, got {original!r}")
     if not math.isfinite(value):
         raise JobInputError(f"{name} must be a finite number, got {original!r}")
