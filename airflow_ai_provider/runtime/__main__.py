@@ -56,6 +56,14 @@ from airflow_ai_provider.runtime.contract.spec import JOB_TYPES, JobResult, JobS
 #: Seconds after SIGTERM/SIGINT by which the runtime has exited, below the local runner's 10 s grace
 #: and Kubernetes' default 30 s termination grace period.
 STOP_DEADLINE_S = 7.0
+#: The module whose ``run(spec)`` runs each job type.
+JOB_MODULES = {
+    "infer": "airflow_ai_provider.runtime.infer",
+    "train": "airflow_ai_provider.runtime.train",
+    "validate": "airflow_ai_provider.runtime.validation.job",
+    "evaluate": "airflow_ai_provider.runtime.evaluate",
+    "drift": "airflow_ai_provider.runtime.drift",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,7 +103,7 @@ def job_runner(job: str) -> Callable[[JobSpec], JobResult]:
     """The function that runs ``job`` (imported lazily: each job pulls in its own libraries)."""
     if job not in JOB_TYPES:
         raise JobInputError(f"unknown job type {job!r}")
-    module = importlib.import_module(f"airflow_ai_provider.runtime.{job}")
+    module = importlib.import_module(JOB_MODULES[job])
     return module.run
 
 

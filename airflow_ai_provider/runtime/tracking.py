@@ -125,9 +125,15 @@ def mlflow_errors(what: str, tracking_uri: str, missing: str | None = None) -> I
 
 
 def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
-    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure."""
+    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure.
+
+    Every failure is the server's or the artifact store's (the block runs no caller code), so errors
+    that are not ``OSError``, such as boto's from an S3 artifact store, are mapped too.
+    """
     mlflow = client(ref)
     missing = f"MLflow run {ref.run_id} does not exist in {ref.tracking_uri}"
-    with mlflow_errors(what, ref.tracking_uri, missing):
+    try:
         for name, text in texts.items():
             mlflow.log_text(ref.run_id, text, name)
+    except Exception as err:
+        raise mlflow_error(err, what, ref.tracking_uri, missing) from None

@@ -1,4 +1,4 @@
-"""Expectation suites for the ``validate`` job: read from a JSON or YAML file or given inline.
+"""Expectation suites for the ``validate`` job: their shape, parsing and the columns they name.
 
 Two shapes are accepted, in a file or inline:
 
@@ -9,18 +9,19 @@ Two shapes are accepted, in a file or inline:
   {"column": "customer_id"}}, ...]``.
 
 Parsing needs no Great Expectations import, so the operator can check an inline suite when the DAG
-is parsed; :func:`to_gx_suite` checks expectation types and arguments against Great Expectations.
+is parsed. The job reads suite files with :mod:`airflow_ai_provider.runtime.validation.suite_files`
+and checks expectation types and arguments against Great Expectations with
+:mod:`airflow_ai_provider.runtime.validation.gx_suite`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_ai_provider.runtime.contract.columns import with_look_alikes
-from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 DEFAULT_SUITE_NAME = "expectations"
 #: Expectation arguments that name data columns.
@@ -117,73 +118,6 @@ def _parse_item(item: Any, position: int, where: str) -> ExpectationDef:
     return ExpectationDef(kind, dict(kwargs), dict(meta))
 
 
-def load_suite_file(uri: str, name: str | None = None) -> SuiteDef:
-    """Read a suite from a JSON or YAML file (local path, ``file://`` or ``s3://``).
-
-    ``.yaml``/``.yml`` files are read as YAML, anything else as JSON. The default suite name is the
-    document's ``name``, else the file name without its suffix.
-    """
-    text = _read_text(uri)
-    stem = uri.rstrip("/").rsplit("/", 1)[-1]
-    is_yaml = stem.lower().endswith((".yaml", ".yml"))
-    if is_yaml:
-        import yaml
-
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise JobInputError(f"suite file {uri} is not valid YAML: {one_line(err)}") from None
-    else:
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise JobInputError(f"suite file {uri} is not valid JSON: {one_line(err)}") from None
-    suite = parse_suite(raw, name, where=f"suite file {uri}")
-    if not name and not (isinstance(raw, dict) and raw.get("name")):
-        suite = SuiteDef(stem.rsplit(".", 1)[0] or DEFAULT_SUITE_NAME, suite.expectations)
-    return suite
-
-
-def _read_text(uri: str) -> str:
-    import pyarrow as pa
-    import pyarrow.fs as pafs
-
-    from airflow_ai_provider.runtime import storage
-
-    location = storage.parse_uri(uri)
-    try:
-        info = location.fs.get_file_info(location.path)
-        if info.type != pafs.FileType.File:
-            raise JobInputError(f"suite file not found: {uri} (check suite_uri)")
-        with location.fs.open_input_stream(location.path) as stream:
-            data = stream.read()
-    except (OSError, pa.ArrowException) as err:
-        raise storage.storage_error(err, uri, "cannot read suite file") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise JobInputError(f"suite file {uri} is not UTF-8 text") from None
-
-
-def load_suite(params: dict[str, Any]) -> SuiteDef:
-    """The suite a ``validate`` spec names: ``params.suite_uri`` or ``params.expectations``."""
-    uri, inline, name = params.get("suite_uri"), params.get("expectations"), params.get("suite_name")
-    if (uri is None) == (inline is None):
-        raise JobInputError("give exactly one of suite_uri (a suite file) and expectations (a list)")
-    if name is not None and not isinstance(name, str):
-        raise JobInputError(f"suite_name must be a string, got {type(name).__name__}")
-    if uri is not None:
-        if not isinstance(uri, str) or not uri:
-            raise JobInputError(f"suite_uri must be a file URI or path, got {uri!r}")
-        return load_suite_file(uri, name)
-    if isinstance(inline, str):
-        try:
-            inline = json.loads(inline)
-        except json.JSONDecodeError as err:
-            raise JobInputError(f"expectations is a string but not valid JSON: {one_line(err)}") from None
-    return parse_suite(inline, name)
-
-
 def check_columns(suite: SuiteDef, columns: list[str]) -> None:
     """Raise one :class:`JobInputError` for the first expectation on a column the data lacks."""
     present = set(columns)
@@ -197,54 +131,3 @@ def check_columns(suite: SuiteDef, columns: list[str]) -> None:
                 f"{', '.join(map(repr, missing))} not in the data; available columns: {', '.join(columns)}"
             )
             raise JobInputError(with_look_alikes(message, missing, columns))
-
-
-def to_gx_suite(suite: SuiteDef, positions: list[int] | None = None) -> Any:
-    """A Great Expectations ``ExpectationSuite`` of the expectations at ``positions`` (default all).
-
-    Each expectation's ``meta`` gets ``_position`` (its index in ``suite``) so results can be matched
-    back. Unknown types and invalid arguments raise a :class:`JobInputError` naming the expectation.
-    """
-    from great_expectations.core import ExpectationSuite
-
-    chosen = range(len(suite.expectations)) if positions is None else positions
-    # Built in one go: adding one by one would replace an earlier expectation of the same type on
-    # the same column (Great Expectations upserts by domain), silently dropping part of the suite.
-    return ExpectationSuite(
-        name=suite.name,
-        expectations=[gx_configuration(suite.expectations[p], p).to_domain_obj() for p in chosen],
-    )
-
-
-def gx_configuration(expectation: ExpectationDef, position: int) -> Any:
-    """The Great Expectations configuration of one expectation, with its arguments checked."""
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    expectation_class(expectation.type)
-    try:
-        config = ExpectationConfiguration(
-            type=expectation.type,
-            kwargs=dict(expectation.kwargs),
-            meta={**expectation.meta, "_position": position},
-        )
-        config.to_domain_obj()
-    except Exception as err:  # pydantic validation errors of each expectation class
-        first = one_line(err)
-        raise JobInputError(
-            f"expectation #{position + 1} {expectation.label} has invalid kwargs {sorted(expectation.kwargs)}: {first}"
-        ) from None
-    return config
-
-
-def expectation_class(kind: str) -> type:
-    """The Great Expectations class implementing ``kind``; :class:`JobInputError` when unknown."""
-    from great_expectations.exceptions import ExpectationNotFoundError
-    from great_expectations.expectations.registry import get_expectation_impl
-
-    try:
-        return get_expectation_impl(kind)
-    except ExpectationNotFoundError:
-        raise JobInputError(
-            f"unknown expectation type {kind!r}: use a Great Expectations 1.x expectation name "
-            "such as expect_column_values_to_not_be_null"
-        ) from None

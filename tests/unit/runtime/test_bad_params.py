@@ -22,10 +22,11 @@ from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 from airflow_ai_provider.operators.validation import DataValidationOperator
-from airflow_ai_provider.runtime import drift, evaluate, infer, train, validate
+from airflow_ai_provider.runtime import drift, evaluate, infer, train
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import DriftParams, EvaluateParams, InferParams, TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
+from airflow_ai_provider.runtime.validation import job as validate
 from tests.unit.runtime.conftest import customers, write_parquet
 from tests.unit.runtime.conftest import refused as refused_by_job
 from tests.unit.runtime.test_cli import last_stderr_line, read_result, run_cli
@@ -257,7 +258,7 @@ def test_cli_maps_bad_parameters_to_exit_code_2(data, tmp_path):
 OPERATORS = {
     "infer.py": [BatchInferenceOperator],
     "train.py": [RetrainModelOperator],
-    "validate.py": [DataValidationOperator],
+    "validation/*.py": [DataValidationOperator],
     "contract/suite.py": [DataValidationOperator],
     "evaluate.py": [ModelValidationOperator],
     "drift.py": [DriftDetectionOperator],
@@ -312,7 +313,7 @@ def test_options_named_in_runtime_messages_exist_on_the_operators(module):
         for text in message_texts(path)
         for match in OPTION.finditer(text)
     }
-    if module in ("infer.py", "model.py", "storage/*.py", "train.py", "validate.py", "evaluate.py"):
+    if module in ("infer.py", "model.py", "storage/*.py", "train.py", "validation/*.py", "evaluate.py"):
         assert named, f"no option found in {module}: the pattern is stale"
     for operator in OPERATORS[module]:
         arguments = set(inspect.signature(operator.__init__).parameters)

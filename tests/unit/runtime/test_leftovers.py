@@ -216,14 +216,15 @@ def test_full_scratch_disk_for_the_model_download_is_named(registry, tmp_path):
 
 
 def test_full_disk_under_a_report_is_one_line_naming_it_and_leaves_no_temp_file():
-    from airflow_ai_provider.runtime import storage, validate
+    from airflow_ai_provider.runtime import storage
     from airflow_ai_provider.runtime.scratch import StorageFullError
+    from airflow_ai_provider.runtime.storage.publish import publish
 
     with small_tmpfs("2m") as disk:
         (disk / "reports" / ".validation.html.0123456789abcdef.tmp").parent.mkdir()
         (disk / "reports" / ".validation.html.0123456789abcdef.tmp").write_bytes(b"killed try")
         with pytest.raises(StorageFullError) as caught:
-            validate.publish(
+            publish(
                 storage.parse_uri(str(disk / "reports")), "validation.html", b"x" * (3 << 20), "text/html"
             )
 

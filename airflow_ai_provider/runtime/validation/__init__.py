@@ -1,0 +1,1 @@
+"""The ``validate`` job: data checked against a Great Expectations suite (entry point :mod:`.job`)."""
