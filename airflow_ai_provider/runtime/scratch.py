@@ -1,5 +1,7 @@
-"""Temporary files of a job: names derived from the file they become, removal of what earlier tries
-left, and the one-line error when a disk or quota is full."""
+"""Temporary files of a job: their names, removal of what earlier tries left, atomic writes, full disks.
+
+A temporary file is named after the file it becomes, so a later try finds and removes it; a full disk
+or quota is one line naming what was being written."""
 
 from __future__ import annotations
 
@@ -46,16 +48,29 @@ def remove_stale(folder: str, name: str, tag: str = "") -> list[str]:
     return removed
 
 
+def fresh_temp(folder: str, name: str, tag: str = "") -> str:
+    """Remove the temporary files earlier tries left in ``folder`` for ``name`` (and ``tag``), then
+    create an empty new one (:func:`temp_path`) and return its path.
+
+    Not :func:`tempfile.mkstemp`: its 0600 mode would stick to the published file; this honours the
+    umask.
+    """
+    remove_stale(folder, name, tag)
+    path = temp_path(folder, name, tag)
+    with open(path, "xb"):
+        pass
+    return path
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, synced and renamed over
     ``path``: readers see the old file or the whole new one. The folder is created if needed, and the
     temporary files an earlier, killed try left for ``path`` are removed first."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    remove_stale(folder, name)
-    temp = temp_path(folder, name)
+    temp = fresh_temp(folder, name)
     try:
-        with open(temp, "xb") as handle:
+        with open(temp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
