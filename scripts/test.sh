@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up and run every check: ruff lint, ruff format, and the whole pytest suite.
+# Set up and run every check: ruff lint, ruff format, the import boundary between the control plane
+# and the runtime (lint-imports, contracts in pyproject.toml), and the whole pytest suite.
 # In CI (or as root without podman) podman is installed first, so the pod manifests run for real
 # (tests/podman); elsewhere those tests skip when podman is absent.
 set -euo pipefail
@@ -14,4 +15,5 @@ if [ -n "${CI:-}" ] || { ! command -v podman >/dev/null 2>&1 && [ "$(id -u)" = 0
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/pytest "$@"
