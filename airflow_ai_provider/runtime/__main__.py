@@ -59,7 +59,7 @@ STOP_DEADLINE_S = 7.0
 #: The module whose ``run(spec)`` runs each job type.
 JOB_MODULES = {
     "infer": "airflow_ai_provider.runtime.infer",
-    "train": "airflow_ai_provider.runtime.train",
+    "train": "airflow_ai_provider.runtime.training.job",
     "validate": "airflow_ai_provider.runtime.validation.job",
     "evaluate": "airflow_ai_provider.runtime.evaluate",
     "drift": "airflow_ai_provider.runtime.drift",

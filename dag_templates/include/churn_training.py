@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from airflow_ai_provider.runtime.train import TrainingContext
+    from airflow_ai_provider.runtime.training import TrainingContext
 
 
 def train(ctx: TrainingContext) -> tuple[Any, dict[str, float]]:

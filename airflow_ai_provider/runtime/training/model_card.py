@@ -1,5 +1,4 @@
-"""Model cards: a short Markdown document that says what a registered model version is and where it came
-from.
+"""Model cards: a short Markdown document saying what a registered model version is and where it came from.
 
 The training job renders one for every version it registers, logs it as :data:`MODEL_CARD_ARTIFACT`
 in the training run and uses it as the version's description in the registry (cut to
@@ -11,7 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_ai_provider.runtime.contract.params import TrainParams
 
 MODEL_CARD_ARTIFACT = "model_card.md"
 #: Longest model version description the registry's SQL stores accept.
@@ -30,7 +33,7 @@ class ModelCard:
     :param intended_use: what the model is for, in the user's words.
     :param limitations: known limitations, in the user's words.
     :param data_uri: training data URI(s), comma-separated.
-    :param data_digest: digest of the training data (see ``io.input_digest``).
+    :param data_digest: digest of the training data (see ``storage.input_digest``).
     :param rows: training rows.
     :param features: feature columns, in model input order.
     :param label: label column.
@@ -133,6 +136,46 @@ class ModelCard:
             return text
         note = f"\n\n... (cut; full card: `runs:/{self.mlflow_run_id}/{MODEL_CARD_ARTIFACT}`)\n"
         return text[: MAX_DESCRIPTION_CHARS - len(note)].rstrip() + note
+
+
+def training_card(
+    params: TrainParams, summary: dict[str, Any], label_summary: dict[str, Any], run_id: str
+) -> ModelCard:
+    """The card of a model just trained with ``params`` (version not assigned yet).
+
+    :param summary: the training summary (data URI and digest, rows, features, metrics, flavor).
+    :param label_summary: see :attr:`ModelCard.label_summary`.
+    :param run_id: the training run.
+    """
+    from airflow_ai_provider.runtime.profile import profile_uri
+
+    return ModelCard(
+        model_name=params.model_name,
+        version=None,
+        alias=params.alias,
+        intended_use=params.intended_use,
+        limitations=params.limitations,
+        data_uri=summary["training_data_uri"],
+        data_digest=summary["training_data_digest"],
+        rows=summary["rows"],
+        features=summary["features"],
+        label=params.label_column,
+        label_summary=label_summary,
+        metrics=summary["metrics"],
+        hyperparameters=params.hyperparameters,
+        code_reference=params.training_function,
+        flavor=summary["flavor"],
+        environment=params.image,
+        lineage={
+            "DAG": params.dag_id or "",
+            "DAG run": params.dag_run_id or "",
+            "Task": params.task_id or "",
+            "Training key": params.training_key or "",
+        },
+        mlflow_run_id=run_id,
+        reference_profile_uri=profile_uri(run_id),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
 
 
 def _label_section(label: str, summary: dict[str, Any], rows: int) -> list[str]:
