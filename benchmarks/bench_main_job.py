@@ -1,8 +1,9 @@
 """The main job, timed: phases, DAG runs, and the orchestration overhead of each AI task.
 
-Runs ``scripts/main_job.py`` once (synthetic data -> MLflow + ``airflow standalone`` -> one trigger of
-``churn_ingest`` followed through the Asset-triggered ``churn_retrain`` and ``churn_batch_inference``
-runs) in local execution mode, then reads from Airflow's REST API:
+Runs the main job of ``tests/_support/stack.py`` once (synthetic data -> MLflow + ``airflow
+standalone`` -> one trigger of ``churn_ingest`` followed through the Asset-triggered
+``churn_retrain`` and ``churn_batch_inference`` runs) in local execution mode, then reads from
+Airflow's REST API:
 
 - each DAG run's ``start_date``/``end_date``, and the gap from one run's end to the next run's start
   (the Asset trigger);
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench_docs import machine_line, replace_section  # noqa: E402
 
-from scripts.main_job import DAGS, run_chain, start_stack, write_sample_data, xcom  # noqa: E402
+from tests._support.stack import DAGS, run_chain, start_stack, write_sample_data, xcom  # noqa: E402
 
 HOME = Path(__file__).resolve().parent / ".work" / "main_job"
 AI_OPERATORS = {

@@ -44,7 +44,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from dag_templates.include import churn_sample  # noqa: E402
+from tests._support import churn_sample  # noqa: E402
 
 WORK_DIR = REPO_ROOT / "benchmarks" / ".work" / "model_registration"
 DOC_PATH = REPO_ROOT / "docs" / "performance.md"

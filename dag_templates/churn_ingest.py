@@ -1,7 +1,7 @@
 """Ingestion + data validation: landed customer files -> raw zone -> Great Expectations -> Asset.
 
-New files arrive in the landing folder (the sample generator in ``include/churn_sample.py`` writes
-them; in your deployment an upstream system does). This DAG moves them into a run-specific raw
+New files arrive in the landing folder (``python -m tests._support.churn_sample write`` writes
+sample ones; in your deployment an upstream system does). This DAG moves them into a run-specific raw
 folder, validates them with the suite in ``include/churn_expectations.json``, and on success updates
 the ``churn_validated_data`` Asset with the data digest, row count and suite name. The retraining
 template is scheduled on that Asset. A failed validation fails the run loudly and updates nothing.

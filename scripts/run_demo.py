@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from scripts.main_job import run_chain, start_stack, write_sample_data, xcom  # noqa: E402
+from tests._support.stack import run_chain, start_stack, write_sample_data, xcom  # noqa: E402
 
 
 def main() -> int:

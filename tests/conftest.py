@@ -1,7 +1,10 @@
-"""Test session setup: an isolated Airflow home with a SQLite metadata DB, and the server fixtures.
+"""Test session setup: an isolated Airflow home with a SQLite metadata DB, the server fixtures, and
+markers from folders.
 
 Airflow reads its configuration when first imported, so the environment is set here, before any
-test module imports it.
+test module imports it. A test's marker comes from its folder (``tests/integration`` ->
+``integration``, ``tests/podman`` -> ``podman``, ``tests/e2e`` -> ``e2e``; ``tests/unit`` none), so
+``-m "not integration"`` and the like select by folder.
 """
 
 from __future__ import annotations
@@ -39,7 +42,20 @@ os.environ["AI_TEMPLATES_DATA_ROOT"] = str(_AIRFLOW_HOME / "data")
 for _name in ("MLFLOW_TRACKING_URI", "AIRFLOW__AI_PROVIDER__EXECUTION_MODE", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 
-pytest_plugins = ["tests.fixtures.servers"]
+pytest_plugins = ["tests._support.server_fixtures"]
+
+FOLDER_MARKERS = ("integration", "podman", "e2e")
+"""Folders under ``tests/`` whose tests carry the marker of the same name."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test after the folder it lives in (one of :data:`FOLDER_MARKERS`)."""
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        path = item.path.resolve()
+        folder = path.relative_to(tests_dir).parts[0] if path.is_relative_to(tests_dir) else None
+        if folder in FOLDER_MARKERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.main_job import run_chain, start_stack, write_sample_data, xcom
-
-pytestmark = pytest.mark.e2e
+from tests._support.stack import run_chain, start_stack, write_sample_data, xcom
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from dag_templates.include.churn_sample import make_customers, train_and_register, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import make_customers, train_and_register, write_customers
 
-pytestmark = pytest.mark.integration
 ROWS = 30_000
 SHARDS = 2
 
@@ -59,7 +58,7 @@ def test_sharded_inference_reads_and_writes_s3_and_records_mlflow(
     from mlflow import MlflowClient
 
     from airflow_ai_provider.links import MlflowRunLink
-    from airflow_ai_provider.results import dag_run_outcomes
+    from tests._support.airflow_records import dag_run_outcomes
     from tests.dags.ai_test_dags import s3_batch_inference
 
     dag_run = s3_batch_inference().test()
@@ -203,8 +202,8 @@ def test_unloadable_model_falls_back_to_previous_champion_and_says_so(
 ):
     from mlflow import MlflowClient
 
-    from airflow_ai_provider.results import dag_run_outcomes
-    from dag_templates.include.churn_sample import mlflow_uris
+    from tests._support.airflow_records import dag_run_outcomes
+    from tests._support.churn_sample import mlflow_uris
     from tests.dags.ai_test_dags import s3_batch_inference
 
     with mlflow_uris(mlflow_server.url):

@@ -12,10 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dag_templates.include.churn_sample import make_customers, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import make_customers, write_customers
 
-pytestmark = pytest.mark.integration
 ROWS = 20_000
 SUITE = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
 REPORTS = "customers/_validation/churn_customers"
@@ -45,7 +44,7 @@ def test_valid_data_emits_an_asset_event_with_digest_rows_and_suite(airflow_env,
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from airflow_ai_provider.results import dag_run_outcomes
+    from tests._support.airflow_records import dag_run_outcomes
     from tests.dags.validation_dags import s3_data_validation
 
     write_customers(

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, build_profile
-from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register, write_customers
 
-pytestmark = pytest.mark.integration
 GATE_MODEL = "gate_churn"
 FRESH_MODEL = "gate_fresh"
 DRIFT_MODEL = "drift_churn"

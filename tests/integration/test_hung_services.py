@@ -24,11 +24,9 @@ import pytest
 
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_HTTP_ENV
-from dag_templates.include.churn_sample import train_and_register, write_customers
-from scripts.servers import MlflowServer, S3Server, start_mlflow_server, start_s3_server, stop_server
-from tests.fixtures.airflow_records import dag_run_mlflow_runs
-
-pytestmark = pytest.mark.integration
+from tests._support.airflow_records import dag_run_mlflow_runs
+from tests._support.churn_sample import train_and_register, write_customers
+from tests._support.servers import MlflowServer, S3Server, start_mlflow_server, start_s3_server, stop_server
 
 TIMEOUT = 5
 #: Interpreter start and imports of a runtime subprocess, on a busy two-core machine.

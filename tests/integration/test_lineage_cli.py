@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from dag_templates.include.churn_sample import train_and_register, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs
+from tests._support.airflow_records import dag_run_mlflow_runs
+from tests._support.churn_sample import train_and_register, write_customers
 
-pytestmark = pytest.mark.integration
 SUITE = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
 SCRIPT = Path(sys.executable).parent / "airflow-ai"
 TRAINING = ("churn_retrain", "manual__lineage")

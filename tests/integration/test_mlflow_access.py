@@ -8,9 +8,7 @@ import json
 
 import pytest
 
-from tests.fixtures.http_proxy import Rule, http_proxy
-
-pytestmark = pytest.mark.integration
+from tests._support.http_proxy import Rule, http_proxy
 
 
 def _hook_for(url: str, monkeypatch):

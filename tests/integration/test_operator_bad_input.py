@@ -11,10 +11,9 @@ import json
 
 import pytest
 
-from dag_templates.include.churn_sample import train_and_register, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import train_and_register, write_customers
 
-pytestmark = pytest.mark.integration
 EXPERIMENT = "airflow/operator_bad_input"
 
 

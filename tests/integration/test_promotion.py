@@ -11,10 +11,8 @@ import uuid
 import pytest
 
 from airflow_ai_provider.exceptions import ConcurrentPromotionError
-from dag_templates.include.churn_sample import train_and_register
-from tests.fixtures.airflow_records import dag_run_mlflow_runs
-
-pytestmark = pytest.mark.integration
+from tests._support.airflow_records import dag_run_mlflow_runs
+from tests._support.churn_sample import train_and_register
 
 
 @pytest.fixture
@@ -34,7 +32,7 @@ def _client(mlflow_server):
 
 
 def _states(dag_run) -> dict[str, str]:
-    from airflow_ai_provider.results import dag_run_outcomes
+    from tests._support.airflow_records import dag_run_outcomes
 
     return {o.task_id: o.state for o in dag_run_outcomes(dag_run.dag_id, dag_run.run_id)}
 

@@ -10,10 +10,8 @@ import uuid
 import pytest
 
 from airflow_ai_provider.mlflow_registry import CLAIM_EXPERIMENT_PREFIX, EPOCH_TAG_PREFIX
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
-from tests.fixtures.http_proxy import Rule, http_proxy
-
-pytestmark = pytest.mark.integration
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.http_proxy import Rule, http_proxy
 
 
 def _client(url: str):

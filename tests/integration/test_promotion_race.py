@@ -1,7 +1,7 @@
 """The alias compare-and-set under races, delays, lost answers and crashes, against a real ``mlflow server``.
 
 Racers are threads, each with its own MLflow client. Delays and failures are injected on the wire by
-a loopback proxy (:mod:`tests.fixtures.http_proxy`) in front of the same server; nothing in the code
+a loopback proxy (:mod:`tests._support.http_proxy`) in front of the same server; nothing in the code
 under test is replaced.
 """
 
@@ -25,9 +25,8 @@ from airflow_ai_provider.mlflow_registry import (
     AliasMove,
     move_alias,
 )
-from tests.fixtures.http_proxy import Rule, http_proxy
+from tests._support.http_proxy import Rule, http_proxy
 
-pytestmark = pytest.mark.integration
 RACERS = 6
 API = "/api/2.0/mlflow"
 

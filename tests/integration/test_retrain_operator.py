@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dag_templates.include.churn_sample import FEATURES, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import FEATURES, write_customers
 
-pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROWS = 3_000
 
@@ -47,7 +46,7 @@ def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_trainin
     from mlflow import MlflowClient
     from sqlalchemy import select
 
-    from airflow_ai_provider.results import dag_run_outcomes
+    from tests._support.airflow_records import dag_run_outcomes
     from tests.dags.training_dags import s3_retraining
 
     dag_run = s3_retraining().test()
@@ -133,7 +132,7 @@ def test_retried_training_reuses_its_version_and_run(
 ):
     from mlflow import MlflowClient
 
-    from airflow_ai_provider.results import dag_run_outcomes
+    from tests._support.airflow_records import dag_run_outcomes
     from tests.dags.training_dags import retried_training
 
     name = "churn-retried"
@@ -168,7 +167,7 @@ def test_training_data_with_missing_labels_fails_once_and_registers_nothing(
     is allowed), registers no version and leaves the task's MLflow run FAILED, not RUNNING."""
     from mlflow import MlflowClient
 
-    from dag_templates.include.churn_sample import make_customers
+    from tests._support.churn_sample import make_customers
     from tests.dags.training_dags import retried_training
 
     name = "churn-missing-labels"

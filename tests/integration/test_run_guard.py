@@ -14,10 +14,6 @@ import sys
 import time
 import uuid
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 _WORKER = """
 import json, sys, time
 from airflow_ai_provider.execution.run_guard import TaskRunGuard

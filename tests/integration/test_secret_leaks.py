@@ -15,10 +15,9 @@ import uuid
 
 import pytest
 
-from dag_templates.include.churn_sample import train_and_register, write_customers
-from tests.fixtures.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
+from tests._support.churn_sample import train_and_register, write_customers
 
-pytestmark = pytest.mark.integration
 DAG_ID = "secret_leaks"
 MODEL = "churn_secret_probe"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.servers import (
+from tests._support.servers import (
     HOST,
     MlflowServer,
     S3Server,
@@ -22,8 +22,6 @@ from scripts.servers import (
     start_s3_server,
     stop_server,
 )
-
-pytestmark = pytest.mark.integration
 
 HUEY_STORAGE_ENV = "_MLFLOW_HUEY_STORAGE_PATH"
 
@@ -96,7 +94,7 @@ def test_mlflow_server_records_runs_and_proxies_artifacts(
 def test_mlflow_server_registers_and_serves_a_model(mlflow_server: MlflowServer) -> None:
     import mlflow
 
-    from dag_templates.include.churn_sample import FEATURES, make_customers, mlflow_uris, train_and_register
+    from tests._support.churn_sample import FEATURES, make_customers, mlflow_uris, train_and_register
 
     name = f"churn-fixture-{uuid.uuid4().hex[:8]}"
     result = train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000)

@@ -32,9 +32,9 @@ from typing import Any
 
 import pytest
 
-from dag_templates.include.churn_sample import train_and_register, write_customers
+from tests._support.churn_sample import train_and_register, write_customers
 
-pytestmark = [pytest.mark.podman, pytest.mark.timeout(1800)]
+pytestmark = pytest.mark.timeout(1800)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "podman_manifests"
 MODEL = f"podman-churn-{uuid.uuid4().hex[:6]}"

@@ -16,7 +16,7 @@ import pytest
 
 from airflow_ai_provider.exceptions import JobFailedError
 from airflow_ai_provider.execution.local import LocalJobRunner
-from tests.fixtures.system import helper_argv, new_marker, no_leftover, with_marker
+from tests._support.system import helper_argv, new_marker, no_leftover, with_marker
 
 FAKE_RUNTIME = """#!/bin/bash
 # Stands in for a Python interpreter: receives "-m airflow_ai_provider.runtime <job> --spec-json ..."

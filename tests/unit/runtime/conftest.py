@@ -102,7 +102,7 @@ def _train(registry: Registry) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
 
-    from dag_templates.include.churn_sample import mlflow_uris
+    from tests._support.churn_sample import mlflow_uris
 
     train = customers(2000, seed=42)
     features = train[FEATURES]

@@ -18,7 +18,7 @@ from airflow_ai_provider.runtime.contract.columns import code_points
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, PROFILE_TAG, build_profile, profile_uri
 from airflow_ai_provider.runtime.validation import job as validate
-from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register
 from tests.unit.runtime.conftest import refused, write_csv, write_parquet
 from tests.unit.runtime.test_train import HERE, Store
 

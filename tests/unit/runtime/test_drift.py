@@ -14,7 +14,7 @@ from airflow_ai_provider.runtime import drift
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, PROFILE_TAG, build_profile, profile_uri
-from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register
 
 SHIFTED = {"monthly_charges", "tenure_months"}
 

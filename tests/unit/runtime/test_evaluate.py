@@ -15,7 +15,7 @@ import pytest
 from airflow_ai_provider.runtime import evaluate
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.spec import JobSpec
-from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register, write_customers
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register, write_customers
 
 REGRESSION_FEATURES = ["tenure_months", "monthly_charges"]
 
@@ -63,7 +63,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LinearRegression
 
-    from dag_templates.include.churn_sample import mlflow_uris
+    from tests._support.churn_sample import mlflow_uris
 
     root = tmp_path_factory.mktemp("gate")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -91,7 +91,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def model_predictions(store: Store, name: str, version: str, frame: Any) -> np.ndarray:
     import mlflow
 
-    from dag_templates.include.churn_sample import mlflow_uris
+    from tests._support.churn_sample import mlflow_uris
 
     with mlflow_uris(store.tracking_uri):
         return np.asarray(mlflow.pyfunc.load_model(f"models:/{name}/{version}").predict(frame))

@@ -180,7 +180,7 @@ def odd_models(registry: Any) -> list[str]:
     import mlflow
     from mlflow.models import infer_signature
 
-    from dag_templates.include.churn_sample import mlflow_uris
+    from tests._support.churn_sample import mlflow_uris
 
     signature = infer_signature(customers(5)[FEATURES])
     with mlflow_uris(registry.tracking_uri), mlflow.start_run(experiment_id=_experiment(registry)):

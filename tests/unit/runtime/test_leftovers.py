@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_ai_provider.runtime import __main__ as cli
-from tests.fixtures.system import helper_argv, new_marker, no_leftover, small_tmpfs, wait_for, with_marker
+from tests._support.system import helper_argv, new_marker, no_leftover, small_tmpfs, wait_for, with_marker
 from tests.unit.runtime.conftest import customers, write_parquet
 
 REPO = Path(__file__).resolve().parents[3]
@@ -140,7 +140,7 @@ def train_with_helper(ctx: Any) -> Any:
 def test_helper_started_in_a_new_session_by_the_training_function_is_ended_with_the_job(tmp_path):
     from mlflow import MlflowClient
 
-    from dag_templates.include.churn_sample import write_customers
+    from tests._support.churn_sample import write_customers
 
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -266,7 +266,7 @@ def test_helper_of_a_training_function_is_ended_after_an_airflow_execution_timeo
 ):
     """A real Airflow task (dag.test) running the real runtime: the timeout stops the runtime with
     SIGTERM, and the helper the training function started in its own session is gone afterwards."""
-    from dag_templates.include.churn_sample import write_customers
+    from tests._support.churn_sample import write_customers
     from tests.dags.leftover_dags import training_timeout
 
     write_customers(tmp_path / "train.parquet", 400, seed=1, with_label=True)
@@ -283,29 +283,3 @@ def test_helper_of_a_training_function_is_ended_after_an_airflow_execution_timeo
         assert (tmp_path / "helper.pid").exists(), "precondition: the helper was started before the timeout"
         assert with_marker(marker) == []
         assert time.monotonic() - started < 150
-
-
-@pytest.mark.integration
-def test_sigterm_during_an_s3_upload_leaves_no_incomplete_upload_and_no_local_copy(
-    registry, s3_server, s3_env, s3_bucket, tmp_path
-):
-    big_input(tmp_path, rows=2_000_000)  # tens of MB of predictions: a multipart upload
-    key = f"out/{PART}"
-    spec = registry.spec("churn", str(tmp_path / "in"), f"s3://{s3_bucket}/out")
-    args = ["infer", "--spec-json", spec.to_json(), "--result-path", str(tmp_path / "result.json")]
-    client = s3_server.client()
-    process = start_cli(args, tmp_path, env=s3_env)
-
-    def uploading() -> bool:
-        assert process.poll() is None, f"the job ended before it was stopped: {process.communicate()}"
-        return bool(client.list_multipart_uploads(Bucket=s3_bucket, Prefix=key).get("Uploads"))
-
-    wait_for(uploading, timeout=120, what="the multipart upload to start")
-    process.send_signal(signal.SIGTERM)
-    code, _, err = finish(process, timeout=30)
-
-    assert code == 128 + signal.SIGTERM, err
-    assert read_result(tmp_path)["retryable"] is True
-    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
-    assert "Contents" not in client.list_objects_v2(Bucket=s3_bucket, Prefix="out/"), "nothing published"
-    assert list((tmp_path / "scratch").iterdir()) == [], "the local copy and the model copy are removed"

@@ -18,7 +18,7 @@ from airflow_ai_provider.runtime.profile import (
     load_profile,
     profile_uri,
 )
-from dag_templates.include.churn_sample import FEATURES, make_customers
+from tests._support.churn_sample import FEATURES, make_customers
 
 
 def test_numeric_profile_holds_statistics_quantile_bins_and_a_bounded_sample():

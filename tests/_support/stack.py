@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scripts.servers import AirflowServer, MlflowServer, start_airflow, start_mlflow_server
+from tests._support.servers import AirflowServer, MlflowServer, start_airflow, start_mlflow_server
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = ("churn_ingest", "churn_retrain", "churn_batch_inference")
 POOLS = {"ai_training": 1, "ai_inference": 2}
 
@@ -48,7 +48,7 @@ class ChainReport:
 
 def write_sample_data(data: Path, *, rows: int, scoring_rows: int, corrupt: bool = False) -> None:
     """New labelled customers in landing/, a labelled holdout, and customers to score."""
-    from dag_templates.include.churn_sample import make_customers, write_customers
+    from tests._support.churn_sample import make_customers, write_customers
 
     for folder in ("landing", "holdout", "scoring"):
         shutil.rmtree(data / folder, ignore_errors=True)

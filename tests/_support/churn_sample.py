@@ -4,11 +4,12 @@ Nothing here downloads data or models: customers are drawn from a seeded generat
 comes from a known logistic model of the features plus noise, so a gradient-boosted classifier
 reaches roughly 0.8 accuracy.
 
-Use it from Python (``from dag_templates.include import churn_sample``) or as a script::
+Use it from Python (``from tests._support import churn_sample``) or, from the repository root, as
+a script::
 
-    python dag_templates/include/churn_sample.py write /tmp/data/customers --rows 100000 --files 4
-    python dag_templates/include/churn_sample.py write s3://bucket/customers --rows 100000 --fmt csv
-    python dag_templates/include/churn_sample.py train --tracking-uri http://127.0.0.1:5000
+    python -m tests._support.churn_sample write /tmp/data/customers --rows 100000 --files 4
+    python -m tests._support.churn_sample write s3://bucket/customers --rows 100000 --fmt csv
+    python -m tests._support.churn_sample train --tracking-uri http://127.0.0.1:5000
 
 For ``s3://`` targets the endpoint comes from ``storage_options["endpoint_url"]``, else from the
 ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` environment variables; credentials follow the

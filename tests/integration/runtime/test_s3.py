@@ -12,8 +12,6 @@ from airflow_ai_provider.runtime import infer, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from tests.unit.runtime.conftest import customers
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def s3(s3_server, s3_env, monkeypatch):

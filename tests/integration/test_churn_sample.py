@@ -11,8 +11,8 @@ from unittest import mock
 
 import pytest
 
-from dag_templates.include import churn_sample
-from dag_templates.include.churn_sample import FEATURES, make_customers, train_and_register, write_customers
+from tests._support import churn_sample
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register, write_customers
 
 # Every entry point through which MLflow infers a model's pip requirements (the slow path).
 INFERENCE_FUNCTIONS = (
@@ -131,7 +131,6 @@ def test_write_rejects_unknown_format_and_file_count(tmp_path: Path) -> None:
         write_customers(tmp_path, 10, n_files=0)
 
 
-@pytest.mark.integration
 def test_write_to_s3_with_storage_options(s3_server: Any, s3_bucket: str) -> None:
     import io
 
@@ -153,7 +152,6 @@ def test_write_to_s3_with_storage_options(s3_server: Any, s3_bucket: str) -> Non
     assert combined.equals(make_customers(1_000, 5, with_label=False))
 
 
-@pytest.mark.integration
 def test_write_to_s3_with_endpoint_from_environment(
     s3_server: Any, s3_bucket: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
