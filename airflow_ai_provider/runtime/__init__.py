@@ -7,6 +7,11 @@ importing it is cheap: each job module loads its heavy libraries (pyarrow, MLflo
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+#: Where a job writes its progress lines (:func:`log_line` unless a caller captures them).
+Log = Callable[[str], None]
+
 
 def log_line(message: str) -> None:
     """Print one progress line; flushed at once so the task log shows it as it happens."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,17 +44,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from airflow_ai_provider.runtime import log_line, storage, tracking
-from airflow_ai_provider.runtime import model as models
+from airflow_ai_provider.runtime import Log, log_line, reports, storage, tracking
 from airflow_ai_provider.runtime.contract.columns import with_look_alikes
 from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.contract.params import DriftParams, check_min_drifted
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.evaluate import log_report
-from airflow_ai_provider.runtime.memory import peak_rss_mb
-from airflow_ai_provider.runtime.profile import OTHER, PROFILE_ARTIFACT, PROFILE_TAG, bin_counts, load_profile
+from airflow_ai_provider.runtime.models.loading import registry_version
+from airflow_ai_provider.runtime.profile import (
+    OTHER,
+    PROFILE_ARTIFACT,
+    PROFILE_TAG,
+    bin_counts,
+    load_profile,
+    profile_uri,
+)
 
-Log = Callable[[str], None]
 EPSILON = 1e-4
 REPORT_ARTIFACT = "drift_report.json"
 REPORT_PLOT = "drift_psi.png"
@@ -122,10 +125,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     started = time.time()
     params = DriftParams.from_spec(spec.params)
     version, profile_run = _profile_run(spec)
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=spec.mlflow.tracking_uri, registry_uri=spec.mlflow.registry_uri)
-    profile = load_profile(client, profile_run)
+    profile = load_profile(tracking.client(spec.mlflow), profile_run)
     if profile is None:
         raise JobInputError(
             f"model {spec.model.name} version {spec.model.version} has no reference profile "
@@ -190,7 +190,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             "version": str(spec.model.version),
             "alias": spec.model.alias,
             "run_id": getattr(version, "run_id", None),
-            "profile_uri": f"runs:/{profile_run}/{PROFILE_ARTIFACT}",
+            "profile_uri": profile_uri(profile_run),
             "profile_rows": profile["rows"],
         },
         "thresholds": {
@@ -200,20 +200,11 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         },
         "input_digest": data.digest,
     }
-    if spec.mlflow.run_id:
-        log_report(spec.mlflow, {REPORT_ARTIFACT: details}, {REPORT_PLOT: psi_figure(details)})
-        log(f"logged {REPORT_ARTIFACT} and {REPORT_PLOT} to MLflow run {spec.mlflow.run_id}")
+    reports.log_report(spec, {REPORT_ARTIFACT: details}, {REPORT_PLOT: lambda: psi_figure(details)}, log)
 
-    ended = time.time()
-    result = JobResult(job=spec.job, status="success", details=details)
-    result.model = {key: details["model"][key] for key in ("name", "version", "alias", "run_id")}
-    result.model["uri"] = spec.model.uri
-    result.rows_in = accumulator.rows
-    result.input_source = ",".join(spec.inputs)
-    result.input_digest = data.digest
-    result.input_schema = storage.column_types(data.schema)
-    result.timings = {"started_at": started, "ended_at": ended}
-    result.metrics = {
+    model = {key: details["model"][key] for key in ("name", "version", "alias", "run_id")}
+    model["uri"] = spec.model.uri
+    metrics = {
         "max_psi": round(max_psi, 6),
         "drifted_features": len(drifted),
         **{
@@ -221,23 +212,16 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             for name, entry in report.items()
             if entry["psi"] is not None
         },
-        "duration_s": round(ended - started, 3),
         "stream_s": round(stream_s, 3),
-        "peak_rss_mb": peak_rss_mb(),
     }
-    return result
+    return reports.whole_input_result(
+        spec, data, started, accumulator.rows, model=model, details=details, metrics=metrics
+    )
 
 
 def _profile_run(spec: JobSpec) -> tuple[Any, str]:
     """The registry version of ``spec.model`` and the run holding its reference profile."""
-    if not str(spec.model.version).isdigit():
-        raise JobInputError(
-            f"model version must be a registry version number, got {spec.model.version!r} for model "
-            f"{spec.model.name!r}"
-        )
-    tracking.probe_tracking_server(spec.mlflow.registry_uri or spec.mlflow.tracking_uri)
-    tracking.configure_mlflow(spec.mlflow)
-    version = models._get_version(spec.model, spec.mlflow)
+    version = registry_version(spec.model, spec.mlflow)
     tagged = (getattr(version, "tags", None) or {}).get(PROFILE_TAG, "")
     if tagged.startswith("runs:/") and tagged.count("/") >= 2:
         return version, tagged[len("runs:/") :].split("/", 1)[0]
@@ -255,7 +239,7 @@ _CATEGORICAL_KEYS = ("count", "frequencies")
 
 def _reference_features(profile: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The profile's features, checked to hold what the comparison reads."""
-    where = f"runs:/{run_id}/{PROFILE_ARTIFACT}"
+    where = profile_uri(run_id)
     features = profile.get("features")
     if not isinstance(features, dict) or not features:
         raise JobInputError(f"reference profile {where} lists no features: retrain the model to rebuild it")
@@ -303,7 +287,7 @@ def _checked_compare(
         return _compare(name, reference, acc, params)
     except (ValueError, TypeError, KeyError) as err:
         raise JobInputError(
-            f"reference profile runs:/{run_id}/{PROFILE_ARTIFACT} is malformed: feature {name!r} "
+            f"reference profile {profile_uri(run_id)} is malformed: feature {name!r} "
             f"({type(err).__name__}: {one_line(err)}): retrain the model to rebuild it"
         ) from None
 

@@ -33,22 +33,22 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import log_line, storage
-from airflow_ai_provider.runtime import model as models
+from airflow_ai_provider.runtime import Log, log_line, reports, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.memory import peak_rss_mb
+from airflow_ai_provider.runtime.models.features import Features, check_columns
+from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
+from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
-Log = Callable[[str], None]
 LOG_EVERY_BATCHES = 10
 
 
@@ -85,7 +85,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     try:
         with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
             load_started = time.perf_counter()
-            model = models.load_model(spec.model, spec.mlflow, model_dir, params.skops_trusted_types)
+            model = load_model(spec.model, spec.mlflow, model_dir, params.skops_trusted_types)
             load_model_s = time.perf_counter() - load_started
             log(f"loaded model {spec.model.name} version {spec.model.version} in {load_model_s:.1f}s")
             result.model = model.info
@@ -111,15 +111,11 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     else:
         log(f"shard {spec.shard.index}/{spec.shard.count}: no rows, no output file written")
 
-    result.status = "success"
     result.rows_in, result.rows_out = stats.rows_in, stats.rows_out
     result.inputs = _input_entries(metas, units)
     result.input_digest = storage.input_digest(metas, units)
     result.input_schema = _schema_dict(metas, units)
-    ended = time.time()
-    result.timings = {"started_at": started, "ended_at": ended}
-    result.metrics = {
-        "duration_s": round(ended - started, 3),
+    metrics = {
         "load_model_s": round(load_model_s, 3),
         "stream_s": round(stream_s, 3),
         "rows_per_s": round(stats.rows_out / stream_s, 1) if stream_s > 0 else 0.0,
@@ -127,9 +123,8 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         "predict_s": round(stats.predict_s, 3),
         "write_s": round(stats.write_s, 3),
         "batches": stats.batches,
-        "peak_rss_mb": peak_rss_mb(),
     }
-    return result
+    return reports.finish(result, started, metrics)
 
 
 def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[storage.FileMeta], list[storage.Unit]]:
@@ -162,14 +157,14 @@ def _files_of(units: list[storage.Unit]) -> list[int]:
 
 
 def _check_files(
-    metas: list[storage.FileMeta], units: list[storage.Unit], model: models.LoadedModel, params: InferParams
-) -> models.Features:
+    metas: list[storage.FileMeta], units: list[storage.Unit], model: LoadedModel, params: InferParams
+) -> Features:
     """Check every file this shard reads against the signature; all must agree on the features."""
     signature = model.input_schema()
-    features, first_uri = models.Features([], {}), ""
+    features, first_uri = Features([], {}), ""
     mine = [metas[index] for index in _files_of(units)]
     for meta in mine:
-        checked = models.check_columns(
+        checked = check_columns(
             meta.schema, signature, params.id_columns, params.extra_columns, meta.file.uri
         )
         if first_uri and checked.names != features.names:
@@ -183,14 +178,14 @@ def _check_files(
     free = [
         name for name in dict.fromkeys([*params.id_columns, *features.names]) if name not in features.types
     ]
-    return models.Features(features.names, {**storage.unify_types(mine, free), **features.types})
+    return Features(features.names, {**storage.unify_types(mine, free), **features.types})
 
 
 def _stream(
     metas: list[storage.FileMeta],
     units: list[storage.Unit],
-    features: models.Features,
-    model: models.LoadedModel,
+    features: Features,
+    model: LoadedModel,
     params: InferParams,
     writer: storage.PartWriter,
     stats: _Stats,
@@ -204,7 +199,7 @@ def _stream(
     latency of object storage.
     """
     first = metas[units[0].file_index].schema
-    predictor = models.make_predictor(model, features.names, first, params.predict_proba)
+    predictor = make_predictor(model, features.names, first, params.predict_proba)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *features.names]))
     batches = storage.iter_batches(metas, units, columns, features.types, params.batch_size)
@@ -215,7 +210,7 @@ def _stream(
             try:
                 predicted = predictor.predict(batch)
             except Exception as err:  # the model's own code raises anything
-                raise models.prediction_failure(err, model, batch, features.names) from None
+                raise prediction_failure(err, model, batch, features.names) from None
             stats.predict_s += time.perf_counter() - begin
             ids = [(name, batch.column(name)) for name in params.id_columns]
             if unique is not None:

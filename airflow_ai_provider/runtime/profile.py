@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime import tracking
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 PROFILE_VERSION = 1
 PROFILE_ARTIFACT = "reference_profile.json"
@@ -104,12 +105,13 @@ def load_profile(client: Any, run_id: str) -> dict[str, Any] | None:
 
     :param client: an ``mlflow.MlflowClient``.
     :return: the profile, or ``None`` when that run has no :data:`PROFILE_ARTIFACT`.
-    :raises JobInputError: the artifact is not a profile this runtime understands.
+    :raises JobInputError: the artifact is not a profile this runtime understands, the run does not
+        exist, or the credentials are refused.
     :raises JobServiceError: the tracking server or artifact store could not be reached.
     """
-    from mlflow.exceptions import MlflowException
-
-    try:
+    what = f"cannot download {PROFILE_ARTIFACT} of run {run_id}"
+    missing = f"MLflow run {run_id} does not exist: cannot read its {PROFILE_ARTIFACT}"
+    with tracking.mlflow_errors(what, client.tracking_uri, missing):
         names = {item.path for item in client.list_artifacts(run_id)}
         if PROFILE_ARTIFACT not in names:
             return None
@@ -117,18 +119,6 @@ def load_profile(client: Any, run_id: str) -> dict[str, Any] | None:
             path = client.download_artifacts(run_id, PROFILE_ARTIFACT, scratch)
             with open(path) as f:
                 text = f.read()
-    except MlflowException as err:
-        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-            raise JobInputError(
-                f"MLflow run {run_id} does not exist: cannot read its {PROFILE_ARTIFACT}"
-            ) from None
-        raise JobServiceError(
-            f"cannot download {PROFILE_ARTIFACT} of run {run_id}: {one_line(err)}"
-        ) from None
-    except OSError as err:  # artifact store transport errors
-        raise JobServiceError(
-            f"cannot download {PROFILE_ARTIFACT} of run {run_id}: {one_line(err)}"
-        ) from None
     try:
         profile = json.loads(text)
     except json.JSONDecodeError as err:

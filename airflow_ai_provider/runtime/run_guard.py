@@ -23,12 +23,11 @@ KILLED_MESSAGE = "the Airflow task process ended before it finished this run (ki
 
 def close_orphaned_runs(config: dict[str, Any]) -> list[str]:
     """Mark the guarded runs ``FAILED`` if they are still ``RUNNING`` for the guarded try."""
-    from mlflow import MlflowClient
+    from airflow_ai_provider.runtime import tracking
+    from airflow_ai_provider.runtime.contract.spec import MlflowRef
 
-    from airflow_ai_provider.runtime.tracking import set_process_defaults
-
-    set_process_defaults()
-    client = MlflowClient(tracking_uri=config["tracking_uri"], registry_uri=config.get("registry_uri"))
+    tracking.set_process_defaults()
+    client = tracking.client(MlflowRef(config["tracking_uri"], config.get("registry_uri")))
     closed: list[str] = []
     run = client.get_run(config["run_id"])
     same_try = run.data.tags.get(Tag.TRY_NUMBER) == str(config.get("try_number"))

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import infer
-from airflow_ai_provider.runtime import model as models
 from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.models import predictors
 from tests.unit.runtime.conftest import FEATURES, Registry, customers, read_output, write_csv, write_parquet
 
 
@@ -240,8 +240,8 @@ def test_failed_run_publishes_nothing_and_leaves_no_temp_file(registry, tmp_path
             raise RuntimeError("model crashed")
         return original(self, batch)
 
-    original = models.ProbaPredictor.predict
-    monkeypatch.setattr(models.ProbaPredictor, "predict", failing_predict)
+    original = predictors.ProbaPredictor.predict
+    monkeypatch.setattr(predictors.ProbaPredictor, "predict", failing_predict)
     spec = registry.spec("churn", str(source), tmp_path / "out", params={"batch_size": 500})
 
     with pytest.raises(JobInputError, match="failed to predict: RuntimeError: model crashed"):

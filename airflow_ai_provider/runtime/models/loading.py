@@ -1,0 +1,152 @@
+"""Loading a pinned model version from the MLflow registry as a pyfunc model, with one-line errors.
+
+The runtime only reads the registry: tracking and registry URIs come from the job spec, credentials
+(``MLFLOW_TRACKING_TOKEN``, ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) from the environment, where
+MLflow reads them itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_ai_provider.runtime import tracking
+from airflow_ai_provider.runtime.contract.errors import (
+    JobInputError,
+    ModelLoadError,
+    error_chain,
+    one_line,
+)
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import MlflowRef
+from airflow_ai_provider.runtime.scratch import storage_full
+
+
+@dataclass
+class LoadedModel:
+    """A pyfunc model with what the result reports about it."""
+
+    pyfunc: Any
+    info: dict[str, Any]
+    flavors: dict[str, Any] = field(default_factory=dict)
+
+    def input_schema(self) -> Any:
+        """The model signature's input schema (``None`` for a model logged without one)."""
+        return self.pyfunc.metadata.get_input_schema()
+
+
+def load_model(
+    ref: ModelReference, mlflow_ref: MlflowRef, scratch_dir: str, trusted_types: list[str]
+) -> LoadedModel:
+    """Load ``models:/<name>/<version>`` as a pyfunc model, with one-line errors for what can go wrong.
+
+    The version is looked up first (:func:`registry_version`) so that an unknown model or version is
+    named as such. The model is downloaded into ``scratch_dir`` (a full disk there is a one-line
+    :class:`~.scratch.StorageFullError` naming it); ``trusted_types`` are added to the skops trusted
+    types of a scikit-learn model saved with skops (needed when its ``MLmodel`` lacks them).
+    """
+    import mlflow
+
+    version = registry_version(ref, mlflow_ref)
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.uri,
+            dst_path=scratch_dir,
+            tracking_uri=mlflow_ref.tracking_uri,
+            registry_uri=mlflow_ref.registry_uri or mlflow_ref.tracking_uri,
+        )
+    except Exception as err:  # storage and HTTP errors of every artifact store
+        full = storage_full(
+            err,
+            f"the download of model {ref.name!r} version {ref.version} to {scratch_dir}",
+            "free space there or set scratch_dir to a folder with room",
+        )
+        raise full or tracking.mlflow_error(
+            err, f"cannot download model {ref.name!r} version {ref.version}", mlflow_ref.tracking_uri
+        ) from None
+    flavors = _trust_types(local, trusted_types, ref)
+    try:
+        pyfunc = mlflow.pyfunc.load_model(local)
+    except ImportError as err:
+        raise ModelLoadError(
+            f"model {ref.name!r} version {ref.version} needs a package missing from the runtime: {one_line(err)}"
+        ) from None
+    except Exception as err:  # flavor loaders raise anything
+        untrusted = _untrusted_types_message(err)
+        if untrusted:
+            raise ModelLoadError(
+                f"model {ref.name!r} version {ref.version} is saved with skops and {untrusted}: if you trust "
+                "them, list them in skops_trusted_types"
+            ) from None
+        raise ModelLoadError(
+            f"cannot load model {ref.name!r} version {ref.version}: {one_line(err)}"
+        ) from None
+    info = {
+        "name": ref.name,
+        "version": str(ref.version),
+        "alias": ref.alias,
+        "uri": ref.uri,
+        "run_id": getattr(version, "run_id", None) or pyfunc.metadata.run_id,
+    }
+    return LoadedModel(pyfunc, info, flavors)
+
+
+def registry_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
+    """The registry's ``ModelVersion`` of ``ref``, after probing the servers and pointing MLflow at them.
+
+    :raises JobInputError: the version is not a number, or the model or version does not exist.
+    :raises JobServiceError: the tracking server or registry did not answer.
+    """
+    if not str(ref.version).isdigit():
+        raise JobInputError(
+            f"model version must be a registry version number, got {ref.version!r} for model {ref.name!r}"
+        )
+    tracking.probe_servers(mlflow_ref)
+    tracking.configure_mlflow(mlflow_ref)
+    client = tracking.client(mlflow_ref)
+    what = f"cannot look up model {ref.name!r}"
+    try:
+        return client.get_model_version(ref.name, str(ref.version))
+    except Exception as err:  # MLflow and transport errors
+        if tracking.error_code(err) != "RESOURCE_DOES_NOT_EXIST":
+            raise tracking.mlflow_error(err, what, mlflow_ref.tracking_uri) from None
+    registry = mlflow_ref.registry_uri or mlflow_ref.tracking_uri
+    try:
+        client.get_registered_model(ref.name)
+    except Exception as err:  # MLflow and transport errors
+        missing = f"registered model {ref.name!r} does not exist in {registry}"
+        raise tracking.mlflow_error(err, what, mlflow_ref.tracking_uri, missing) from None
+    raise JobInputError(f"model {ref.name!r} has no version {ref.version} in {registry}")
+
+
+def _trust_types(local_path: str, trusted_types: list[str], ref: ModelReference) -> dict[str, Any]:
+    """Add ``trusted_types`` to a skops-saved scikit-learn model's flavor config; return the flavors."""
+    from mlflow.models import Model
+
+    mlmodel_path = os.path.join(local_path, "MLmodel")
+    try:
+        model = Model.load(mlmodel_path)
+    except Exception as err:  # missing or broken MLmodel
+        raise JobInputError(
+            f"model {ref.name!r} version {ref.version} has no valid MLmodel in its artifacts: {one_line(err)}"
+        ) from None
+    sklearn = model.flavors.get("sklearn")
+    if trusted_types and sklearn and sklearn.get("serialization_format") == "skops":
+        sklearn["skops_trusted_types"] = sorted({*(sklearn.get("skops_trusted_types") or []), *trusted_types})
+        model.save(mlmodel_path)
+    return dict(model.flavors)
+
+
+def _untrusted_types_message(err: BaseException) -> str | None:
+    """skops' refusal of untrusted types anywhere in ``err``'s cause chain, as a clause of a sentence."""
+    for seen in error_chain(err):
+        if type(seen).__name__ == "UntrustedTypesFoundException":
+            return (
+                str(seen)
+                .strip()
+                .splitlines()[0]
+                .rstrip(".")
+                .replace("Untrusted types found", "references untrusted types")
+            )
+    return None
