@@ -18,7 +18,7 @@ is registered with Airflow's secrets masker, so task logs and rendered fields re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -162,6 +162,21 @@ def secret_value_kind(value: Any) -> str | None:
     if any(split_credentials(uri)[1].secrets for uri in _URI_IN_TEXT.findall(value)):
         return "a URI with credentials"
     return None
+
+
+def connection_env(conn: Any, names: Mapping[str, str]) -> dict[str, str]:
+    """Environment variables filled from an Airflow connection's fields, empty ones left out.
+
+    :param conn: the connection.
+    :param names: which variable each source fills: ``login``, ``password`` or a key of the extras.
+    """
+    extra = conn.extra_dejson
+    env: dict[str, str] = {}
+    for source, variable in names.items():
+        value = getattr(conn, source) if source in ("login", "password") else extra.get(source)
+        if value:
+            env[variable] = str(value)
+    return env
 
 
 def mask_credentials(found: UriCredentials | Iterable[str]) -> None:

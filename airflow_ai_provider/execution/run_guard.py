@@ -10,12 +10,11 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_ai_provider.runtime.run_guard import DONE
+from airflow_ai_provider.runtime.contract import RUN_GUARD_DONE, RUN_GUARD_MODULE
 
 if TYPE_CHECKING:
-    from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
-
-GUARD_MODULE = "airflow_ai_provider.runtime.run_guard"
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.mlflow_runs import RunIdentity, TaskRun
 
 
 class TaskRunGuard:
@@ -30,7 +29,7 @@ class TaskRunGuard:
         self.process: subprocess.Popen | None = None
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", GUARD_MODULE],
+                [sys.executable, "-m", RUN_GUARD_MODULE],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=None,
@@ -68,7 +67,7 @@ class TaskRunGuard:
         if process is None or process.stdin is None:
             return
         with contextlib.suppress(OSError, ValueError):
-            process.stdin.write(DONE + "\n")
+            process.stdin.write(RUN_GUARD_DONE + "\n")
             process.stdin.close()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)

@@ -1,11 +1,10 @@
-"""MLflow hook: tracking/registry location and credentials, DAG-run and task runs, model pinning."""
+"""The MLflow connection: location, credentials scoped to each call, bounds and the one error mapping."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,34 +15,59 @@ from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
 from airflow_ai_provider.config import service_timeout
-from airflow_ai_provider.credentials import mask_credentials, split_credentials
+from airflow_ai_provider.credentials import connection_env, mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import (
     AiProviderConfigError,
     MlflowUnavailableError,
     ModelReferenceError,
 )
-from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV, Tag
-from airflow_ai_provider.runtime.contract.model_reference import ModelReference
-from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds, is_timeout, mlflow_wait
+from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
+from airflow_ai_provider.runtime.contract.timeouts import (
+    MLFLOW_ACCESS_CODES,
+    ServiceBounds,
+    is_timeout,
+    mlflow_wait,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
 # MLflow's client retries an unresponsive server for minutes by default; a try should fail within
 # ``[ai_provider] service_timeout`` with a clear message and let Airflow's own retries take over.
 #: Budget of the calls that record a failure (the failed result, the task run's end): one short
 #: attempt, so that a server that stopped answering cannot hold the failing try as long again.
 FAILURE_PATH_TIMEOUT = 5
-PIN_PARAM_PREFIX = "pinned_model"
 
-#: MLflow error codes that mean the credentials are wrong or lack a permission.
-ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+#: The connection's fields that authenticate, and the variables MLflow reads them from.
+_CONNECTION_ENV = {
+    "login": "MLFLOW_TRACKING_USERNAME",
+    "password": "MLFLOW_TRACKING_PASSWORD",
+    "token": "MLFLOW_TRACKING_TOKEN",
+}
 
 
 def first_line(err: BaseException, limit: int = 300) -> str:
     """The first line of ``err``'s message, at most ``limit`` characters (its type name when empty)."""
     text = str(err)
     return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+def filter_value(value: str) -> str:
+    """``value`` quoted for an MLflow search filter; one with a quote is refused."""
+    if "'" in value:
+        raise AiProviderConfigError(f"value {value!r} cannot be used in an MLflow run search (has a quote)")
+    return f"'{value}'"
+
+
+def answered_error(err: MlflowException, doing: str, registry_uri: str) -> Exception:
+    """Classify an error the server answered while ``doing``: bad input is not retried, anything else is."""
+    text = first_line(err)
+    if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return ModelReferenceError(f"{doing}: {text} (registry {registry_uri})")
+    if err.error_code == "INVALID_PARAMETER_VALUE" or err.error_code in MLFLOW_ACCESS_CODES:
+        return AiProviderConfigError(f"{doing}: {text} (registry {registry_uri})")
+    return MlflowUnavailableError(f"{doing}: registry {registry_uri} failed: {text}")
 
 
 @dataclass(frozen=True)
@@ -54,30 +78,6 @@ class MlflowSettings:
     registry_uri: str | None = None
     experiment_name: str | None = None
     credentials: dict[str, str] = field(default_factory=dict, repr=False)
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """Who books an MLflow run: one Airflow DAG run and one task (instance) in it."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int = -1
-    try_number: int = 1
-    logical_date: str | None = None
-    airflow_url: str | None = None
-    extra_tags: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TaskRun:
-    """The MLflow runs booked for one task: the DAG run's parent run and the task's nested run."""
-
-    experiment_id: str
-    parent_run_id: str
-    run_id: str
-    url: str | None
 
 
 def _split_mlflow_uri(uri: str, where: str) -> tuple[str, dict[str, str]]:
@@ -116,12 +116,6 @@ def embedded_tracking_uri() -> str:
     return f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
 
 
-def _filter_value(value: str) -> str:
-    if "'" in value:
-        raise AiProviderConfigError(f"value {value!r} cannot be used in an MLflow run search (has a quote)")
-    return f"'{value}'"
-
-
 class MlflowHook(BaseHook):
     """Talks to an MLflow tracking server and model registry for Airflow tasks.
 
@@ -132,6 +126,10 @@ class MlflowHook(BaseHook):
     duration of one call and removed afterwards. A user and password inside the tracking or registry
     URI move out of it to ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (the URIs reach job specs and
     logs without them); credential query parameters, and a password in a database URI, are refused.
+
+    Task runs are booked by :mod:`airflow_ai_provider.mlflow_runs`, model references resolved and
+    pinned by :mod:`airflow_ai_provider.mlflow_registry`, aliases moved by
+    :mod:`airflow_ai_provider.alias_ledger`; all of them through :meth:`client` and :meth:`errors`.
 
     :param mlflow_conn_id: connection id of type ``mlflow``.
     """
@@ -179,13 +177,7 @@ class MlflowHook(BaseHook):
                 f"{where}: registry_uri and the Tracking URI carry different credentials, but MLflow uses "
                 "one set (MLFLOW_TRACKING_USERNAME/PASSWORD) for both; put them in the login and password"
             )
-        credentials = {**from_registry, **credentials}
-        if conn.login:
-            credentials["MLFLOW_TRACKING_USERNAME"] = conn.login
-        if conn.password:
-            credentials["MLFLOW_TRACKING_PASSWORD"] = conn.password
-        if extra.get("token"):
-            credentials["MLFLOW_TRACKING_TOKEN"] = str(extra["token"])
+        credentials = {**from_registry, **credentials, **connection_env(conn, _CONNECTION_ENV)}
         mask_credentials(
             [credentials.get("MLFLOW_TRACKING_PASSWORD", ""), credentials.get("MLFLOW_TRACKING_TOKEN", "")]
         )
@@ -238,6 +230,10 @@ class MlflowHook(BaseHook):
                 else:
                     os.environ[key] = value
 
+    def ask_again(self) -> None:
+        """Forget that the server did not answer: a new try asks it again."""
+        self._unanswered = None
+
     @contextmanager
     def client(self, *, on_failure: bool = False) -> Iterator[MlflowClient]:
         """An ``MlflowClient`` for this connection; connection failures become one-line errors.
@@ -247,37 +243,65 @@ class MlflowHook(BaseHook):
         the call records a failure, and gets one attempt of at most :data:`FAILURE_PATH_TIMEOUT` s.
 
         :raises MlflowUnavailableError: the server refused, dropped or did not answer (retried).
+        :raises AiProviderConfigError: the server refused the credentials (not retried).
         """
         from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException, RestException
 
         if self._unanswered is not None:
             raise MlflowUnavailableError(f"{self._unanswered} (not asked again in this try)")
         store = self._sqlite_dir
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
-        with self._authenticated(on_failure):
-            try:
-                yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
-            except RestException as err:
-                if err.error_code in ACCESS_CODES:
-                    raise self._access_refused(err) from None
+        with self._authenticated(on_failure), self.errors():
+            yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+
+    @contextmanager
+    def errors(self, doing: str | None = None) -> Iterator[None]:
+        """Raise the provider's error for an MLflow failure inside the block (:meth:`mlflow_error`).
+
+        Without ``doing`` only connection failures and refused credentials are mapped; any other
+        MLflow error passes unchanged, for the caller to handle.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except MlflowException as err:
+            mapped = self.mlflow_error(err, doing)
+            if mapped is None:
                 raise
-            except MlflowException as err:
-                message = str(err)
-                if re.search(r"error code (401|403)\b", message):
-                    raise self._access_refused(err) from None
-                if is_timeout(err):
-                    self._unanswered = (
-                        f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
-                        "([ai_provider] service_timeout)"
-                    )
-                    raise MlflowUnavailableError(f"{self._unanswered}: {first_line(err)}") from None
-                if "Max retries exceeded" in message or "Connection" in message:
-                    raise MlflowUnavailableError(
-                        f"MLflow tracking server {self.tracking_uri} is unreachable: {first_line(err)}"
-                    ) from None
-                raise
+            raise mapped from None
+
+    def mlflow_error(self, err: MlflowException, doing: str | None = None) -> Exception | None:
+        """The control plane's one mapping of an MLflow failure to a one-line provider error.
+
+        - refused credentials (an access error code, HTTP 401/403): :class:`AiProviderConfigError`
+          naming the connection (a retry sends the same ones);
+        - no answer in time: :class:`MlflowUnavailableError`, and later calls of this try fail at once;
+        - refused or dropped connection: :class:`MlflowUnavailableError`;
+        - any other error the server answered: classified by :func:`answered_error` while ``doing``
+          something, else ``None`` (not mapped).
+        """
+        from mlflow.exceptions import RestException
+
+        if isinstance(err, RestException):
+            if err.error_code in MLFLOW_ACCESS_CODES:
+                return self._access_refused(err)
+        else:
+            message = str(err)
+            if re.search(r"error code (401|403)\b", message):
+                return self._access_refused(err)
+            if is_timeout(err):
+                self._unanswered = (
+                    f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
+                    "([ai_provider] service_timeout)"
+                )
+                return MlflowUnavailableError(f"{self._unanswered}: {first_line(err)}")
+            if "Max retries exceeded" in message or "Connection" in message:
+                return MlflowUnavailableError(
+                    f"MLflow tracking server {self.tracking_uri} is unreachable: {first_line(err)}"
+                )
+        return None if doing is None else answered_error(err, doing, self.registry_uri)
 
     def _access_refused(self, err: Exception) -> AiProviderConfigError:
         """Wrong or missing credentials: a retry sends the same ones, so it is not retried."""
@@ -286,11 +310,10 @@ class MlflowHook(BaseHook):
             f"({first_line(err, 200)}): check its login and password or its token extra"
         )
 
-    def get_conn(self) -> MlflowClient:
-        """Return a client; prefer :meth:`client`, which also scopes credentials to the call."""
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+    def get_conn(self) -> ScopedClient:
+        """A client whose every call runs as one :meth:`client` call: credentials and bounds are in
+        ``os.environ`` only while the call runs, and its failures are mapped the same way."""
+        return ScopedClient(self)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -301,7 +324,7 @@ class MlflowHook(BaseHook):
         return True, f"MLflow at {self.tracking_uri} answered"
 
     # ----------------------------------------------------------------------------------------------
-    # Runs: one parent run per DAG run, one nested run per task instance.
+    # Experiments and runs in the UI.
 
     def get_or_create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -340,179 +363,31 @@ class MlflowHook(BaseHook):
         """The experiment of a task's run: ``requested``, else the connection's, else ``airflow/<dag_id>``."""
         return requested or self.settings.experiment_name or f"airflow/{dag_id}"
 
-    def _find_runs(self, client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
-        filter_string = " and ".join(f"tags.`{key}` = {_filter_value(value)}" for key, value in tags.items())
-        runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=50)
-        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
-
-    def _dag_run_tags(self, who: RunIdentity) -> dict[str, str]:
-        return {Tag.ROLE: "dag_run", Tag.DAG_ID: who.dag_id, Tag.RUN_ID: who.run_id}
-
-    def _get_or_create_run(
-        self, client: MlflowClient, experiment_id: str, keys: dict[str, str], extra_tags: dict[str, str]
-    ) -> str:
-        """Return the run carrying tags ``keys``, creating it if none exists.
-
-        Tasks of one DAG run may start at the same moment and each create the run. MLflow has no
-        create-if-absent, so all of them converge on the earliest one and delete their own extras;
-        :meth:`finish_task_run` re-checks and re-parents a task run whose parent lost the election.
-        """
-        existing = self._find_runs(client, experiment_id, keys)
-        if existing:
-            return existing[0].info.run_id
-        created = client.create_run(experiment_id, tags={**keys, **extra_tags}).info.run_id
-        elected = self._find_runs(client, experiment_id, keys)[0].info.run_id
-        if elected != created:
-            client.delete_run(created)
-        return elected
-
-    def _elect_parent_run(self, client: MlflowClient, experiment_id: str, who: RunIdentity) -> str:
-        """Return the DAG run's parent run, creating it if needed."""
-        tags = {"mlflow.runName": f"{who.dag_id}/{who.run_id}"}
-        if who.logical_date:
-            tags[Tag.LOGICAL_DATE] = who.logical_date
-        if who.airflow_url:
-            tags[Tag.AIRFLOW_URL] = who.airflow_url
-        return self._get_or_create_run(client, experiment_id, self._dag_run_tags(who), tags)
-
-    def start_task_run(self, who: RunIdentity, experiment_name: str) -> TaskRun:
-        """Book (or, on a retry, reopen) the task's nested run under the DAG run's parent run."""
-        self._unanswered = None  # a new try asks again
-        experiment_id = self.get_or_create_experiment(experiment_name)
-        with self.client() as client:
-            parent_id = self._elect_parent_run(client, experiment_id, who)
-            client.update_run(parent_id, status="RUNNING")
-            keys = {
-                Tag.ROLE: "task",
-                Tag.DAG_ID: who.dag_id,
-                Tag.RUN_ID: who.run_id,
-                Tag.TASK_ID: who.task_id,
-                Tag.MAP_INDEX: str(who.map_index),
-            }
-            existing = self._find_runs(client, experiment_id, keys)
-            if existing:
-                run_id = existing[0].info.run_id
-                client.update_run(run_id, status="RUNNING")
-                client.set_tag(run_id, Tag.PARENT_RUN_ID, parent_id)
-            else:
-                name = who.task_id if who.map_index < 0 else f"{who.task_id}[{who.map_index}]"
-                tags = {**keys, Tag.PARENT_RUN_ID: parent_id, Tag.RUN_NAME: name}
-                run_id = client.create_run(experiment_id, tags=tags).info.run_id
-            for key, value in {"airflow.try_number": str(who.try_number), **who.extra_tags}.items():
-                client.set_tag(run_id, key, value)
-        return TaskRun(experiment_id, parent_id, run_id, self.run_url(experiment_id, run_id))
-
-    def finish_task_run(self, run: TaskRun, who: RunIdentity, *, succeeded: bool) -> None:
-        """End the task run and mirror its state on the parent; re-parent it if its parent lost."""
-        from mlflow.exceptions import MlflowException
-
-        status = "FINISHED" if succeeded else "FAILED"
-        with self.client(on_failure=not succeeded) as client:
-            parents = self._find_runs(client, run.experiment_id, self._dag_run_tags(who))
-            elected = parents[0].info.run_id if parents else run.parent_run_id
-            if elected != run.parent_run_id:
-                client.set_tag(run.run_id, Tag.PARENT_RUN_ID, elected)
-            for loser in parents[1:]:  # created by a task that raced; its children re-parent likewise
-                with contextlib.suppress(MlflowException):
-                    client.delete_run(loser.info.run_id)
-            client.set_terminated(run.run_id, status=status)
-            client.set_terminated(elected, status=status)
-
-    def fail_task_run(self, run: TaskRun, who: RunIdentity) -> None:
-        """Mark the task run and its parent FAILED on a failure path; never raises, so that the
-        task's own error, not an MLflow outage, is what the task reports."""
-        try:
-            self.finish_task_run(run, who, succeeded=False)
-        except Exception:
-            self.log.warning("Could not mark MLflow run %s failed", run.run_id, exc_info=True)
-
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         """Link to the run in the MLflow UI, when the tracking URI is a server."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return None
         return f"{self.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
 
-    # ----------------------------------------------------------------------------------------------
-    # Registry: resolve model references and pin them once per DAG run.
 
-    def resolve_model(self, reference: str) -> ModelReference:
-        """Resolve ``name``, ``name@alias``, ``name/version`` or a ``models:/`` URI to one version.
+class ScopedClient:
+    """An ``MlflowClient`` stand-in that opens :meth:`MlflowHook.client` around each method call.
 
-        A bare name means the latest registered version.
-        """
-        from mlflow.exceptions import MlflowException
+    :param hook: the connection whose credentials and bounds each call uses.
+    """
 
-        spec = ModelReference.parse(reference, AiProviderConfigError)
-        with self.client() as client:
-            try:
-                model = client.get_registered_model(spec.name)
-            except MlflowException as err:
-                if err.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    raise ModelReferenceError(
-                        f"registered model {spec.name!r} does not exist in MLflow at {self.registry_uri}"
-                    ) from None
-                raise
-            return self._resolve_existing(client, spec, model.aliases)
+    def __init__(self, hook: MlflowHook) -> None:
+        self._hook = hook
 
-    def _resolve_existing(
-        self, client: MlflowClient, spec: ModelReference, aliases: Mapping[str, Any]
-    ) -> ModelReference:
-        """``spec`` of a model known to exist, whose aliases (as read) are ``aliases``."""
-        from mlflow.exceptions import MlflowException
+    def __getattr__(self, name: str) -> Any:
+        with self._hook.client() as client:
+            attribute = getattr(client, name)
+        if not callable(attribute):
+            return attribute
 
-        if spec.alias:
-            try:
-                version = client.get_model_version_by_alias(spec.name, spec.alias)
-            except MlflowException:
-                raise ModelReferenceError(
-                    f"model {spec.name!r} has no alias {spec.alias!r} "
-                    f"(its aliases: {', '.join(sorted(aliases)) or 'none'})"
-                ) from None
-            return spec.pin(version.version)
-        if spec.version:
-            try:
-                client.get_model_version(spec.name, spec.version)
-            except MlflowException:
-                raise ModelReferenceError(
-                    f"model {spec.name!r} has no version {spec.version}: check the registry"
-                ) from None
-            return spec
-        versions = client.search_model_versions(f"name = {_filter_value(spec.name)}")
-        if not versions:
-            raise ModelReferenceError(f"model {spec.name!r} has no registered version yet")
-        return spec.pin(max(int(v.version) for v in versions))
+        def scoped(*args: Any, **kwargs: Any) -> Any:
+            with self._hook.client() as client:
+                return getattr(client, name)(*args, **kwargs)
 
-    def pin_model(self, reference: str, parent_run_id: str) -> ModelReference:
-        """Resolve ``reference`` once per DAG run and return the same version to every task and shard.
-
-        The first task records the resolved version as a param of the DAG run's parent run. MLflow
-        params are write-once, so a task that resolved a different version (the alias moved mid-run)
-        gets a conflict and takes the recorded one instead.
-        """
-        from mlflow.exceptions import MlflowException
-
-        spec = ModelReference.parse(reference, AiProviderConfigError)
-        if spec.version:
-            return self.resolve_model(reference)
-        key = f"{PIN_PARAM_PREFIX}/{spec.name}/{spec.alias or 'latest'}"
-        with self.client() as client:
-            recorded = client.get_run(parent_run_id).data.params.get(key)
-            if recorded is None:
-                pinned = self.resolve_model(reference)
-                try:
-                    client.log_param(parent_run_id, key, pinned.version)
-                    return pinned
-                except MlflowException:
-                    recorded = client.get_run(parent_run_id).data.params.get(key)
-                    if recorded is None:
-                        raise
-            return spec.pin(recorded)
-
-    # ----------------------------------------------------------------------------------------------
-    # Aliases: read here; moved by airflow_ai_provider.mlflow_registry (compare-and-set).
-
-    def alias_version(self, name: str, alias: str) -> str | None:
-        """The version ``alias`` points to, or None when the model has no such alias yet."""
-        with self.client() as client:
-            aliases = client.get_registered_model(name).aliases
-        return str(aliases[alias]) if alias in aliases else None
+        scoped.__name__, scoped.__doc__ = name, attribute.__doc__
+        return scoped

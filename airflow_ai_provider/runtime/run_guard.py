@@ -15,9 +15,8 @@ import json
 import sys
 from typing import Any
 
-from airflow_ai_provider.runtime.contract import Tag
+from airflow_ai_provider.runtime.contract import RUN_GUARD_DONE, Tag
 
-DONE = "done"
 KILLED_MESSAGE = "the Airflow task process ended before it finished this run (killed or lost)"
 
 
@@ -53,7 +52,7 @@ def main() -> int:
     if not first.strip():
         return 0
     config = json.loads(first)
-    if sys.stdin.readline().strip() == DONE:
+    if sys.stdin.readline().strip() == RUN_GUARD_DONE:
         return 0
     try:
         closed = close_orphaned_runs(config)

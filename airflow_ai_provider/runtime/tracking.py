@@ -17,13 +17,13 @@ from urllib.parse import urlparse
 from airflow_ai_provider.runtime.contract.errors import JobError, JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.contract.spec import MlflowRef
 from airflow_ai_provider.runtime.contract.timeouts import (
+    MLFLOW_ACCESS_CODES,
     MLFLOW_SERVICE_CODES,
     mlflow_unavailable,
     process_bounds,
 )
 
 ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 #: Text of MLflow's own HTTP layer when it gave up on a server that did not answer.
 _TRANSPORT_MARKERS = ("Max retries exceeded", "failed with exception")
 
@@ -95,7 +95,7 @@ def mlflow_error(err: BaseException, what: str, tracking_uri: str, missing: str 
     if isinstance(err, JobError):
         return err
     code = error_code(err)
-    if code in ACCESS_CODES:
+    if code in MLFLOW_ACCESS_CODES:
         return JobInputError(
             f"{what}: access denied by {tracking_uri} ({code}); check the MLflow credentials"
         )

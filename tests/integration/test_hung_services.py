@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from airflow_ai_provider.mlflow_registry import resolve_model
+from airflow_ai_provider.mlflow_runs import finish_task_run, start_task_run
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_HTTP_ENV
 from tests._support.airflow_records import dag_run_mlflow_runs
@@ -141,11 +143,11 @@ def test_hook_call_to_a_hung_mlflow_server_fails_within_the_service_timeout_and_
     with stopped(hung_mlflow):
         started = time.monotonic()
         with pytest.raises(MlflowUnavailableError) as raised:
-            hook.resolve_model("churn@champion")
+            resolve_model(hook, "churn@champion")
         elapsed = time.monotonic() - started
         again = time.monotonic()
         with pytest.raises(MlflowUnavailableError, match="not asked again in this try"):
-            hook.resolve_model("churn@champion")
+            resolve_model(hook, "churn@champion")
         asked_again_s = time.monotonic() - again
 
     message = str(raised.value)
@@ -157,14 +159,15 @@ def test_hook_call_to_a_hung_mlflow_server_fails_within_the_service_timeout_and_
     assert elapsed < 2 * TIMEOUT
     assert asked_again_s < TIMEOUT  # the rest of the try does not wait on the server again
     # The next try (a new hook, as each try builds its own) finds the resumed server.
-    assert MlflowHook(mlflow_conn_id=CONN_ID).resolve_model("churn@champion").version == "1"
+    assert resolve_model(MlflowHook(mlflow_conn_id=CONN_ID), "churn@champion").version == "1"
 
 
 def test_recording_a_failure_on_a_hung_server_waits_one_short_attempt_not_the_whole_budget(
     hung_mlflow, airflow_db, monkeypatch
 ):
     from airflow_ai_provider.exceptions import MlflowUnavailableError
-    from airflow_ai_provider.hooks.mlflow import FAILURE_PATH_TIMEOUT, MlflowHook, RunIdentity
+    from airflow_ai_provider.hooks.mlflow import FAILURE_PATH_TIMEOUT, MlflowHook
+    from airflow_ai_provider.mlflow_runs import RunIdentity
 
     budget = 30  # an ordinary call may wait 2 attempts of 15 s
     monkeypatch.setenv("AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT", str(budget))
@@ -175,18 +178,18 @@ def test_recording_a_failure_on_a_hung_server_waits_one_short_attempt_not_the_wh
     )
     who = RunIdentity(dag_id="hung_services", run_id="manual__failure_path", task_id="score")
     hook = MlflowHook(mlflow_conn_id=CONN_ID)
-    run = hook.start_task_run(who, "hung-services")
+    run = start_task_run(hook, who, "hung-services")
     with stopped(hung_mlflow):
         started = time.monotonic()
         with pytest.raises(MlflowUnavailableError, match=f"did not answer within {FAILURE_PATH_TIMEOUT} s"):
-            hook.finish_task_run(run, who, succeeded=False)
+            finish_task_run(hook, run, who, succeeded=False)
         elapsed = time.monotonic() - started
     assert elapsed < budget / 2
 
     retry = RunIdentity(dag_id=who.dag_id, run_id=who.run_id, task_id=who.task_id, try_number=2)
     next_try = MlflowHook(mlflow_conn_id=CONN_ID)
-    reopened = next_try.start_task_run(retry, "hung-services")
-    next_try.finish_task_run(reopened, retry, succeeded=True)
+    reopened = start_task_run(next_try, retry, "hung-services")
+    finish_task_run(next_try, reopened, retry, succeeded=True)
     assert reopened.run_id == run.run_id
     with next_try.client() as client:
         assert client.get_run(run.run_id).info.status == "FINISHED"

@@ -5,6 +5,8 @@ answers the chosen requests with the status a server behind an authenticating ga
 from __future__ import annotations
 
 import json
+import os
+import threading
 
 import pytest
 
@@ -50,3 +52,31 @@ def test_an_overloaded_server_is_infrastructure_and_retried(mlflow_server, airfl
             hook.get_or_create_experiment("overload-check")
     assert not isinstance(raised.value, AirflowFailException)
     assert proxy.url in str(raised.value)
+
+
+def test_get_conn_puts_credentials_in_the_environment_only_while_a_call_runs(
+    mlflow_server, airflow_db, monkeypatch
+):
+    """The proxy holds the call's request, so the test reads ``os.environ`` while the call runs."""
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+
+    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    rule = Rule("POST", "/experiments/search", "hold", seconds=30)
+    answers: list[object] = []
+    with http_proxy(mlflow_server.url, [rule], lifetime=60) as proxy:
+        conn = {"conn_type": "mlflow", "host": proxy.url, "login": "alice", "password": "pw-scoped-1"}
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
+        client = MlflowHook().get_conn()
+        before = {name: os.environ.get(name) for name in names}
+        call = threading.Thread(target=lambda: answers.append(client.search_experiments(max_results=1)))
+        call.start()
+        assert rule.arrived.wait(30)
+        during = {name: os.environ.get(name) for name in names}
+        rule.release()
+        call.join(30)
+    assert before == {name: None for name in names}
+    assert during == {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw-scoped-1"}
+    assert not call.is_alive() and len(answers) == 1  # the call went through and answered
+    assert {name: os.environ.get(name) for name in names} == before

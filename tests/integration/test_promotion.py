@@ -68,8 +68,8 @@ def test_failed_post_promotion_check_rolls_back_in_one_task(two_versions, mlflow
 
 
 def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_versions, mlflow_server):
+    from airflow_ai_provider.alias_ledger import AliasMove, move_alias
     from airflow_ai_provider.hooks.mlflow import MlflowHook
-    from airflow_ai_provider.mlflow_registry import AliasMove, move_alias
 
     # Someone else promoted the challenger after this DAG run pinned the champion.
     _client(mlflow_server).set_registered_model_alias(

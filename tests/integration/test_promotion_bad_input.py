@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from airflow_ai_provider.mlflow_registry import CLAIM_EXPERIMENT_PREFIX, EPOCH_TAG_PREFIX
+from airflow_ai_provider.alias_ledger import CLAIM_EXPERIMENT_PREFIX, EPOCH_TAG_PREFIX
 from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
 from tests._support.http_proxy import Rule, http_proxy
 

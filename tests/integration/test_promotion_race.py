@@ -17,14 +17,14 @@ from contextlib import contextmanager
 
 import pytest
 
-from airflow_ai_provider.exceptions import ConcurrentPromotionError, MlflowUnavailableError
-from airflow_ai_provider.hooks.mlflow import MlflowHook
-from airflow_ai_provider.mlflow_registry import (
+from airflow_ai_provider.alias_ledger import (
     CLAIM_EXPERIMENT_PREFIX,
     EPOCH_TAG_PREFIX,
     AliasMove,
     move_alias,
 )
+from airflow_ai_provider.exceptions import ConcurrentPromotionError, MlflowUnavailableError
+from airflow_ai_provider.hooks.mlflow import MlflowHook
 from tests._support.http_proxy import Rule, http_proxy
 
 RACERS = 6

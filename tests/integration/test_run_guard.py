@@ -17,11 +17,12 @@ import uuid
 _WORKER = """
 import json, sys, time
 from airflow_ai_provider.execution.run_guard import TaskRunGuard
-from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity
+from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.mlflow_runs import RunIdentity, start_task_run
 
 who = RunIdentity(dag_id="guarded", run_id=sys.argv[1], task_id="score", try_number=int(sys.argv[2]))
 hook = MlflowHook()
-run = hook.start_task_run(who, "guarded-runs")
+run = start_task_run(hook, who, "guarded-runs")
 guard = TaskRunGuard.for_task_run(hook, run, who)
 print(json.dumps({"run_id": run.run_id, "parent_run_id": run.parent_run_id}), flush=True)
 if sys.argv[3] == "release":

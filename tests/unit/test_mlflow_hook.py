@@ -12,7 +12,9 @@ import threading
 import pytest
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity
+from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.mlflow_registry import pin_model, resolve_model
+from airflow_ai_provider.mlflow_runs import RunIdentity, finish_task_run, start_task_run
 
 
 @pytest.fixture
@@ -115,9 +117,9 @@ def test_unreachable_server_fails_fast_with_one_line(monkeypatch):
 
 def test_task_run_nests_under_one_parent_per_dag_run(store):
     hook = MlflowHook()
-    first = hook.start_task_run(_who("a"), "exp")
-    second = hook.start_task_run(_who("b"), "exp")
-    other_dag_run = hook.start_task_run(_who("a", run_id="manual__2"), "exp")
+    first = start_task_run(hook, _who("a"), "exp")
+    second = start_task_run(hook, _who("b"), "exp")
+    other_dag_run = start_task_run(hook, _who("a", run_id="manual__2"), "exp")
     assert first.parent_run_id == second.parent_run_id != other_dag_run.parent_run_id
     with hook.client() as client:
         run = client.get_run(first.run_id)
@@ -127,9 +129,9 @@ def test_task_run_nests_under_one_parent_per_dag_run(store):
 
 def test_retry_reuses_the_task_run(store):
     hook = MlflowHook()
-    first_try = hook.start_task_run(_who(try_number=1), "exp")
-    hook.finish_task_run(first_try, _who(), succeeded=False)
-    second_try = hook.start_task_run(_who(try_number=2), "exp")
+    first_try = start_task_run(hook, _who(try_number=1), "exp")
+    finish_task_run(hook, first_try, _who(), succeeded=False)
+    second_try = start_task_run(hook, _who(try_number=2), "exp")
     assert second_try.run_id == first_try.run_id
     with hook.client() as client:
         runs = client.search_runs([first_try.experiment_id])
@@ -139,7 +141,7 @@ def test_retry_reuses_the_task_run(store):
 
 def test_mapped_task_instances_get_one_run_each(store):
     hook = MlflowHook()
-    runs = {hook.start_task_run(_who(map_index=i), "exp").run_id for i in range(3)}
+    runs = {start_task_run(hook, _who(map_index=i), "exp").run_id for i in range(3)}
     assert len(runs) == 3
 
 
@@ -151,7 +153,7 @@ def test_concurrent_tasks_converge_on_one_parent_run(store):
 
     def start(index: int) -> None:
         barrier.wait()
-        booked[index] = MlflowHook().start_task_run(_who(map_index=index), "exp")
+        booked[index] = start_task_run(MlflowHook(), _who(map_index=index), "exp")
 
     threads = [threading.Thread(target=start, args=(i,)) for i in range(4)]
     for thread in threads:
@@ -159,7 +161,7 @@ def test_concurrent_tasks_converge_on_one_parent_run(store):
     for thread in threads:
         thread.join()
     for index, run in booked.items():
-        MlflowHook().finish_task_run(run, _who(map_index=index), succeeded=True)
+        finish_task_run(MlflowHook(), run, _who(map_index=index), succeeded=True)
     with hook.client() as client:
         experiment_id = booked[0].experiment_id
         parents = client.search_runs([experiment_id], filter_string="tags.`airflow.role` = 'dag_run'")
@@ -170,18 +172,18 @@ def test_concurrent_tasks_converge_on_one_parent_run(store):
 
 def test_alias_is_pinned_once_per_dag_run(registered):
     hook = registered
-    run = hook.start_task_run(_who(), "exp")
-    assert hook.pin_model("churn@champion", run.parent_run_id).version == "1"
+    run = start_task_run(hook, _who(), "exp")
+    assert pin_model(hook, "churn@champion", run.parent_run_id).version == "1"
     with hook.client() as client:
         client.set_registered_model_alias("churn", "champion", "2")  # promoted mid-run
-    assert hook.pin_model("churn@champion", run.parent_run_id).version == "1"
-    next_run = hook.start_task_run(_who(run_id="manual__2"), "exp")
-    assert hook.pin_model("churn@champion", next_run.parent_run_id).version == "2"
+    assert pin_model(hook, "churn@champion", run.parent_run_id).version == "1"
+    next_run = start_task_run(hook, _who(run_id="manual__2"), "exp")
+    assert pin_model(hook, "churn@champion", next_run.parent_run_id).version == "2"
 
 
 def test_bare_name_means_latest_version(registered):
-    assert registered.resolve_model("churn").version == "2"
-    assert registered.resolve_model("models:/churn/1").version == "1"
+    assert resolve_model(registered, "churn").version == "2"
+    assert resolve_model(registered, "models:/churn/1").version == "1"
 
 
 @pytest.mark.parametrize(
@@ -195,4 +197,18 @@ def test_bare_name_means_latest_version(registered):
 )
 def test_bad_model_reference_is_named_in_the_error(registered, reference, message):
     with pytest.raises((ModelReferenceError, AiProviderConfigError), match=message):
-        registered.resolve_model(reference)
+        resolve_model(registered, reference)
+
+
+def test_error_mapping_classifies_answered_errors_only_for_a_named_action(store):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    hook = MlflowHook()
+    answered = MlflowException("no such model", error_code=databricks_pb2.RESOURCE_DOES_NOT_EXIST)
+    with pytest.raises(MlflowException) as unmapped, hook.errors():
+        raise answered
+    assert unmapped.value is answered  # the caller handles what the server answered
+    expected = r"^reading churn: no such model \(registry sqlite:"
+    with pytest.raises(ModelReferenceError, match=expected), hook.errors("reading churn"):
+        raise answered

@@ -11,21 +11,20 @@ import textwrap
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_ai_provider.alias_ledger import (
+    MAX_EXPERIMENT_NAME_LENGTH,
+    AliasMove,
+    check_version_tags,
+    move_alias,
+)
 from airflow_ai_provider.exceptions import (
     AiProviderConfigError,
     ConcurrentPromotionError,
     MlflowUnavailableError,
     ModelReferenceError,
 )
-from airflow_ai_provider.hooks.mlflow import MlflowHook
-from airflow_ai_provider.mlflow_registry import (
-    MAX_EXPERIMENT_NAME_LENGTH,
-    AliasMove,
-    check_alias_name,
-    check_version_tags,
-    move_alias,
-    registry_error,
-)
+from airflow_ai_provider.hooks.mlflow import MlflowHook, answered_error
+from airflow_ai_provider.mlflow_registry import alias_version, check_alias_name
 from tests.conftest import REPO_ROOT
 
 NAMES = [
@@ -93,7 +92,7 @@ def test_registry_errors_are_classified_bad_input_or_retried(code, kind):
     from mlflow.protos import databricks_pb2
 
     answered = MlflowException(f"{code}: it failed\nsecond line", error_code=getattr(databricks_pb2, code))
-    error = registry_error(answered, "doing", "uri")
+    error = answered_error(answered, "doing", "uri")
     assert type(error) is kind
     assert isinstance(error, AirflowFailException) is (kind is not MlflowUnavailableError)
     assert "\n" not in str(error)
@@ -210,7 +209,7 @@ def test_move_then_retry_then_a_stale_racer_on_the_embedded_store(hook, tmp_path
 def test_rollback_to_no_alias_removes_it(hook):
     move_alias(hook, AliasMove("churn", "champion", None, "1", "dag/run1/promote"))
     assert move_alias(hook, AliasMove("churn", "champion", "1", None, "dag/run1/rollback")) is True
-    assert hook.alias_version("churn", "champion") is None
+    assert alias_version(hook, "churn", "champion") is None
 
 
 def test_unknown_target_version_is_bad_input_and_claims_nothing(hook):

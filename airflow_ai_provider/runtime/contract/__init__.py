@@ -27,6 +27,9 @@ DEFAULT_RESULT_PATH: Final = "/airflow/xcom/return.json"
 SERVICE_TIMEOUT_ENV: Final = "AI_PROVIDER_SERVICE_TIMEOUT"
 #: A per-task-instance marker in the environment of every process of a local job.
 MARKER_ENV: Final = "AI_PROVIDER_TASK_MARKER"
+#: The guard that closes a dead task's MLflow runs, and the line the task writes when it closed them.
+RUN_GUARD_MODULE: Final = f"{RUNTIME_MODULE}.run_guard"
+RUN_GUARD_DONE: Final = "done"
 
 # --- result ----------------------------------------------------------------------------------------
 STATUS_SUCCESS: Final = "success"

@@ -47,6 +47,8 @@ MLFLOW_HTTP_ENV = (
 MLFLOW_SERVICE_CODES = frozenset(
     {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "DEADLINE_EXCEEDED", "INTERNAL_ERROR"}
 )
+#: MLflow error codes that mean the credentials are wrong or lack a permission: never retryable.
+MLFLOW_ACCESS_CODES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
 _TIMEOUT_MARKERS = (
     "timed out",
     "read timeout",

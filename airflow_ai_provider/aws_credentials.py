@@ -1,12 +1,20 @@
-"""S3 credentials for the runtime, read from an Airflow AWS connection."""
+"""S3 access for the runtime: an allow-list of environment variables from an Airflow AWS connection."""
 
 from __future__ import annotations
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_ai_provider.credentials import mask_credentials, split_credentials
+from airflow_ai_provider.credentials import connection_env, mask_credentials, split_credentials
 from airflow_ai_provider.exceptions import AiProviderConfigError
+
+#: The AWS connection's fields a runtime receives, and the variables boto3 and pyarrow read them from.
+_CONNECTION_ENV = {
+    "login": "AWS_ACCESS_KEY_ID",
+    "password": "AWS_SECRET_ACCESS_KEY",
+    "aws_session_token": "AWS_SESSION_TOKEN",
+    "region_name": "AWS_DEFAULT_REGION",
+}
 
 
 def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
@@ -27,15 +35,7 @@ def aws_runtime_env(aws_conn_id: str | None) -> dict[str, str]:
             "aws_conn_id unset to use the worker's own AWS credentials"
         ) from None
     extra = conn.extra_dejson
-    env: dict[str, str] = {}
-    if conn.login:
-        env["AWS_ACCESS_KEY_ID"] = conn.login
-    if conn.password:
-        env["AWS_SECRET_ACCESS_KEY"] = conn.password
-    if extra.get("aws_session_token"):
-        env["AWS_SESSION_TOKEN"] = str(extra["aws_session_token"])
-    if extra.get("region_name"):
-        env["AWS_DEFAULT_REGION"] = str(extra["region_name"])
+    env = connection_env(conn, _CONNECTION_ENV)
     endpoint = extra.get("endpoint_url") or extra.get("service_config", {}).get("s3", {}).get("endpoint_url")
     if endpoint:
         clean, found = split_credentials(str(endpoint))
