@@ -2,7 +2,7 @@
 profile, raised before anything is trained, registered or written.
 
 The jobs run in-process against SQLite MLflow stores; training uses the functions of
-:mod:`tests.unit.runtime.test_train` (``must_not_run`` proves the label check comes first).
+:mod:`tests.unit.runtime.training.functions` (``must_not_run`` proves the label check comes first).
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from airflow_ai_provider.runtime import drift, evaluate, train
+from airflow_ai_provider.runtime import drift, evaluate
 from airflow_ai_provider.runtime.contract.columns import code_points
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, PROFILE_TAG, build_profile, profile_uri
+from airflow_ai_provider.runtime.training import job as training_job
 from airflow_ai_provider.runtime.validation import job as validate
 from tests._support.churn_sample import FEATURES, make_customers, train_and_register
 from tests.unit.runtime.conftest import refused, write_csv, write_parquet
-from tests.unit.runtime.test_train import HERE, Store
+from tests.unit.runtime.training.conftest import Store
+from tests.unit.runtime.training.functions import FUNCTIONS
 
 # --- train ----------------------------------------------------------------------------------------
 
@@ -32,9 +34,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 def train_refused(store: Store, inputs: Path, name: str, **params: Any) -> str:
     spec = store.spec(
-        str(inputs), store.new_run(), model_name=name, training_function=f"{HERE}:must_not_run", **params
+        str(inputs), store.new_run(), model_name=name, training_function=f"{FUNCTIONS}:must_not_run", **params
     )
-    message = refused(train, spec)
+    message = refused(training_job, spec)
     assert "must not train" not in message, "the training function ran"
     assert store.versions(name) == []
     return message
