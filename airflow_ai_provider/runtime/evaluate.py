@@ -144,22 +144,17 @@ def decide(
         return {"metric": metric, "kind": against, "passed": False,
                 "reason": f"{metric} of {who} could not be computed ({why}): cannot check {against}"}  # fmt: skip
 
-    for metric, bound in params.min_metrics.items():
-        if metric not in mine:
-            checks.append(missing(metric, f"minimum {_fmt(bound)}", challenger))
-            continue
-        passed = mine[metric] >= bound
-        sign = ">=" if passed else "<"
-        checks.append({"metric": metric, "kind": "minimum", "value": mine[metric], "threshold": bound,
-                       "passed": passed, "reason": f"{metric} {_fmt(mine[metric])} {sign} minimum {_fmt(bound)}"})  # fmt: skip
-    for metric, bound in params.max_metrics.items():
-        if metric not in mine:
-            checks.append(missing(metric, f"maximum {_fmt(bound)}", challenger))
-            continue
-        passed = mine[metric] <= bound
-        sign = "<=" if passed else ">"
-        checks.append({"metric": metric, "kind": "maximum", "value": mine[metric], "threshold": bound,
-                       "passed": passed, "reason": f"{metric} {_fmt(mine[metric])} {sign} maximum {_fmt(bound)}"})  # fmt: skip
+    # Each absolute bound: its kind, the thresholds, and the signs of a pass and of a failure.
+    bounds = (("minimum", params.min_metrics, ">=", "<"), ("maximum", params.max_metrics, "<=", ">"))
+    for kind, thresholds, holds, fails in bounds:
+        for metric, bound in thresholds.items():
+            if metric not in mine:
+                checks.append(missing(metric, f"{kind} {_fmt(bound)}", challenger))
+                continue
+            passed = mine[metric] >= bound if kind == "minimum" else mine[metric] <= bound
+            sign = holds if passed else fails
+            checks.append({"metric": metric, "kind": kind, "value": mine[metric], "threshold": bound,
+                           "passed": passed, "reason": f"{metric} {_fmt(mine[metric])} {sign} {kind} {_fmt(bound)}"})  # fmt: skip
     notes: list[str] = []
     if champion is None:
         notes.append("no champion yet: absolute thresholds only")
