@@ -1,5 +1,4 @@
-"""The model registry as tasks read it: alias names checked as MLflow does, references resolved and
-pinned once per DAG run."""
+"""The registry as tasks read it: alias names checked as MLflow does, references resolved and pinned."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The provider's Airflow hooks: the MLflow connection."""
