@@ -13,11 +13,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "AiJobOperator": "airflow_ai_provider.operators.base",
     "BatchInferenceOperator": "airflow_ai_provider.operators.inference",
-    "DataValidationOperator": "airflow_ai_provider.operators.validation",
+    "DataValidationOperator": "airflow_ai_provider.operators.data_validation",
     "DriftDetectionOperator": "airflow_ai_provider.operators.drift",
     "ModelApprovalOperator": "airflow_ai_provider.operators.promotion",
-    "ModelValidationOperator": "airflow_ai_provider.operators.evaluation",
+    "ModelValidationOperator": "airflow_ai_provider.operators.quality_gate",  # deprecated alias
     "PromoteModelOperator": "airflow_ai_provider.operators.promotion",
+    "QualityGateOperator": "airflow_ai_provider.operators.quality_gate",
     "RetrainModelOperator": "airflow_ai_provider.operators.training",
     "RollbackModelOperator": "airflow_ai_provider.operators.promotion",
     "ExecutionMode": "airflow_ai_provider.config",

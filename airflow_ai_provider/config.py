@@ -47,6 +47,13 @@ def default_execution_mode() -> ExecutionMode:
     )
 
 
+def resolve_execution_mode(value: str | ExecutionMode | None) -> ExecutionMode:
+    """The mode an operator's ``execution_mode`` argument chooses; ``None`` means the configured one."""
+    if value is None:
+        return default_execution_mode()
+    return ExecutionMode.parse(value)
+
+
 def default_runtime_image() -> str:
     """The runtime image used in kubernetes mode when an operator names none."""
     return _conf_get("runtime_image", DEFAULT_RUNTIME_IMAGE)

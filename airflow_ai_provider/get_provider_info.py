@@ -27,8 +27,8 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_ai_provider.operators.inference",
                     "airflow_ai_provider.operators.training",
-                    "airflow_ai_provider.operators.validation",
-                    "airflow_ai_provider.operators.evaluation",
+                    "airflow_ai_provider.operators.data_validation",
+                    "airflow_ai_provider.operators.quality_gate",
                     "airflow_ai_provider.operators.drift",
                     "airflow_ai_provider.operators.promotion",
                 ],

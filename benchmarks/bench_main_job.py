@@ -47,7 +47,7 @@ HOME = Path(__file__).resolve().parent / ".work" / "main_job"
 AI_OPERATORS = {
     "DataValidationOperator",
     "RetrainModelOperator",
-    "ModelValidationOperator",
+    "QualityGateOperator",
     "BatchInferenceOperator",
     "DriftDetectionOperator",
 }

@@ -44,12 +44,12 @@ def _warm_imports() -> None:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator  # noqa: F401
     from airflow.providers.standard.operators.empty import EmptyOperator  # noqa: F401
 
+    import airflow_ai_provider.operators.data_validation
     import airflow_ai_provider.operators.drift
-    import airflow_ai_provider.operators.evaluation
     import airflow_ai_provider.operators.inference
     import airflow_ai_provider.operators.promotion
-    import airflow_ai_provider.operators.training
-    import airflow_ai_provider.operators.validation  # noqa: F401
+    import airflow_ai_provider.operators.quality_gate
+    import airflow_ai_provider.operators.training  # noqa: F401
 
 
 def _parse_ms(path: Path) -> float:

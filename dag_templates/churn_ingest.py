@@ -14,7 +14,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Asset, Param, task
 
-from airflow_ai_provider.operators.validation import DataValidationOperator
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
 # ---- Config: adapt to your data -----------------------------------------------------------------
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")

@@ -32,13 +32,13 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_ai_provider.assets import drift_asset, model_asset
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.promotion import (
     ModelApprovalOperator,
     PromoteModelOperator,
     RollbackModelOperator,
 )
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
@@ -99,7 +99,7 @@ with DAG(
         priority_weight=1,
     )
 
-    gate = ModelValidationOperator(
+    gate = QualityGateOperator(
         task_id="quality_gate",
         challenger=f"{MODEL_NAME}/{VERSION}",
         holdout_uri="{{ params.holdout_uri }}",

@@ -48,12 +48,6 @@ def _die_with_parent() -> None:
     processes.prctl(processes.PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def task_instance_key(context: Mapping[str, Any]) -> str:
-    """``<dag_id>/<run_id>/<task_id>/<map_index>``: the same for every try of one task instance."""
-    ti = context["ti"]
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)}"
-
-
 def default_scratch_root() -> Path:
     """``$TMPDIR/airflow-ai-<uid>`` of the worker: the parent of the per-task-instance scratch folders."""
     return Path(tempfile.gettempdir()) / f"airflow-ai-{os.getuid()}"
@@ -80,9 +74,10 @@ class LocalJobRunner:
     :param argv: the runtime command (interpreter first).
     :param env: extra environment for the child (credentials, endpoints); merged over the worker's.
     :param logger: where each output line goes.
-    :param task_key: identifies the task instance across its tries (see :func:`task_instance_key`);
-        its digest names the scratch folder and is the process marker. Without it both are new for
-        each run (nothing is found from an earlier try).
+    :param task_key: identifies the task instance across its tries (see
+        :func:`~airflow_ai_provider.operators.task_run.task_instance_key`); its digest names the
+        scratch folder and is the process marker. Without it both are new for each run (nothing is
+        found from an earlier try).
     :param scratch_root: parent of the scratch folders (default :func:`default_scratch_root`).
     """
 

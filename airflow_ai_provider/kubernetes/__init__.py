@@ -1,5 +1,8 @@
-"""Kubernetes pods of AI jobs: secure defaults (:mod:`.pod_defaults`), checks (:mod:`.validation`),
-and the ``[ai_provider]`` settings that shape them.
+"""Kubernetes pods of AI jobs, and the ``[ai_provider]`` settings that shape them.
+
+Secure defaults are in :mod:`.pod_defaults`, checks of the user's pod arguments in :mod:`.pod_checks`,
+the task's labels, annotations and environment in :mod:`.pod_env`, and plain words for a failed pod
+in :mod:`.pod_failures`.
 
 Settings (Airflow config section ``[ai_provider]``, env ``AIRFLOW__AI_PROVIDER__<OPTION>``):
 
@@ -17,8 +20,8 @@ import json
 
 from airflow_ai_provider.config import CONFIG_SECTION
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.kubernetes.pod_checks import node_selector_dict, parse_quantity, resources_dict
 from airflow_ai_provider.kubernetes.pod_defaults import DEFAULT_RESOURCES, RUNTIME_UID
-from airflow_ai_provider.kubernetes.validation import node_selector_dict, parse_quantity, resources_dict
 
 __all__ = [
     "configured_gpu_node_selector",

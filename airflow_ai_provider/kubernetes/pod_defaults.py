@@ -9,20 +9,17 @@ through operator arguments, ``full_pod_spec``, a pod template or a pod mutation 
   filesystem, all capabilities dropped, non-root;
 - an ``emptyDir`` mounted at ``/tmp`` for scratch space, and ``TMPDIR``/cache variables pointing there;
 - resource requests and limits (per job type), GPU limits with a toleration and node selector;
-- lookup labels and annotations (``ai.airflow.apache.org/...``) and extra environment (trace context).
+- the lookup labels, annotations and environment of :mod:`.pod_env`, where the pod sets none.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import re
 from typing import Any
 
-from airflow_ai_provider.kubernetes.validation import GpuRequest, parse_quantity
+from airflow_ai_provider.kubernetes.pod_checks import GpuRequest, parse_quantity
 
 RUNTIME_UID = 1000
-LABEL_PREFIX = "ai.airflow.apache.org/"
 SCRATCH_VOLUME = "ai-scratch"
 SCRATCH_PATH = "/tmp"
 XCOM_SIDECAR_NAME = "airflow-xcom-sidecar"
@@ -43,7 +40,6 @@ SCRATCH_ENV = {
     "XDG_CACHE_HOME": f"{SCRATCH_PATH}/.cache",
     "MPLCONFIGDIR": f"{SCRATCH_PATH}/.config/matplotlib",
 }
-_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def pod_security_context(run_as_user: int = RUNTIME_UID) -> dict[str, Any]:
@@ -124,76 +120,6 @@ def merge_resources(
     if gpu is not None and gpu.resource not in limits:
         limits[gpu.resource] = str(gpu.count)
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
-
-
-def safe_label_value(value: Any) -> str:
-    """A valid Kubernetes label value (<= 63 chars of ``[A-Za-z0-9._-]``, alphanumeric at both ends).
-
-    Other characters become ``_``; a longer value keeps its start and gets a short hash of the whole.
-    """
-    text = _LABEL_VALUE.sub("_", str(value)).strip("._-")
-    if len(text) > 63:
-        digest = hashlib.sha256(str(value).encode()).hexdigest()[:10]
-        text = f"{text[:52].rstrip('._-')}-{digest}"
-    return text
-
-
-def lookup_labels(
-    *,
-    dag_id: str | None,
-    task_id: str | None,
-    run_id: str | None,
-    job: str,
-    model_name: str | None = None,
-    model_version: str | None = None,
-) -> dict[str, str]:
-    """Labels to find an AI job's pods by DAG, task, run, job type and model."""
-    raw = {
-        "dag-id": dag_id,
-        "task-id": task_id,
-        "run-id": run_id,
-        "job": job,
-        "model-name": model_name,
-        "model-version": model_version,
-    }
-    return {f"{LABEL_PREFIX}{key}": safe_label_value(value) for key, value in raw.items() if value}
-
-
-def lookup_annotations(
-    *,
-    dag_id: str | None,
-    task_id: str | None,
-    run_id: str | None,
-    mlflow_run_id: str | None = None,
-    model_uri: str | None = None,
-) -> dict[str, str]:
-    """Annotations with the full, unshortened values (labels may be sanitised or truncated)."""
-    raw = {
-        "dag-id": dag_id,
-        "task-id": task_id,
-        "run-id": run_id,
-        "mlflow-run-id": mlflow_run_id,
-        "model-uri": model_uri,
-    }
-    return {f"{LABEL_PREFIX}{key}": str(value) for key, value in raw.items() if value}
-
-
-def trace_env(carrier: dict[str, str] | None, openlineage_parent_id: str | None = None) -> dict[str, str]:
-    """Environment that carries the task's trace and lineage context into the pod.
-
-    ``TRACEPARENT``/``TRACESTATE`` (W3C trace context, the variables OpenTelemetry SDKs read) come
-    from the carrier; ``OPENLINEAGE_PARENT_ID`` (``<namespace>/<job>/<run id>``) from the
-    OpenLineage provider when it is installed.
-    """
-    env: dict[str, str] = {}
-    carrier = {str(k).lower(): str(v) for k, v in (carrier or {}).items()}
-    if carrier.get("traceparent"):
-        env["TRACEPARENT"] = carrier["traceparent"]
-        if carrier.get("tracestate"):
-            env["TRACESTATE"] = carrier["tracestate"]
-    if openlineage_parent_id:
-        env["OPENLINEAGE_PARENT_ID"] = openlineage_parent_id
-    return env
 
 
 def secure_pod(

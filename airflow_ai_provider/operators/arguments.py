@@ -34,6 +34,11 @@ def is_templated(value: Any) -> bool:
     return "{{" in str(value)  # an object holding a template somewhere (a Kubernetes model)
 
 
+def uri_list(value: str | list[str]) -> list[str]:
+    """One URI or a list of them, as the list a job spec's ``inputs`` holds."""
+    return [value] if isinstance(value, str) else list(value)
+
+
 def check_job_params(
     task_id: str, kind: type[job_params.JobParams], values: Mapping[str, Any], *, rendered: bool
 ) -> dict[str, Any]:
@@ -96,6 +101,13 @@ class JobArguments:
     @classmethod
     def check_partial_arguments(cls, task_id: str, kwargs: Mapping[str, Any]) -> None:
         """Checks of ``partial()`` arguments beyond the job parameters."""
+
+    def set_job_arguments(self, **arguments: Any) -> None:
+        """Keep the operator's own ``arguments`` as attributes, then check the literal job parameters
+        among them, so that a bad one fails when the DAG is parsed."""
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self.job_params(rendered=False)
 
     def job_values(self) -> dict[str, Any]:
         """The job parameters as the arguments hold them (rendered once the task runs)."""

@@ -9,7 +9,8 @@ from airflow.sdk import Asset, AssetAlias
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.operators.arguments import JobArguments
+from airflow_ai_provider.mlflow_registry import pin_model
+from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.contract.params import DriftParams
@@ -18,7 +19,7 @@ from airflow_ai_provider.runtime.contract.spec import JobSpec
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import TaskRun
+    from airflow_ai_provider.mlflow_runs import TaskRun
 
 
 class DriftDetectionOperator(JobArguments, AiJobOperator):
@@ -117,28 +118,29 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
             self.drift_alias = AssetAlias(name=drift_alias or f"drift-events/{drift_asset.name}")
             kwargs["outlets"] = [*(kwargs.get("outlets") or []), self.drift_alias]
         super().__init__(**kwargs)
-        self.model = model
-        self.input_uri = input_uri
-        self.psi_threshold = psi_threshold
-        self.ks_pvalue_threshold = ks_pvalue_threshold
-        self.min_drifted_features = min_drifted_features
-        self.features = features
-        self.sample_size = sample_size
-        self.input_format = input_format
-        self.batch_size = batch_size
-        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        self.set_job_arguments(
+            model=model,
+            input_uri=input_uri,
+            psi_threshold=psi_threshold,
+            ks_pvalue_threshold=ks_pvalue_threshold,
+            min_drifted_features=min_drifted_features,
+            features=features,
+            sample_size=sample_size,
+            input_format=input_format,
+            batch_size=batch_size,
+        )
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()
         try:
-            pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
+            pinned = pin_model(self.mlflow_hook, self.model, run.parent_run_id)
         except ModelReferenceError as err:
             raise AirflowFailException(str(err)) from None  # a wrong reference does not heal by retrying
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         return JobSpec(
             job=self.job_type,
             model=pinned,
-            inputs=self._inputs(),
+            inputs=uri_list(self.input_uri),
             mlflow=self.mlflow_ref(run),
             params=params,
         )
@@ -168,7 +170,7 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
             "drifted_features": list(details.get("drifted_features", [])),
             "max_psi": details.get("max_psi"),
             EventKey.INPUT_DIGEST: result.get("input_digest"),
-            "input_uri": ",".join(self._inputs()),
+            "input_uri": ",".join(uri_list(self.input_uri)),
             "rows": result.get("rows_in"),
         }
 
@@ -190,6 +192,3 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
             context["outlet_events"][self.drift_alias].add(self.drift_asset, extra=extra)
             self.log.info("Asset event on %s through alias %s", self.drift_asset.name, self.drift_alias.name)
         return result
-
-    def _inputs(self) -> list[str]:
-        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

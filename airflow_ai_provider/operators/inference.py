@@ -8,7 +8,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.config import ExecutionMode
-from airflow_ai_provider.operators.arguments import JobArguments, check_shard
+from airflow_ai_provider.mlflow_registry import pin_model
+from airflow_ai_provider.operators.arguments import JobArguments, check_shard, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.params import InferParams
@@ -17,7 +18,7 @@ from airflow_ai_provider.runtime.contract.spec import JobSpec, Shard
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import TaskRun
+    from airflow_ai_provider.mlflow_runs import TaskRun
 
 
 class BatchInferenceOperator(JobArguments, AiJobOperator):
@@ -109,20 +110,21 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.model = model
-        self.input_uri = input_uri
-        self.output_uri = output_uri
-        self.id_columns = id_columns
-        self.input_format = input_format
-        self.batch_size = batch_size
-        self.shard_index = shard_index
-        self.shard_count = shard_count
-        self.fallback_model = fallback_model
-        self.extra_columns = extra_columns
-        self.check_unique_ids = check_unique_ids
-        self.skops_trusted_types = skops_trusted_types
-        self.scratch_dir = scratch_dir
-        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        self.set_job_arguments(
+            model=model,
+            input_uri=input_uri,
+            output_uri=output_uri,
+            id_columns=id_columns,
+            input_format=input_format,
+            batch_size=batch_size,
+            shard_index=shard_index,
+            shard_count=shard_count,
+            fallback_model=fallback_model,
+            extra_columns=extra_columns,
+            check_unique_ids=check_unique_ids,
+            skops_trusted_types=skops_trusted_types,
+            scratch_dir=scratch_dir,
+        )
         check_shard(self.task_id, shard_index, shard_count, rendered=False)
 
     def job_values(self) -> dict[str, Any]:
@@ -140,12 +142,12 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         self._parent_run_id = run.parent_run_id
         params = self.job_params()
         index, count = check_shard(self.task_id, self.shard_index, self.shard_count, rendered=True)
-        pinned = self.mlflow_hook.pin_model(self.model, run.parent_run_id)
+        pinned = pin_model(self.mlflow_hook, self.model, run.parent_run_id)
         self.log.info("Model %s pinned to version %s for this DAG run", self.model, pinned.version)
         return JobSpec(
             job=self.job_type,
             model=pinned,
-            inputs=self._input_list(),
+            inputs=uri_list(self.input_uri),
             output=self.output_uri,
             mlflow=self.mlflow_ref(run),
             params=params,
@@ -157,7 +159,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         result = super().run_job(context, spec, mode)
         if result.get("error_type") != "ModelLoadError" or not self.fallback_model:
             return result
-        pinned = self.mlflow_hook.pin_model(self.fallback_model, self._parent_run_id)
+        pinned = pin_model(self.mlflow_hook, self.fallback_model, self._parent_run_id)
         self.log.warning(
             "Model %s version %s cannot be loaded (%s); falling back to %s version %s",
             spec.model.name,
@@ -197,9 +199,10 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         super().record_result(run, result)
-        source = ",".join(self._input_list())
+        inputs = uri_list(self.input_uri)
+        source = ",".join(inputs)
         dataset = Dataset(
-            name=self._input_list()[0].rstrip("/").rsplit("/", 1)[-1] or "input",
+            name=inputs[0].rstrip("/").rsplit("/", 1)[-1] or "input",
             digest=str(result.get("input_digest", ""))[:32] or "unknown",
             source_type="s3" if source.startswith("s3://") else "local",
             source=json.dumps({"uri": source}),
@@ -226,6 +229,3 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             "shard": f"{self.shard_index}/{self.shard_count}",
             "fallback": bool(result.get("fallback")),
         }
-
-    def _input_list(self) -> list[str]:
-        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

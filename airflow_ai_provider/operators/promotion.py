@@ -8,27 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from airflow_ai_provider.alias_ledger import AliasMove, move_alias
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.execution.run_guard import TaskRunGuard
-from airflow_ai_provider.hooks.mlflow import MlflowHook, RunIdentity, TaskRun
-from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY, MlflowRunLink
+from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.links import MlflowRunLink
 from airflow_ai_provider.mlflow_registry import (
     PREVIOUS_ALIAS_SUFFIX,
-    AliasMove,
     check_alias_name,
     check_promotion_alias,
-    move_alias,
-    registry_errors,
+    pin_model,
+    resolve_model,
 )
+from airflow_ai_provider.mlflow_runs import TaskRun, finish_task_run
 from airflow_ai_provider.operators.arguments import is_templated
-from airflow_ai_provider.runtime.contract import EventKey
+from airflow_ai_provider.operators.task_run import MlflowTaskRunMixin
+from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 
 if TYPE_CHECKING:
@@ -53,13 +53,13 @@ class ModelApprovalOperator(ApprovalOperator):
         super().__init__(response_timeout=response_timeout, **kwargs)
 
 
-class PromoteModelOperator(BaseOperator):
+class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
     """Move an alias (default ``champion``) to the challenger version pinned for this DAG run.
 
     The move happens only if the alias still points where this DAG run saw it (the version pinned
     when the quality gate or this task first resolved it): a concurrent promotion makes this task
     fail clearly instead of silently overwriting (see
-    :func:`~airflow_ai_provider.mlflow_registry.move_alias`). The promoted version gets tags saying
+    :func:`~airflow_ai_provider.alias_ledger.move_alias`). The promoted version gets tags saying
     who approved it, why and when, and from which DAG run, once the alias points at it; the replaced
     version stays reachable as the alias ``<alias>_previous`` and in this task's result, for
     :class:`RollbackModelOperator`.
@@ -122,17 +122,13 @@ class PromoteModelOperator(BaseOperator):
                 "whose result this one reads"
             )
 
-    @cached_property
-    def mlflow_hook(self) -> MlflowHook:
-        return MlflowHook(mlflow_conn_id=self.mlflow_conn_id)
-
     def plan_move(self, context: Context, run: TaskRun) -> tuple[str, str | None, str | None]:
         """Return (model name, version the alias must point to now, version to point it to)."""
         hook = self.mlflow_hook
-        challenger = hook.pin_model(self.model, run.parent_run_id)
+        challenger = pin_model(hook, self.model, run.parent_run_id)
         try:
-            expected: str | None = hook.pin_model(
-                f"{challenger.name}@{self.alias}", run.parent_run_id
+            expected: str | None = pin_model(
+                hook, f"{challenger.name}@{self.alias}", run.parent_run_id
             ).version
         except ModelReferenceError:
             expected = None  # no champion yet; the move still fails if one appears meanwhile
@@ -163,61 +159,49 @@ class PromoteModelOperator(BaseOperator):
 
     def preflight(self) -> None:
         """Refuse an unknown model, alias or version before the task's MLflow run is booked."""
-        self.mlflow_hook.resolve_model(self.model)
+        resolve_model(self.mlflow_hook, self.model)
 
     def execute(self, context: Context) -> dict[str, Any]:
         self.check_rendered_arguments(context)
         hook = self.mlflow_hook
         approval = self._approval(context)
-        with registry_errors(hook, f"{self.action} of {self.model or 'model'}@{self.alias}"):
+        with hook.errors(f"{self.action} of {self.model or 'model'}@{self.alias}"):
             self.preflight()
             return self._execute(context, approval)
 
     def _execute(self, context: Context, approval: dict[str, str]) -> dict[str, Any]:
         hook = self.mlflow_hook
         ti = context["ti"]
-        who = RunIdentity(
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            try_number=ti.try_number,
-            extra_tags={"ai.job": self.action},
-        )
-        run = hook.start_task_run(who, hook.task_experiment_name(self.experiment_name, ti.dag_id))
-        ti.xcom_push(key=MLFLOW_RUN_URL_KEY, value=run.url or "")
-        with TaskRunGuard.for_task_run(hook, run, who):
-            try:
-                name, expected, target = self.plan_move(context, run)
-                tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
-                self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
-                claimant = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
-                if who.map_index >= 0:
-                    claimant = f"{claimant}[{who.map_index}]"
-                if not move_alias(hook, AliasMove(name, self.alias, expected, target, claimant), tags):
-                    self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
-                self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
-                result = {
-                    EventKey.MODEL_NAME: name,
-                    "alias": self.alias,
-                    "version": target,
-                    EventKey.MODEL_VERSION: target,  # the key every model event carries
-                    "previous_version": expected,
-                    "action": self.action,
-                    EventKey.MLFLOW_RUN_ID: run.run_id,
-                    "model_run_id": self._version_run_id(name, target),
-                    **{key.removeprefix("ai."): value for key, value in approval.items()},
-                }
-                with hook.client() as client:
-                    for key, value in result.items():
-                        client.set_tag(run.run_id, f"ai.{key}", str(value))
-                for outlet in self.outlets or []:
-                    if isinstance(outlet, Asset):
-                        context["outlet_events"][outlet].extra = result
-            except BaseException:
-                hook.fail_task_run(run, who)
-                raise
-            hook.finish_task_run(run, who, succeeded=True)
+        who = self.task_identity(context, {Tag.JOB: self.action})
+        run = self.book_task_run(context, who)
+        with self.guarded_task_run(run, who):
+            name, expected, target = self.plan_move(context, run)
+            tags = {**self.target_tags(expected, f"{ti.dag_id}/{ti.run_id}"), **approval}
+            self.log.info("Moving %s@%s from version %s to %s", name, self.alias, expected, target)
+            claimant = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}"
+            if who.map_index >= 0:
+                claimant = f"{claimant}[{who.map_index}]"
+            if not move_alias(hook, AliasMove(name, self.alias, expected, target, claimant), tags):
+                self.log.info("An earlier try of this task already moved %s@%s", name, self.alias)
+            self.after_move(name, expected, f"{ti.dag_id}/{ti.run_id}")
+            result = {
+                EventKey.MODEL_NAME: name,
+                "alias": self.alias,
+                "version": target,
+                EventKey.MODEL_VERSION: target,  # the key every model event carries
+                "previous_version": expected,
+                "action": self.action,
+                EventKey.MLFLOW_RUN_ID: run.run_id,
+                "model_run_id": self._version_run_id(name, target),
+                **{key.removeprefix("ai."): value for key, value in approval.items()},
+            }
+            with hook.client() as client:
+                for key, value in result.items():
+                    client.set_tag(run.run_id, f"ai.{key}", str(value))
+            for outlet in self.outlets or []:
+                if isinstance(outlet, Asset):
+                    context["outlet_events"][outlet].extra = result
+            finish_task_run(hook, run, who, succeeded=True)
             return result
 
     def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -10,8 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_ai_provider.config import ExecutionMode
 from airflow_ai_provider.credentials import secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.operators.arguments import JobArguments
+from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
+from airflow_ai_provider.operators.task_run import task_instance_key
 from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.contract.params import TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
@@ -19,14 +19,14 @@ from airflow_ai_provider.runtime.contract.spec import JobSpec
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import TaskRun
+    from airflow_ai_provider.mlflow_runs import TaskRun
 
 
 class RetrainModelOperator(JobArguments, AiJobOperator):
     """Train a model with your own function and register it as a new MLflow model version.
 
     The runtime reads the training data, calls ``training_function`` with a
-    :class:`~airflow_ai_provider.runtime.train.TrainingContext` (``data``, ``table``, ``label``,
+    :class:`~airflow_ai_provider.runtime.training.TrainingContext` (``data``, ``table``, ``label``,
     ``features``, ``params``, ``log``, ``run_id``), logs the returned model (a scikit-learn estimator
     or an ``mlflow.pyfunc.PythonModel``) into this task's MLflow run with a signature, an input
     example and pinned requirements, stores the reference profile of the training data (for drift
@@ -122,19 +122,20 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.training_function = training_function
-        self.input_uri = input_uri
-        self.label_column = label_column
-        self.model_name = model_name
-        self.alias = alias
-        self.feature_columns = feature_columns
-        self.id_columns = id_columns
-        self.hyperparameters = hyperparameters
-        self.pip_requirements = pip_requirements
-        self.intended_use = intended_use
-        self.limitations = limitations
-        self.input_format = input_format
-        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        self.set_job_arguments(
+            training_function=training_function,
+            input_uri=input_uri,
+            label_column=label_column,
+            model_name=model_name,
+            alias=alias,
+            feature_columns=feature_columns,
+            id_columns=id_columns,
+            hyperparameters=hyperparameters,
+            pip_requirements=pip_requirements,
+            intended_use=intended_use,
+            limitations=limitations,
+            input_format=input_format,
+        )
         if isinstance(hyperparameters, dict):
             self._refuse_secret_hyperparameters(hyperparameters)
 
@@ -154,19 +155,18 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         ti = context["ti"]
-        map_index = ti.map_index if ti.map_index is not None else -1
         mode = self.resolved_execution_mode
-        where = self.image if mode is ExecutionMode.KUBERNETES else f"local:{self.python or sys.executable}"
+        where = self.runtime_location(mode)
         params = {
             **self.job_params(),
-            "training_key": f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{map_index}",
+            "training_key": task_instance_key(context),
             "dag_id": ti.dag_id,
             "dag_run_id": ti.run_id,
             "task_id": ti.task_id,
-            "image": str(where),
+            "image": where if mode is ExecutionMode.KUBERNETES else f"local:{where}",
         }
         return JobSpec(
-            job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
+            job=self.job_type, inputs=uri_list(self.input_uri), mlflow=self.mlflow_ref(run), params=params
         )
 
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
@@ -194,6 +194,3 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
             "training_data_digest": details.get("training_data_digest"),
             "rows": details.get("rows"),
         }
-
-    def _input_list(self) -> list[str]:
-        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

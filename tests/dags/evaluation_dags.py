@@ -14,7 +14,7 @@ from airflow.sdk import DAG, task
 
 from airflow_ai_provider.assets import drift_asset
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 
 #: ``mlflow-model://drift_churn/drift``: the drift asset of the model the drift test uses.
 DRIFT_ASSET = drift_asset("drift_churn")
@@ -27,7 +27,7 @@ def _overrides(dag_id: str) -> dict[str, Any]:
 def evaluation_gate() -> DAG:
     """Evaluate the challenger and branch on the decision: promote it or keep the champion."""
     with DAG("evaluation_gate", schedule=None) as dag:
-        gate = ModelValidationOperator(
+        gate = QualityGateOperator(
             **{
                 "task_id": "gate",
                 "challenger": os.environ.get("AI_TEST_CHALLENGER", "churn@challenger"),

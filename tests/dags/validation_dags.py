@@ -7,7 +7,7 @@ import os
 
 from airflow.sdk import DAG, Asset
 
-from airflow_ai_provider.operators.validation import DataValidationOperator
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
 
 def s3_data_validation() -> DAG:

@@ -136,7 +136,7 @@ def test_invalid_data_fails_without_retry_and_leaves_the_reports(
 
 def test_a_suite_source_is_required_exactly_once_when_the_dag_is_parsed():
     from airflow_ai_provider.exceptions import AiProviderConfigError
-    from airflow_ai_provider.operators.validation import DataValidationOperator
+    from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
     inline = [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "customer_id"}}]
     with pytest.raises(AiProviderConfigError, match="give exactly one of suite_uri"):

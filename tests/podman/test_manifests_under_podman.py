@@ -105,12 +105,12 @@ def _run_operator(op: Any, world: Any, pod_runner: Any) -> tuple[Any, dict[str, 
     record the result the way the operator records what the XCom sidecar returned."""
     from kubernetes.client import ApiClient
 
-    from airflow_ai_provider.hooks.mlflow import RunIdentity
+    from airflow_ai_provider.mlflow_runs import RunIdentity, finish_task_run, start_task_run
 
     who = RunIdentity(
         dag_id=DAG_ID, run_id=world.run_id, task_id=op.task_id, extra_tags={"ai.job": op.job_type}
     )
-    run = op.mlflow_hook.start_task_run(who, f"airflow/{DAG_ID}")
+    run = start_task_run(op.mlflow_hook, who, f"airflow/{DAG_ID}")
     ti = SimpleNamespace(dag_id=DAG_ID, run_id=world.run_id, task_id=op.task_id, map_index=-1, try_number=1)
     spec = op.build_job_spec({"ti": ti}, run)
     op.configure_pod_for(spec)
@@ -124,7 +124,7 @@ def _run_operator(op: Any, world: Any, pod_runner: Any) -> tuple[Any, dict[str, 
     )
     assert pod.result["status"] == "success", pod.result.get("error")
     op.record_result(run, pod.result)
-    op.mlflow_hook.finish_task_run(run, who, succeeded=True)
+    finish_task_run(op.mlflow_hook, run, who, succeeded=True)
     return pod, pod.result, run
 
 
@@ -197,7 +197,7 @@ def test_runtime_image_has_no_airflow_and_runs_as_a_non_root_user(podman, runtim
 
 
 def test_data_validation_pod_validates_s3_data_and_stores_its_reports(world, pod_runner):
-    from airflow_ai_provider.operators.validation import DataValidationOperator
+    from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
     suite = json.loads((REPO_ROOT / "dag_templates" / "include" / "churn_expectations.json").read_text())
     op = DataValidationOperator(
@@ -272,10 +272,10 @@ def test_batch_inference_pod_writes_predictions_to_s3_with_the_pinned_champion(w
 def test_model_validation_pod_compares_the_pod_trained_challenger_with_the_champion(
     world, trained, pod_runner
 ):
-    from airflow_ai_provider.operators.evaluation import ModelValidationOperator
+    from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 
     challenger_version = trained[1]["details"]["version"]
-    op = ModelValidationOperator(
+    op = QualityGateOperator(
         task_id="gate",
         challenger=f"{MODEL}@challenger",
         holdout_uri=f"s3://{world.bucket}/labelled/",

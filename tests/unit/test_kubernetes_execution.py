@@ -25,7 +25,7 @@ from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import JobFailedError
-from airflow_ai_provider.operators.validation import DataValidationOperator
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
 IMAGE = "registry.local/churn-runtime:1.0"
 RUN_ID = "manual__2025-03-01T06:00:00+00:00"

@@ -17,12 +17,13 @@ from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.kubernetes.pod_defaults import merge_resources, safe_label_value
+from airflow_ai_provider.kubernetes.pod_defaults import merge_resources
+from airflow_ai_provider.kubernetes.pod_env import safe_label_value
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
-from airflow_ai_provider.operators.validation import DataValidationOperator
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.spec import JobSpec, MlflowRef
 
@@ -68,7 +69,7 @@ def _operators() -> dict[str, tuple]:
             JobSpec(job="validate", inputs=["s3://d/x/"], mlflow=MLFLOW, params={"expectations": []}),
         ),
         "evaluate": (
-            lambda **kw: ModelValidationOperator(
+            lambda **kw: QualityGateOperator(
                 task_id="gate", challenger="churn/4", holdout_uri="s3://d/holdout/", label_column="churned", **kw
             ),
             JobSpec(job="evaluate", inputs=["s3://d/holdout/"], mlflow=MLFLOW, model=ModelReference("churn", "4"),

@@ -1,4 +1,4 @@
-"""The provider is found by Airflow through its entry point, with its connection type and config."""
+"""The provider is found by Airflow through its entry point, with its connection type, config and exports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+
+import pytest
 
 
 def test_entry_point_points_at_provider_info():
@@ -44,3 +46,40 @@ def test_airflow_cli_lists_the_provider_and_its_config_default():
         check=True,
     )
     assert value.stdout.strip() == "local"
+
+
+def test_the_quality_gate_is_exported_under_its_name_and_the_old_name_still_works_with_a_warning():
+    from airflow_ai_provider import ModelValidationOperator, QualityGateOperator
+    from airflow_ai_provider.exceptions import AiProviderConfigError
+
+    arguments = {"challenger": "churn@challenger", "holdout_uri": "/in", "label_column": "churned"}
+    gate = QualityGateOperator(task_id="gate", min_metrics={"accuracy": 0.75}, **arguments)
+    with pytest.warns(
+        DeprecationWarning, match=r"ModelValidationOperator is deprecated: use QualityGateOperator"
+    ) as warned:
+        old = ModelValidationOperator(task_id="gate", min_metrics={"accuracy": 0.75}, **arguments)
+    assert warned[0].filename == __file__, "the warning points at the DAG file that uses the old name"
+    assert isinstance(old, QualityGateOperator)
+    assert (old.job_type, old.job_params()) == (gate.job_type, gate.job_params())
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(AiProviderConfigError, match="max_metrics names metric"),
+    ):
+        ModelValidationOperator(task_id="gate", max_metrics={"acc": 1}, **arguments)
+
+
+def test_every_operator_and_hook_module_the_provider_lists_exists():
+    import importlib
+
+    from airflow_ai_provider.get_provider_info import get_provider_info
+
+    info = get_provider_info()
+    modules = [
+        module
+        for group in ("operators", "hooks")
+        for entry in info[group]
+        for module in entry["python-modules"]
+    ]
+    assert "airflow_ai_provider.operators.quality_gate" in modules
+    for module in modules:
+        importlib.import_module(module)

@@ -26,12 +26,14 @@ from airflow_ai_provider.credentials import (
     split_credentials,
 )
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.hooks.mlflow import MlflowHook, TaskRun
+from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.mlflow_registry import resolve_model
+from airflow_ai_provider.mlflow_runs import TaskRun
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
-from airflow_ai_provider.operators.validation import DataValidationOperator
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 
@@ -143,7 +145,7 @@ def _operators(uri: str) -> dict[str, object]:
             task_id="check", input_uri="s3://d/x/", suite_uri=uri
         ),
         "validate report_uri": lambda: DataValidationOperator(**check, report_uri=uri),
-        "evaluate holdout_uri": lambda: ModelValidationOperator(
+        "evaluate holdout_uri": lambda: QualityGateOperator(
             task_id="gate", challenger="churn/2", holdout_uri=uri, label_column="y"
         ),
         "drift input_uri": lambda: DriftDetectionOperator(
@@ -264,14 +266,14 @@ def test_hook_errors_name_the_server_without_its_credentials(monkeypatch, secret
     )
     hook = MlflowHook()
     with pytest.raises(MlflowUnavailableError) as err:
-        hook.resolve_model("churn@champion")
+        resolve_model(hook, "churn@champion")
     assert str(err.value).startswith("MLflow tracking server http://127.0.0.1:9 is unreachable")
     ok, message = hook.test_connection()
     assert not ok and secret not in str(err.value) and secret not in message
 
 
 def test_aws_connection_endpoint_with_credentials_is_refused(monkeypatch, secret):
-    from airflow_ai_provider.hooks.aws import aws_runtime_env
+    from airflow_ai_provider.aws_credentials import aws_runtime_env
 
     aws = {"conn_type": "aws", "extra": {"endpoint_url": f"http://minio:{secret}@minio.storage:9000"}}
     monkeypatch.setenv("AIRFLOW_CONN_AWS_PROBE", json.dumps(aws))
@@ -434,7 +436,7 @@ def test_literal_secret_in_a_dag_file_is_an_import_error_without_it(tmp_path, se
 
 
 def test_a_failed_pods_last_log_lines_lose_uri_credentials_in_the_task_error(secret):
-    from airflow_ai_provider.kubernetes.validation import explain_pod_failure
+    from airflow_ai_provider.kubernetes.pod_failures import explain_pod_failure
 
     last_lines = f"Error: could not open https://svc:{secret}@files.example.com/model.bin?sig={secret}\n"
     pod = {

@@ -17,15 +17,16 @@ from typing import Any
 
 import pytest
 
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
-from airflow_ai_provider.operators.validation import DataValidationOperator
-from airflow_ai_provider.runtime import drift, evaluate, infer, train
+from airflow_ai_provider.runtime import drift, evaluate, infer
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import DriftParams, EvaluateParams, InferParams, TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
+from airflow_ai_provider.runtime.training import job as training_job
 from airflow_ai_provider.runtime.validation import job as validate
 from tests.unit.runtime.conftest import customers, write_parquet
 from tests.unit.runtime.conftest import refused as refused_by_job
@@ -146,7 +147,7 @@ TRAIN_CASES = [
 @pytest.mark.parametrize(("params", "message"), TRAIN_CASES, ids=[json.dumps(c[0]) for c in TRAIN_CASES])
 def test_train_parameter_is_named(data, params, message):
     raw = {"params": {k: v for k, v in {**TRAIN, **params}.items() if v is not None}}
-    assert refused(train, spec("train", data, **raw)).startswith(message)
+    assert refused(training_job, spec("train", data, **raw)).startswith(message)
 
 
 VALIDATE_CASES = [
@@ -257,20 +258,20 @@ def test_cli_maps_bad_parameters_to_exit_code_2(data, tmp_path):
 #: Keys are paths below ``runtime/``, or globs for a package's modules.
 OPERATORS = {
     "infer.py": [BatchInferenceOperator],
-    "train.py": [RetrainModelOperator],
+    "training/*.py": [RetrainModelOperator],
     "validation/*.py": [DataValidationOperator],
     "contract/suite.py": [DataValidationOperator],
-    "evaluate.py": [ModelValidationOperator],
-    "scoring.py": [ModelValidationOperator],
+    "evaluate.py": [QualityGateOperator],
+    "scoring.py": [QualityGateOperator],
     "drift.py": [DriftDetectionOperator],
-    "reports.py": [ModelValidationOperator, DriftDetectionOperator],
+    "reports.py": [QualityGateOperator, DriftDetectionOperator],
     "profile.py": [RetrainModelOperator, DriftDetectionOperator],
     "models/*.py": [BatchInferenceOperator],  # the gate reads its columns with extra_columns="ignore"
     "storage/*.py": [
         BatchInferenceOperator,
         RetrainModelOperator,
         DataValidationOperator,
-        ModelValidationOperator,
+        QualityGateOperator,
         DriftDetectionOperator,
     ],
 }
@@ -282,7 +283,7 @@ OPTION = re.compile(
 )
 #: Options that only the jobs reading them mention (a shared module's message about them reaches
 #: only those operators' users).
-SCOPED = {"scratch_dir": {BatchInferenceOperator, DataValidationOperator, ModelValidationOperator}}
+SCOPED = {"scratch_dir": {BatchInferenceOperator, DataValidationOperator, QualityGateOperator}}
 
 
 def message_texts(path: Path) -> list[str]:
@@ -315,7 +316,7 @@ def test_options_named_in_runtime_messages_exist_on_the_operators(module):
         for text in message_texts(path)
         for match in OPTION.finditer(text)
     }
-    if module in ("infer.py", "models/*.py", "storage/*.py", "train.py", "validation/*.py", "evaluate.py"):
+    if module in ("infer.py", "models/*.py", "storage/*.py", "training/*.py", "validation/*.py", "evaluate.py"):
         assert named, f"no option found in {module}: the pattern is stale"
     for operator in OPERATORS[module]:
         arguments = set(inspect.signature(operator.__init__).parameters)
@@ -340,7 +341,7 @@ NOT_ARGUMENTS = {
         (InferParams, BatchInferenceOperator),
         (TrainParams, RetrainModelOperator),
         (validate.ValidateParams, DataValidationOperator),
-        (EvaluateParams, ModelValidationOperator),
+        (EvaluateParams, QualityGateOperator),
         (DriftParams, DriftDetectionOperator),
     ],
     ids=lambda value: getattr(value, "job", None) or value.__name__,

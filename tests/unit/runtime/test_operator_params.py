@@ -13,11 +13,11 @@ import pytest
 from airflow.sdk import DAG, task
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.operators.data_validation import DataValidationOperator
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
-from airflow_ai_provider.operators.evaluation import ModelValidationOperator
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
-from airflow_ai_provider.operators.validation import DataValidationOperator
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 
 BASE = {
@@ -26,7 +26,7 @@ BASE = {
         "training_function": "pkg.mod:train", "input_uri": "/in", "label_column": "churned", "model_name": "churn",
     },
     DataValidationOperator: {"input_uri": "/in", "expectations": [{"type": "expect_column_to_exist", "kwargs": {"column": "a"}}]},
-    ModelValidationOperator: {"challenger": "churn@challenger", "holdout_uri": "/in", "label_column": "churned"},
+    QualityGateOperator: {"challenger": "churn@challenger", "holdout_uri": "/in", "label_column": "churned"},
     DriftDetectionOperator: {"model": "churn@champion", "input_uri": "/in"},
 }  # fmt: skip
 
@@ -43,9 +43,9 @@ LITERAL_CASES = [
     (RetrainModelOperator, {"feature_columns": ["churned"]}, "label column 'churned' is also listed in feature_columns"),
     (DataValidationOperator, {"batch_size": 0}, "batch_size must be a positive integer, got 0"),
     (DataValidationOperator, {"input_format": "json"}, "input_format must be one of parquet, csv, got 'json'"),
-    (ModelValidationOperator, {"min_metrics": {"accuracy": "high"}}, "min_metrics['accuracy'] must be a number"),
-    (ModelValidationOperator, {"max_metrics": {"acc": 1}}, "max_metrics names metric(s) 'acc'"),
-    (ModelValidationOperator, {"task_type": "ranking"}, "task_type must be one of classification, regression"),
+    (QualityGateOperator, {"min_metrics": {"accuracy": "high"}}, "min_metrics['accuracy'] must be a number"),
+    (QualityGateOperator, {"max_metrics": {"acc": 1}}, "max_metrics names metric(s) 'acc'"),
+    (QualityGateOperator, {"task_type": "ranking"}, "task_type must be one of classification, regression"),
     (DriftDetectionOperator, {"psi_threshold": -1}, "psi_threshold must be > 0, got -1"),
     (DriftDetectionOperator, {"ks_pvalue_threshold": 2}, "ks_pvalue_threshold must be < 1, got 2"),
     (DriftDetectionOperator, {"features": ["a"], "min_drifted_features": 2}, "min_drifted_features 2 is more than"),
@@ -90,9 +90,7 @@ def test_upstream_output_as_an_argument_waits_for_rendering():
         def thresholds() -> dict[str, Any]:
             return {"accuracy": 0.8}
 
-        gate = ModelValidationOperator(
-            task_id="gate", min_metrics=thresholds(), **BASE[ModelValidationOperator]
-        )
+        gate = QualityGateOperator(task_id="gate", min_metrics=thresholds(), **BASE[QualityGateOperator])
     gate.min_metrics = {"accuracy": "0.75"}  # what the upstream task returned
     assert gate.job_params()["min_metrics"] == {"accuracy": 0.75}
 
@@ -127,9 +125,7 @@ def test_partial_of_a_mapped_task_checks_literal_arguments_when_the_dag_is_parse
         ):
             BatchInferenceOperator.partial(task_id="score", shard_count=0, **BASE[BatchInferenceOperator])
         with pytest.raises(AiProviderConfigError, match=r"^gate: task_type must be one of classification"):
-            ModelValidationOperator.partial(
-                task_id="gate", task_type="ranking", **BASE[ModelValidationOperator]
-            )
+            QualityGateOperator.partial(task_id="gate", task_type="ranking", **BASE[QualityGateOperator])
         mapped = BatchInferenceOperator.partial(
             task_id="ok", shard_count=4, batch_size="{{ params.batch }}", **BASE[BatchInferenceOperator]
         ).expand(shard_index=[0, 1, 2, 3])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
-from airflow_ai_provider.operators.arguments import JobArguments, is_templated
+from airflow_ai_provider.operators.arguments import JobArguments, is_templated, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.contract.errors import JobInputError
@@ -17,14 +17,14 @@ from airflow_ai_provider.runtime.contract.suite import parse_suite
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import TaskRun
+    from airflow_ai_provider.mlflow_runs import TaskRun
 
 
 class DataValidationOperator(JobArguments, AiJobOperator):
     """Validate data with a Great Expectations 1.x suite; fail the task when an expectation fails.
 
     The data is read batch by batch, so inputs larger than memory work (see
-    ``airflow_ai_provider.runtime.validate`` for how each kind of expectation is judged across
+    ``airflow_ai_provider.runtime.validation.job`` for how each kind of expectation is judged across
     batches). Whatever the outcome, the full validation result (``validation_result.json``) and its
     HTML data docs page (``validation_report.html``) are stored in the task's MLflow run and in
     ``report_uri``. A failed validation fails the task without retry, with a one-line summary of the
@@ -92,16 +92,17 @@ class DataValidationOperator(JobArguments, AiJobOperator):
                 parse_suite(expectations, suite_name)  # structure errors surface when the DAG is parsed
             except JobInputError as err:
                 raise AiProviderConfigError(f"{self.task_id}: {err}") from None
-        self.input_uri = input_uri
-        self.suite_uri = suite_uri
-        self.expectations = expectations
-        self.suite_name = suite_name
-        self.input_format = input_format
-        self.batch_size = batch_size
-        self.report_uri = report_uri
-        self.max_examples = max_examples
-        self.scratch_dir = scratch_dir
-        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        self.set_job_arguments(
+            input_uri=input_uri,
+            suite_uri=suite_uri,
+            expectations=expectations,
+            suite_name=suite_name,
+            input_format=input_format,
+            batch_size=batch_size,
+            report_uri=report_uri,
+            max_examples=max_examples,
+            scratch_dir=scratch_dir,
+        )
 
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()
@@ -112,7 +113,7 @@ class DataValidationOperator(JobArguments, AiJobOperator):
         if self.suite_name:
             params["suite_name"] = self.suite_name
         return JobSpec(
-            job=self.job_type, inputs=self._input_list(), mlflow=self.mlflow_ref(run), params=params
+            job=self.job_type, inputs=uri_list(self.input_uri), mlflow=self.mlflow_ref(run), params=params
         )
 
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
@@ -131,10 +132,7 @@ class DataValidationOperator(JobArguments, AiJobOperator):
             "data_digest": result.get("input_digest"),
             EventKey.ROW_COUNT: result.get("rows_in", 0),
             "suite": details.get("suite"),
-            "input_uri": ",".join(self._input_list()),
+            "input_uri": ",".join(uri_list(self.input_uri)),
             EventKey.MLFLOW_RUN_ID: run.run_id,
             "report_uri": details.get("report_uri"),
         }
-
-    def _input_list(self) -> list[str]:
-        return [self.input_uri] if isinstance(self.input_uri, str) else list(self.input_uri)

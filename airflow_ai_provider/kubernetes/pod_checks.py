@@ -1,4 +1,4 @@
-"""Checks on what users give the AI operators for their pods, and plain words for pod failures.
+"""Checks on what users give the AI operators for their pods: resources, GPUs, secrets, templates.
 
 Every check raises :class:`~airflow_ai_provider.exceptions.AiProviderConfigError` with one line that
 names the field, the value and what to do. They run when the DAG is parsed (operator ``__init__``)
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from airflow_ai_provider.credentials import is_secret_name, scrub_text, secret_value_kind
+from airflow_ai_provider.credentials import is_secret_name, secret_value_kind
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.runtime.contract import RUNTIME_MODULE
 
@@ -223,7 +223,8 @@ def check_pod_env(pod: Any, where: str) -> None:
 # Pod templates and the built pod
 
 
-def _pod_dict(pod: Any) -> dict[str, Any]:
+def pod_manifest(pod: Any) -> dict[str, Any]:
+    """``pod`` as the Kubernetes API sees it (camelCase keys): a ``V1Pod`` is serialised, ``None`` is ``{}``."""
     if pod is None:
         return {}
     if not isinstance(pod, dict):
@@ -233,13 +234,14 @@ def _pod_dict(pod: Any) -> dict[str, Any]:
     return pod
 
 
-def _containers(pod: Any) -> list[dict[str, Any]]:
-    return list((_pod_dict(pod).get("spec") or {}).get("containers") or [])
+def pod_containers(pod: Any) -> list[dict[str, Any]]:
+    """The ``containers`` of ``pod`` (a manifest or a ``V1Pod``), main container first."""
+    return list((pod_manifest(pod).get("spec") or {}).get("containers") or [])
 
 
 def _all_containers(pod: Any) -> list[tuple[str, dict[str, Any]]]:
     """``(kind, container)`` for every container of ``pod`` (a manifest or a ``V1Pod``)."""
-    spec = _pod_dict(pod).get("spec") or {}
+    spec = pod_manifest(pod).get("spec") or {}
     return [
         (kind, container)
         for kind in CONTAINER_KINDS
@@ -252,7 +254,7 @@ def check_pod_template(pod: Any, base_container_name: str, where: str = "pod tem
     """The template's first container must be KPO's main container (the XCom sidecar mounts onto it),
     and no container of it may get a secret as a literal value."""
     check_pod_env(pod, where)
-    containers = _containers(pod)
+    containers = pod_containers(pod)
     if containers and containers[0].get("name") not in (None, base_container_name):
         names = [c.get("name") for c in containers]
         raise AiProviderConfigError(
@@ -263,7 +265,7 @@ def check_pod_template(pod: Any, base_container_name: str, where: str = "pod tem
 
 def check_built_pod(manifest: dict[str, Any], base_container_name: str, job: str) -> None:
     """Refuse a pod whose main container moved, does not run the job runtime, or carries a literal secret."""
-    containers = _containers(manifest)
+    containers = pod_containers(manifest)
     check_pod_template(manifest, base_container_name, where="the pod")
     if [c.get("name") for c in containers].count(base_container_name) != 1:
         raise AiProviderConfigError(
@@ -285,65 +287,3 @@ def check_built_pod(manifest: dict[str, Any], base_container_name: str, job: str
             "operators set the command themselves; drop cmds/arguments and the template's command"
         )
     check_pod_env(manifest, where="the pod's")
-
-
-# --------------------------------------------------------------------------------------------------
-# Pod failures in plain words
-
-
-def explain_pod_failure(pod: dict[str, Any] | None, base_container_name: str) -> tuple[str, bool] | None:
-    """Why a job's pod failed, from its status, as ``(one-line message, retryable)``; ``None`` if unknown."""
-    if not pod:
-        return None
-    status = pod.get("status") or {}
-    main_spec = next((c for c in _containers(pod) if c.get("name") == base_container_name), {})
-    image = main_spec.get("image", "?")
-    main = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == base_container_name), None
-    )
-    if status.get("reason") == "Evicted":
-        return f"the pod was evicted from its node: {status.get('message', '')}".strip(), True
-    if main is None:
-        return None
-    state = main.get("state") or {}
-    last = main.get("lastState") or {}
-    waiting = state.get("waiting") or {}
-    terminated = state.get("terminated") or last.get("terminated") or {}
-    reason = waiting.get("reason") or terminated.get("reason") or ""
-    # The termination message is the container's last log lines: keep URI credentials out of the error.
-    message = scrub_text(" ".join(str(waiting.get("message") or terminated.get("message") or "").split()))[
-        :300
-    ]
-    if terminated.get("reason") == "OOMKilled":
-        limit = ((main_spec.get("resources") or {}).get("limits") or {}).get("memory", "none")
-        return (
-            f"container {base_container_name!r} was OOMKilled (exit {terminated.get('exitCode', 137)}): "
-            f"it needed more memory than its limit ({limit}); raise limits.memory in container_resources "
-            "or the [ai_provider] default_resources_<job> option, or use smaller batches",
-            False,
-        )
-    if reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"):
-        return (
-            f"image {image!r} cannot be pulled ({reason}: {message or 'no detail'}); check the image "
-            "name and tag, that the registry is reachable, and image_pull_secrets for a private registry",
-            reason in ("ImagePullBackOff", "ErrImagePull"),
-        )
-    if reason == "CreateContainerConfigError":
-        return (
-            f"the container cannot be configured ({message or reason}); check that the Kubernetes "
-            "secrets and config maps named in secrets=/env_from=/volumes exist in the pod's namespace",
-            False,
-        )
-    if "No module named" in message and "airflow_ai_provider" in message:
-        return (
-            f"image {image!r} does not contain the job runtime ({message}); build it from the "
-            "airflow-ai-provider runtime image or install 'airflow-ai-provider[runtime]' into it",
-            False,
-        )
-    if "executable file not found" in message or reason in ("StartError", "ContainerCannotRun"):
-        return (
-            f"image {image!r} cannot start the job runtime ({reason}: {message or 'no detail'}); the "
-            "image needs python with airflow-ai-provider[runtime] installed",
-            False,
-        )
-    return None

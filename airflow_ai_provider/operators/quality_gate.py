@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.operators.arguments import JobArguments
+from airflow_ai_provider.mlflow_registry import alias_version, pin_model
+from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
@@ -18,13 +20,13 @@ from airflow_ai_provider.runtime.contract.spec import JobSpec
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_ai_provider.hooks.mlflow import TaskRun
+    from airflow_ai_provider.mlflow_runs import TaskRun
 
 DEFAULT_CHAMPION_ALIAS = "champion"
 DECISION_XCOM_KEY = "decision"
 
 
-class ModelValidationOperator(JobArguments, AiJobOperator):
+class QualityGateOperator(JobArguments, AiJobOperator):
     """Score a challenger and the current champion on the same holdout data and decide whether the
     challenger may be promoted.
 
@@ -37,9 +39,9 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
     metrics; ``champion`` is ``None`` when there is none yet), ``thresholds`` and ``checks``. The
     decision is also pushed as XCom key ``decision``, so a ``@task.branch`` can follow it::
 
-        gate = ModelValidationOperator(task_id="gate", challenger="churn@challenger",
-                                       holdout_uri="s3://data/holdout/", label_column="churned",
-                                       min_metrics={"accuracy": 0.75}, max_degradation={"accuracy": 0.01})
+        gate = QualityGateOperator(task_id="gate", challenger="churn@challenger",
+                                   holdout_uri="s3://data/holdout/", label_column="churned",
+                                   min_metrics={"accuracy": 0.75}, max_degradation={"accuracy": 0.01})
 
         @task.branch
         def route(result):
@@ -120,19 +122,20 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.challenger = challenger
-        self.champion = champion
-        self.holdout_uri = holdout_uri
-        self.label_column = label_column
-        self.model_task_type = task_type  # BaseOperator.task_type is the operator class name
-        self.min_metrics = min_metrics
-        self.max_metrics = max_metrics
-        self.max_degradation = max_degradation
-        self.fail_on_reject = fail_on_reject
-        self.input_format = input_format
-        self.skops_trusted_types = skops_trusted_types
-        self.scratch_dir = scratch_dir
-        self.job_params(rendered=False)  # literal arguments fail when the DAG is parsed
+        self.set_job_arguments(
+            challenger=challenger,
+            champion=champion,
+            holdout_uri=holdout_uri,
+            label_column=label_column,
+            model_task_type=task_type,  # BaseOperator.task_type is the operator class name
+            min_metrics=min_metrics,
+            max_metrics=max_metrics,
+            max_degradation=max_degradation,
+            fail_on_reject=fail_on_reject,
+            input_format=input_format,
+            skops_trusted_types=skops_trusted_types,
+            scratch_dir=scratch_dir,
+        )
 
     def job_values(self) -> dict[str, Any]:
         return {**super().job_values(), "task_type": self.model_task_type or None}
@@ -140,7 +143,7 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
     def build_job_spec(self, context: Context, run: TaskRun) -> JobSpec:
         params = self.job_params()
         try:
-            challenger = self.mlflow_hook.pin_model(self.challenger, run.parent_run_id)
+            challenger = pin_model(self.mlflow_hook, self.challenger, run.parent_run_id)
             champion = self._pin_champion(challenger, run)
         except ModelReferenceError as err:
             raise AirflowFailException(str(err)) from None  # a wrong reference does not heal by retrying
@@ -154,17 +157,17 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
             job=self.job_type,
             model=challenger,
             baseline_model=champion,
-            inputs=[self.holdout_uri] if isinstance(self.holdout_uri, str) else list(self.holdout_uri),
+            inputs=uri_list(self.holdout_uri),
             mlflow=self.mlflow_ref(run),
             params=params,
         )
 
     def _pin_champion(self, challenger: ModelReference, run: TaskRun) -> ModelReference | None:
         if self.champion:
-            return self.mlflow_hook.pin_model(self.champion, run.parent_run_id)
-        if self.mlflow_hook.alias_version(challenger.name, DEFAULT_CHAMPION_ALIAS) is None:
+            return pin_model(self.mlflow_hook, self.champion, run.parent_run_id)
+        if alias_version(self.mlflow_hook, challenger.name, DEFAULT_CHAMPION_ALIAS) is None:
             return None
-        return self.mlflow_hook.pin_model(f"{challenger.name}@{DEFAULT_CHAMPION_ALIAS}", run.parent_run_id)
+        return pin_model(self.mlflow_hook, f"{challenger.name}@{DEFAULT_CHAMPION_ALIAS}", run.parent_run_id)
 
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         details = result.get("details", {})
@@ -207,3 +210,16 @@ class ModelValidationOperator(JobArguments, AiJobOperator):
             version = (details.get("challenger") or {}).get("version")
             raise AirflowFailException(f"challenger {name} version {version} rejected: {reasons}")
         return result
+
+
+class ModelValidationOperator(QualityGateOperator):
+    """Deprecated name of :class:`QualityGateOperator`; it works the same and warns when constructed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        warnings.warn(
+            "ModelValidationOperator is deprecated: use QualityGateOperator "
+            "(from airflow_ai_provider.operators.quality_gate import QualityGateOperator)",
+            DeprecationWarning,
+            stacklevel=2,  # the DAG file that constructs it
+        )
+        super().__init__(**kwargs)
