@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from airflow_ai_provider.runtime.contract import Tag
 from airflow_ai_provider.runtime.contract.errors import JobServiceError
 from airflow_ai_provider.runtime.tracking import error_code, mlflow_errors
 from airflow_ai_provider.runtime.training.model_card import MODEL_CARD_ARTIFACT, ModelCard
@@ -91,9 +92,9 @@ def reuse(
 
 def _lineage(params: TrainParams) -> dict[str, str]:
     return {
-        "airflow.dag_id": params.dag_id or "",
-        "airflow.run_id": params.dag_run_id or "",
-        "airflow.task_id": params.task_id or "",
+        Tag.DAG_ID: params.dag_id or "",
+        Tag.RUN_ID: params.dag_run_id or "",
+        Tag.TASK_ID: params.task_id or "",
         TRAINING_KEY_TAG: params.training_key or "",
     }
 
@@ -104,10 +105,10 @@ def _version_tags(params: TrainParams, run_id: str, summary: dict[str, Any]) -> 
 
     tags = {
         **_lineage(params),
-        "ai.image": params.image or "",
-        "ai.training_data_digest": summary["training_data_digest"],
-        "ai.training_data_uri": summary["training_data_uri"],
-        "ai.code_reference": params.training_function,
+        Tag.IMAGE: params.image or "",
+        Tag.TRAINING_DATA_DIGEST: summary["training_data_digest"],
+        Tag.TRAINING_DATA_URI: summary["training_data_uri"],
+        Tag.CODE_REFERENCE: params.training_function,
         PROFILE_TAG: profile_uri(run_id),
     }
     return {key: value for key, value in tags.items() if value}
@@ -183,8 +184,8 @@ def _load_summary(client: Any, version: Any) -> dict[str, Any]:
                 "rows": 0,
                 "features": [],
                 "label": "",
-                "training_data_digest": tags.get("ai.training_data_digest", ""),
-                "training_data_uri": tags.get("ai.training_data_uri", ""),
+                "training_data_digest": tags.get(Tag.TRAINING_DATA_DIGEST, ""),
+                "training_data_uri": tags.get(Tag.TRAINING_DATA_URI, ""),
             }
         with open(path) as handle:
             return json.load(handle)
