@@ -132,8 +132,8 @@ def raw_predict(version: str, path: Path, repeats: int) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def run_runtime(version: str, path: Path, out: Path) -> dict[str, Any]:
-    """Run the runtime CLI on one input; return its result plus the wall-clock time."""
+def run_runtime(version: str, path: Path, out: Path, tree: Path = REPO) -> dict[str, Any]:
+    """Run the runtime CLI of the source ``tree`` on one input; return its result plus the wall-clock time."""
     shutil.rmtree(out, ignore_errors=True)
     spec = {
         "job": "infer",
@@ -147,7 +147,7 @@ def run_runtime(version: str, path: Path, out: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "airflow_ai_provider.runtime", "infer", "--spec-json", json.dumps(spec)]
     started = time.perf_counter()
     done = subprocess.run(
-        [*command, "--result-path", str(result_path)], cwd=REPO, capture_output=True, text=True, check=False
+        [*command, "--result-path", str(result_path)], cwd=tree, capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - started
     if done.returncode != 0:
@@ -344,23 +344,34 @@ def measure_round(version: str, inputs: dict[str, Path], figures: dict[str, Any]
             )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-doc", action="store_true", help="print the table only")
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds; the best is kept")
-    args = parser.parse_args()
-    WORK.mkdir(parents=True, exist_ok=True)
-    for stale in (WORK / "mlflow.db", WORK / "artifacts"):  # a fresh registry each run: version 1
+def reset_registry() -> None:
+    """Remove the previous run's registry: each run registers version 1 afresh."""
+    for stale in (WORK / "mlflow.db", WORK / "artifacts"):
         if stale.is_dir():
             shutil.rmtree(stale)
         elif stale.exists():
             stale.unlink()
+
+
+def prepare_inputs() -> dict[str, Path]:
+    """The 1x (200k rows) and 10x (2M rows) inputs, written once and reused."""
     inputs = {"1x": WORK / "input-1x" / "data.parquet", "10x": WORK / "input-10x" / "data.parquet"}
     for scale, path in inputs.items():
         rows = ROWS_1X * (10 if scale == "10x" else 1)
         if not path.exists():
             print(f"writing {rows:,} rows to {path}", flush=True)
             write_input(path, rows, seed=len(scale))
+    return inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-doc", action="store_true", help="print the table only")
+    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds; the best is kept")
+    args = parser.parse_args()
+    WORK.mkdir(parents=True, exist_ok=True)
+    reset_registry()
+    inputs = prepare_inputs()
     print("training and registering the model", flush=True)
     version = train_and_register()
     figures: dict[str, Any] = {"date": datetime.date.today().isoformat(), "machine": machine()}
