@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments, is_templated, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
-from airflow_ai_provider.runtime.contract import EventKey
+from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import ValidateParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
@@ -119,10 +119,10 @@ class DataValidationOperator(JobArguments, AiJobOperator):
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         details = result.get("details", {})
         return {
-            "ai.suite": str(details.get("suite", "")),
-            "ai.validation_success": str(details.get("success", "")).lower(),
-            "ai.input_digest": str(result.get("input_digest", "")),
-            "ai.report_uri": str(details.get("report_uri", "")),
+            Tag.SUITE: str(details.get("suite", "")),
+            Tag.VALIDATION_SUCCESS: str(details.get("success", "")).lower(),
+            Tag.INPUT_DIGEST: str(result.get("input_digest", "")),
+            Tag.REPORT_URI: str(details.get("report_uri", "")),
         }
 
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:

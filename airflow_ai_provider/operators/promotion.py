@@ -147,9 +147,9 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
             raise AirflowSkipException(f"{self.action} not approved in task {self.approval_task_id!r}")
         user = answer.get("responded_by_user") or {}
         return {
-            "ai.approved_by": str(user.get("name") or user.get("id") or "unknown"),
-            "ai.approved_at": str(answer.get("responded_at", "")),
-            "ai.approval_comment": str((answer.get("params_input") or {}).get("comment", "")),
+            Tag.APPROVED_BY: str(user.get("name") or user.get("id") or "unknown"),
+            Tag.APPROVED_AT: str(answer.get("responded_at", "")),
+            Tag.APPROVAL_COMMENT: str((answer.get("params_input") or {}).get("comment", "")),
         }
 
     def check_rendered_arguments(self, context: Context) -> None:
@@ -207,10 +207,10 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
     def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:
         """Tags recorded on the version the alias moves to."""
         return {
-            "ai.promoted_at": datetime.now(timezone.utc).isoformat(),
-            "ai.promoted_by_dag_run": dag_run,
-            "ai.promotion_reason": self.reason or "",
-            "ai.replaced_version": replaced or "none",
+            Tag.PROMOTED_AT: datetime.now(timezone.utc).isoformat(),
+            Tag.PROMOTED_BY_DAG_RUN: dag_run,
+            Tag.PROMOTION_REASON: self.reason or "",
+            Tag.REPLACED_VERSION: replaced or "none",
         }
 
     def after_move(self, name: str, replaced: str | None, dag_run: str) -> None:
@@ -283,9 +283,9 @@ class RollbackModelOperator(PromoteModelOperator):
         if replaced is None:
             return
         tags = {
-            "ai.rolled_back_at": datetime.now(timezone.utc).isoformat(),
-            "ai.rolled_back_by_dag_run": dag_run,
-            "ai.rollback_reason": self.reason or "",
+            Tag.ROLLED_BACK_AT: datetime.now(timezone.utc).isoformat(),
+            Tag.ROLLED_BACK_BY_DAG_RUN: dag_run,
+            Tag.ROLLBACK_REASON: self.reason or "",
         }
         with self.mlflow_hook.client() as client:
             for key, value in tags.items():

@@ -12,7 +12,7 @@ from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReference
 from airflow_ai_provider.mlflow_registry import alias_version, pin_model
 from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
-from airflow_ai_provider.runtime.contract import EventKey
+from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.params import EvaluateParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
@@ -173,12 +173,12 @@ class QualityGateOperator(JobArguments, AiJobOperator):
         details = result.get("details", {})
         challenger, champion = details.get("challenger") or {}, details.get("champion") or {}
         return {
-            "ai.decision": str(details.get("decision", "")),
+            Tag.DECISION: str(details.get("decision", "")),
             "ai.task_type": str(details.get("task_type", "")),
-            "ai.challenger_name": str(challenger.get("name", "")),
-            "ai.challenger_version": str(challenger.get("version", "")),
-            "ai.champion_version": str(champion.get("version", "none")),
-            "ai.input_digest": str(result.get("input_digest", "")),
+            Tag.CHALLENGER_NAME: str(challenger.get("name", "")),
+            Tag.CHALLENGER_VERSION: str(challenger.get("version", "")),
+            Tag.CHAMPION_VERSION: str(champion.get("version", "none")),
+            Tag.INPUT_DIGEST: str(result.get("input_digest", "")),
         }
 
     def asset_event_extra(self, run: TaskRun, result: dict[str, Any]) -> dict[str, Any]:

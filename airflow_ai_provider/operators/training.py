@@ -12,7 +12,7 @@ from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.operators.task_run import task_instance_key
-from airflow_ai_provider.runtime.contract import EventKey
+from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.params import TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 
@@ -173,11 +173,11 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
         model = result.get("model", {})
         details = result.get("details", {})
         return {
-            "ai.model_name": str(model.get("name", "")),
-            "ai.model_version": str(model.get("version", "")),
-            "ai.model_alias": str(model.get("alias", "")),
-            "ai.model_uri": str(details.get("model_uri", "")),
-            "ai.training_data_digest": str(details.get("training_data_digest", "")),
+            Tag.MODEL_NAME: str(model.get("name", "")),
+            Tag.MODEL_VERSION: str(model.get("version", "")),
+            Tag.MODEL_ALIAS: str(model.get("alias", "")),
+            Tag.MODEL_URI: str(details.get("model_uri", "")),
+            Tag.TRAINING_DATA_DIGEST: str(details.get("training_data_digest", "")),
             "ai.reused_version": str(bool(details.get("reused"))).lower(),
         }
 
