@@ -152,6 +152,11 @@ class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
         """The ``extra`` of the Asset events this task emits on its outlets."""
         return {EventKey.MLFLOW_RUN_ID: run.run_id}
 
+    def on_job_success(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Act on a successful job's result once the task's MLflow run is finished; return the task's
+        result (the quality gate pushes its decision, drift detection emits its event)."""
+        return result
+
     # ----------------------------------------------------------------------------------------------
     # The shared flow.
 
@@ -264,12 +269,12 @@ class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
         with self.guarded_task_run(run, who, let_through=(TaskDeferred,)):
             try:
                 spec = self.build_job_spec(context, run)
-                result = self.run_job(context, spec, mode)
-                return self._complete(context, who, run, result)
+                result = self._complete(context, who, run, self.run_job(context, spec, mode))
             except JobInputError as err:
                 if isinstance(err, AirflowFailException):
                     raise
                 raise AiProviderConfigError(self._named(err)) from None  # never retried
+        return self.on_job_success(context, result)
 
     def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
         """Deferrable kubernetes mode: finish the MLflow records once the pod is done."""
@@ -282,7 +287,8 @@ class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
                 raise
             except Exception as err:
                 result = self._pod_failure(err)
-            return self._complete(context, who, run, result)
+            completed = self._complete(context, who, run, result)
+        return self.on_job_success(context, completed)
 
     def run_job(self, context: Context, spec: JobSpec, mode: ExecutionMode) -> dict[str, Any]:
         """Run ``spec`` in a pod or a local subprocess and return the runtime's result."""

@@ -174,13 +174,8 @@ class DriftDetectionOperator(JobArguments, AiJobOperator):
             "rows": result.get("rows_in"),
         }
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        return self._emit(context, super().execute(context))
-
-    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
-        return self._emit(context, super().trigger_reentry(context, event))
-
-    def _emit(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+    def on_job_success(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """On drift, emit the event on ``drift_asset`` through the task's asset alias."""
         details = result.get("details", {})
         drifted = details.get("drifted_features", [])
         if not details.get("drift"):

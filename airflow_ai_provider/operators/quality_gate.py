@@ -193,13 +193,8 @@ class QualityGateOperator(JobArguments, AiJobOperator):
             EventKey.INPUT_DIGEST: result.get("input_digest"),
         }
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        return self._decide(context, super().execute(context))
-
-    def trigger_reentry(self, context: Context, event: dict[str, Any]) -> Any:
-        return self._decide(context, super().trigger_reentry(context, event))
-
-    def _decide(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+    def on_job_success(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """Push the decision; fail the task on *reject* when ``fail_on_reject`` is set."""
         details = result.get("details", {})
         decision = details.get("decision")
         context["ti"].xcom_push(key=DECISION_XCOM_KEY, value=decision)
