@@ -1,5 +1,8 @@
-"""One-value checks for job parameters: each converts what a spec or a rendered template holds, or
-raises a one-line :class:`JobInputError` naming the parameter. Light: no heavy import."""
+"""One-value checks for job parameters, shared by the runtime and the operators.
+
+Each converts what a spec or a rendered template holds, or raises a one-line :class:`JobInputError`
+naming the parameter. Light: no heavy import.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Processes of a job: the runtime as child subreaper, SIGTERM/SIGINT as an exception with a deadline,
-and ending descendants or marked processes found in ``/proc`` (SIGTERM, then SIGKILL).
+"""The processes of a job: a subreaper runtime, stop signals with a deadline, ending what it started.
+
+The runtime becomes the child subreaper, SIGTERM/SIGINT become an exception with a deadline, and
+descendants or marked processes found in ``/proc`` are ended (SIGTERM, then SIGKILL).
 
 Light on purpose (standard library only): the local runner of the control plane uses it too.
 """
