@@ -12,6 +12,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow_ai_provider.runtime.contract.environment import scoped_environ
+
+if TYPE_CHECKING:
+    from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.lineage import DagRunLookup, Lineage
 
 EXIT_COMPLETE = 0
 EXIT_INCOMPLETE = 1
@@ -63,14 +70,13 @@ def _error(message: str) -> None:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     from airflow_ai_provider.config import service_timeout
     from airflow_ai_provider.credentials import scrub_text, scrub_uri
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
-    from airflow_ai_provider.hooks.mlflow import first_line
-    from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target, trace
+    from airflow_ai_provider.hooks.mlflow import MlflowHook, first_line
+    from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target
     from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds
 
     try:
@@ -84,23 +90,15 @@ def _lineage(args: argparse.Namespace) -> int:
     except AiProviderConfigError as err:
         _error(str(err))
         return EXIT_BAD_INPUT
-    for key, value in {**bounds.mlflow_env(), **_QUIET_ENV}.items():
-        os.environ.setdefault(key, value)
+    defaults = {
+        key: value for key, value in {**bounds.mlflow_env(), **_QUIET_ENV}.items() if key not in os.environ
+    }
     where = scrub_uri(args.tracking_uri) if args.tracking_uri else None
     try:
-        if args.tracking_uri:
-            lineage = trace(
-                MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri),
-                args.target,
-                states,
-            )
-        else:
-            from airflow_ai_provider.hooks.mlflow import MlflowHook
-
-            hook = MlflowHook(mlflow_conn_id=args.mlflow_conn_id)
-            where = hook.tracking_uri
-            with hook.client() as client:
-                lineage = trace(client, args.target, states)
+        hook = None if args.tracking_uri else MlflowHook(mlflow_conn_id=args.mlflow_conn_id)
+        where = hook.tracking_uri if hook else where
+        with scoped_environ(defaults):
+            lineage = _trace(args, states, hook)
     except LineageInputError as err:
         _error(f"{err} (MLflow at {where})")
         return EXIT_BAD_INPUT
@@ -115,6 +113,19 @@ def _lineage(args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     print(json.dumps(lineage.to_dict(), indent=2) if args.json else lineage.render(), flush=True)
     return EXIT_COMPLETE if lineage.complete else EXIT_INCOMPLETE
+
+
+def _trace(args: argparse.Namespace, states: DagRunLookup, hook: MlflowHook | None) -> Lineage:
+    """The lineage of ``args.target`` through the MLflow connection's ``hook``, or ``--tracking-uri``."""
+    from mlflow import MlflowClient
+
+    from airflow_ai_provider.lineage import trace
+
+    if hook is None:
+        client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri)
+        return trace(client, args.target, states)
+    with hook.client() as client:
+        return trace(client, args.target, states)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from airflow_ai_provider.exceptions import (
     ModelReferenceError,
 )
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
+from airflow_ai_provider.runtime.contract.environment import scoped_environ
 from airflow_ai_provider.runtime.contract.timeouts import (
     MLFLOW_ACCESS_CODES,
     ServiceBounds,
@@ -219,16 +220,8 @@ class MlflowHook(BaseHook):
             bounds = ServiceBounds(min(bounds.budget, FAILURE_PATH_TIMEOUT))
         overrides = {k: v for k, v in bounds.mlflow_env().items() if k not in os.environ}
         overrides.update(self.settings.credentials)
-        saved = {key: os.environ.get(key) for key in overrides}
-        os.environ.update(overrides)
-        try:
+        with scoped_environ(overrides):
             yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def ask_again(self) -> None:
         """Forget that the server did not answer: a new try asks it again."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from airflow_ai_provider.runtime.contract.environment import scoped_environ
 from airflow_ai_provider.runtime.contract.errors import JobInputError, one_line
 from airflow_ai_provider.runtime.tracking import mlflow_errors
 from airflow_ai_provider.runtime.training import data as training_data
@@ -124,7 +123,7 @@ def log_model(
     example = features.head(EXAMPLE_ROWS)
     # MLflow files a logged model under the fluent API's current experiment, not its run's
     experiment = {"MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_EXPERIMENT_NAME": None}
-    with _environment({**NO_UV_DETECTION, **experiment}):
+    with scoped_environ({**NO_UV_DETECTION, **experiment}):
         info = _log_flavor(trained, features, example, requirements, params, run_id)
     log(f"logged the model as {info.model_uri} in run {run_id} (requirements: {', '.join(requirements)})")
     return info
@@ -171,22 +170,3 @@ def _log_flavor(
             pip_requirements=requirements,
         )
     return info
-
-
-@contextmanager
-def _environment(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (or, for ``None``, unset) environment variables for the block, then restore them exactly."""
-    saved = {name: os.environ.get(name) for name in values}
-    _set_environment(values)
-    try:
-        yield
-    finally:
-        _set_environment(saved)
-
-
-def _set_environment(values: dict[str, str | None]) -> None:
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
