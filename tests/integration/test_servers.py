@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -163,8 +164,15 @@ def test_stop_server_ends_the_s3_process_group(tmp_path: Path) -> None:
 def test_stop_server_ends_mlflow_and_its_job_runner(tmp_path: Path) -> None:
     server = start_mlflow_server(tmp_path, job_execution=True)
     try:
-        pids = server.alive_pids()
-        commands = " ".join(_cmdline(pid) for pid in pids)
+        # The job runner starts its huey consumers after the server answers: on a loaded machine that
+        # takes a few seconds more, so wait for them (bounded) before stopping.
+        deadline = time.monotonic() + 60
+        while True:
+            pids = server.alive_pids()
+            commands = " ".join(_cmdline(pid) for pid in pids)
+            if "huey_consumer" in commands or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         huey_dirs = {_environ(pid).get(HUEY_STORAGE_ENV) for pid in pids} - {None}
     finally:
         stop_server(server)

@@ -316,7 +316,14 @@ def test_options_named_in_runtime_messages_exist_on_the_operators(module):
         for text in message_texts(path)
         for match in OPTION.finditer(text)
     }
-    if module in ("infer.py", "models/*.py", "storage/*.py", "training/*.py", "validation/*.py", "evaluate.py"):
+    if module in (
+        "infer.py",
+        "models/*.py",
+        "storage/*.py",
+        "training/*.py",
+        "validation/*.py",
+        "evaluate.py",
+    ):
         assert named, f"no option found in {module}: the pattern is stale"
     for operator in OPERATORS[module]:
         arguments = set(inspect.signature(operator.__init__).parameters)

@@ -9,6 +9,7 @@ runs the real runtime CLI in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -453,12 +454,15 @@ def test_lineage_command_never_prints_the_password_of_its_tracking_uri(capsys, m
 
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     monkeypatch.setenv("AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT", "2")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     code = cli.main(["lineage", "churn/1", "--tracking-uri", f"http://reader:{secret}@127.0.0.1:9"])
 
     output = capsys.readouterr()
     assert code != 0
     assert "127.0.0.1:9" in output.err
     assert secret not in output.err + output.out
+    # The command's 2 s MLflow bounds held only while it ran: later MLflow calls keep their own.
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in os.environ
 
 
 def test_secret_value_among_training_hyperparameters_is_refused_at_dag_parse():
