@@ -89,19 +89,11 @@ class RetrainModelOperator(JobArguments, AiJobOperator):
     )
     uri_arguments = ("input_uri",)
     retry_defaults: ClassVar[dict[str, Any]] = {"retries": 1, "retry_delay": timedelta(minutes=5)}
+    #: Rendered by Jinja: the input and every job argument but the input format.
     template_fields: Sequence[str] = (
         *AiJobOperator.template_fields,
-        "training_function",
         "input_uri",
-        "label_column",
-        "model_name",
-        "alias",
-        "feature_columns",
-        "id_columns",
-        "hyperparameters",
-        "pip_requirements",
-        "intended_use",
-        "limitations",
+        *filter("input_format".__ne__, job_arguments),
     )
 
     def __init__(

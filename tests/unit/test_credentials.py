@@ -339,17 +339,15 @@ def test_literal_secret_in_a_pod_template_file_is_refused_at_task_start(tmp_path
     }
     template.write_text(json.dumps(pod))
     op = _infer(pod_template_file=str(template))  # the file is read only when the task starts
-    op.configure_pod_for(
-        JobSpec(
-            job="infer",
-            inputs=["s3://d/in/"],
-            mlflow=_ref(),
-            model=ModelReference("m", "1"),
-            output="s3://o/",
-        )
-    )
+    op.configure_pod_for(_infer_spec())
     text = _refusal(lambda: op.build_pod_request_obj(dry_run=True), secret)
     assert f"pod template {template} init container 'vault-init' env: VAULT_TOKEN" in text
+
+
+def _infer_spec() -> JobSpec:
+    return JobSpec(
+        job="infer", inputs=["s3://d/in/"], mlflow=_ref(), model=ModelReference("m", "1"), output="s3://o/"
+    )
 
 
 def _ref():
@@ -382,15 +380,7 @@ def test_secrets_by_reference_and_innocent_values_are_accepted_in_every_containe
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="mlflow-credentials"))],
     )])  # fmt: skip
     op = _infer(full_pod_spec=pod)
-    op.configure_pod_for(
-        JobSpec(
-            job="infer",
-            inputs=["s3://d/in/"],
-            mlflow=_ref(),
-            model=ModelReference("m", "1"),
-            output="s3://o/",
-        )
-    )
+    op.configure_pod_for(_infer_spec())
     manifest = ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
     assert manifest["spec"]["initContainers"][0]["envFrom"] == [{"secretRef": {"name": "mlflow-credentials"}}]
 

@@ -30,7 +30,7 @@ from airflow_ai_provider.runtime.training import job as training_job
 from airflow_ai_provider.runtime.validation import job as validate
 from tests.unit.runtime.conftest import customers, write_parquet
 from tests.unit.runtime.conftest import refused as refused_by_job
-from tests.unit.runtime.test_cli import last_stderr_line, read_result, run_cli
+from tests.unit.runtime.test_main import last_stderr_line, read_result, run_cli
 
 RUNTIME = Path(infer.__file__).parent
 HUGE = 10**30
