@@ -192,29 +192,17 @@ def mask_credentials(found: UriCredentials | Iterable[str]) -> None:
         mask_secret(value)
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _strings(item)
-
-
-def refuse_uri_credentials(value: Any, argument: str, task_id: str | None = None) -> None:
-    """Refuse a URI argument (a string or a list of them) that carries credentials.
+def refuse_uri_credentials(uri: str, argument: str, task_id: str | None = None) -> None:
+    """Refuse a URI argument that carries credentials.
 
     The one-line :class:`AiProviderConfigError` shows the URI without its credentials and how to
-    pass them instead; the credentials themselves are masked first. Templated strings (``{{``) are
-    left for the check after they render; other values (an ``XComArg``) likewise.
+    pass them instead; the credentials themselves are masked first.
     """
-    for uri in _strings(value):
-        if "{{" in uri:
-            continue
-        clean, found = split_credentials(uri)
-        if found:
-            mask_credentials(found)
-            prefix = f"{task_id}: " if task_id else ""
-            raise AiProviderConfigError(
-                f"{prefix}{argument}={clean!r} carries credentials ({found.describe()}), which "
-                f"would reach the job spec, the task log and the pod; {HOW_TO_PASS}"
-            )
+    clean, found = split_credentials(uri)
+    if found:
+        mask_credentials(found)
+        prefix = f"{task_id}: " if task_id else ""
+        raise AiProviderConfigError(
+            f"{prefix}{argument}={clean!r} carries credentials ({found.describe()}), which "
+            f"would reach the job spec, the task log and the pod; {HOW_TO_PASS}"
+        )

@@ -73,7 +73,10 @@ class JobPreflight:
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key in type(self).uri_arguments:  # set by __init__ (DAG parse) and by template rendering
-            refuse_uri_credentials(value, key, getattr(self, "task_id", None))
+            # A template is checked once it renders; an upstream task's output is never a literal.
+            for uri in _strings(value):
+                if not is_templated(uri):
+                    refuse_uri_credentials(uri, key, getattr(self, "task_id", None))
         super().__setattr__(key, value)
 
     @contextmanager
@@ -184,3 +187,12 @@ class JobPreflight:
                 f"kubernetes_conn_id {self.kubernetes_conn_id!r}: no such Airflow connection; create it "
                 "(type kubernetes) or leave kubernetes_conn_id at its default"
             ) from None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings of a URI argument: the string itself, or those of a (nested) list."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
