@@ -12,6 +12,7 @@ from airflow_ai_provider.operators.promotion import (
     PromoteModelOperator,
     RollbackModelOperator,
 )
+from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 
 
 def _model() -> str:
@@ -57,5 +58,43 @@ def approve_then_promote() -> DAG:
     return dag
 
 
+def gate_then_promote() -> DAG:
+    """Gate the challenger, let ``AI_TEST_MOVE_CHAMPION_TO`` (a version) move champion, promote.
+
+    The middle task stands for anyone else moving the alias between this DAG run's gate and its
+    promotion; with the variable unset it changes nothing.
+    """
+    with DAG("gate_then_promote", schedule=None) as dag:
+        gate = QualityGateOperator(
+            task_id="gate",
+            challenger=f"{_model()}@challenger",
+            holdout_uri=os.environ.get("AI_TEST_HOLDOUT", "/tmp/holdout"),
+            label_column="churned",
+            min_metrics={"accuracy": 0.0},
+            execution_mode="local",
+            retries=0,
+        )
+
+        @task(retries=0)
+        def meanwhile() -> None:
+            version = os.environ.get("AI_TEST_MOVE_CHAMPION_TO")
+            if version:
+                from airflow_ai_provider.hooks.mlflow import MlflowHook
+
+                with MlflowHook().client() as client:
+                    client.set_registered_model_alias(_model(), "champion", version)
+
+        promote = PromoteModelOperator(
+            task_id="promote",
+            model=f"{_model()}@challenger",
+            reason="quality gate passed",
+            retries=1,
+            retry_delay=timedelta(seconds=1),
+        )
+        gate >> meanwhile() >> promote
+    return dag
+
+
 promote_then_check()
 approve_then_promote()
+gate_then_promote()

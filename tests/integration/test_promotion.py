@@ -203,3 +203,96 @@ def test_promotion_books_its_run_in_the_connections_default_experiment_under_one
     assert not dag_run_mlflow_runs(
         mlflow_server.url, dag_run.run_id, experiment_name="airflow/promote_then_check"
     )
+
+
+# --- one DAG run: gate -> (the alias may move) -> promote -------------------------------------
+
+
+@pytest.fixture
+def gated_model(mlflow_server, mlflow_connection, monkeypatch, tmp_path) -> dict[str, str]:
+    """Champion v1 and challenger v2 (real models, for the gate), v3 registered only to move to;
+    a holdout for the gate; the MLflow connection with a default experiment in its extras."""
+    import json
+
+    from tests._support.churn_sample import write_customers
+
+    name = f"churn-{uuid.uuid4().hex[:8]}"
+    train_and_register(mlflow_server.url, name, alias="champion", n_rows=2_000, seed=1)
+    train_and_register(mlflow_server.url, name, alias="challenger", n_rows=2_000, seed=2)
+    _client(mlflow_server).create_model_version(name, source="s3://nowhere/model")
+    write_customers(tmp_path / "holdout", 1_000, seed=11, with_label=True)
+    experiment_name = f"team-{uuid.uuid4().hex[:8]}"
+    conn = {"conn_type": "mlflow", "host": mlflow_server.url, "extra": {"experiment_name": experiment_name}}
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AI_TEST_MODEL", name)
+    monkeypatch.setenv("AI_TEST_HOLDOUT", str(tmp_path / "holdout"))
+    return {"name": name, "experiment": experiment_name}
+
+
+def _one_parent_with_tasks(mlflow_server, dag_run, experiment_name: str, task_ids: set[str]):
+    """The DAG run's one parent run, in ``experiment_name``, with ``task_ids``' runs nested under it."""
+    from mlflow.entities import ViewType
+
+    everywhere = dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, role="dag_run")
+    runs = dag_run_mlflow_runs(mlflow_server.url, dag_run.run_id, experiment_name=experiment_name)
+    (parent,) = everywhere
+    assert (
+        parent.info.experiment_id
+        == _client(mlflow_server).get_experiment_by_name(experiment_name).experiment_id
+    )
+    tasks = {
+        run.data.tags["airflow.task_id"]: run for run in runs if run.data.tags.get("airflow.role") == "task"
+    }
+    assert set(tasks) == task_ids
+    assert {run.data.tags["mlflow.parentRunId"] for run in tasks.values()} == {parent.info.run_id}
+    assert not _client(mlflow_server).search_experiments(
+        view_type=ViewType.ALL, filter_string="name = 'airflow/gate_then_promote'"
+    )
+    return parent, tasks
+
+
+def test_gate_and_promotion_of_one_dag_run_share_its_parent_run_and_the_gates_champion_pin(
+    gated_model, mlflow_server
+):
+    from tests.dags.promotion_dags import gate_then_promote
+
+    dag_run = gate_then_promote().test()
+
+    assert _states(dag_run) == {"gate": "success", "meanwhile": "success", "promote": "success"}
+    parent, tasks = _one_parent_with_tasks(
+        mlflow_server, dag_run, gated_model["experiment"], {"gate", "promote"}
+    )
+    name = gated_model["name"]
+    assert parent.data.params[f"pinned_model/{name}/champion"] == "1"
+    assert tasks["gate"].data.tags["ai.champion_version"] == "1"
+    assert tasks["promote"].data.tags["ai.previous_version"] == "1"
+    assert tasks["promote"].data.tags["ai.version"] == "2"
+    model = _client(mlflow_server).get_registered_model(name)
+    assert (str(model.aliases["champion"]), str(model.aliases["champion_previous"])) == ("2", "1")
+
+
+def test_promotion_refuses_when_champion_moved_after_the_gate_of_its_dag_run_pinned_it(
+    gated_model, mlflow_server, monkeypatch
+):
+    """The gate compared against champion v1; someone points champion at v3 before the promotion.
+    Promoting now would replace v3, a version the gate never saw: the promotion fails on its first
+    try (not retried) and writes no alias and no version tag."""
+    from tests._support.airflow_records import task_tries
+    from tests.dags.promotion_dags import gate_then_promote
+
+    monkeypatch.setenv("AI_TEST_MOVE_CHAMPION_TO", "3")
+    dag_run = gate_then_promote().test()
+
+    assert _states(dag_run) == {"gate": "success", "meanwhile": "success", "promote": "failed"}
+    assert task_tries(dag_run.run_id, "promote") == [1]
+    parent, tasks = _one_parent_with_tasks(
+        mlflow_server, dag_run, gated_model["experiment"], {"gate", "promote"}
+    )
+    name = gated_model["name"]
+    assert parent.data.params[f"pinned_model/{name}/champion"] == "1"
+    assert tasks["gate"].data.tags["ai.champion_version"] == "1"
+    assert tasks["promote"].info.status == "FAILED"
+    client = _client(mlflow_server)
+    aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    assert aliases == {"champion": "3", "challenger": "2"}
+    assert "ai.promoted_at" not in client.get_model_version(name, "2").tags
