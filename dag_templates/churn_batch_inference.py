@@ -42,13 +42,17 @@ with DAG(
     tags=["ai", "inference", "template"],
     params={
         "model": Param(
-            f"{MODEL_NAME}@champion", type="string", description="used when no promotion triggered"
+            f"{MODEL_NAME}@champion", type=["string", "null"], description="used when no promotion triggered"
         ),
         "input_uri": Param(
-            SCORING_DATA.uri, type="string", description="file, folder or glob; file:// or s3://"
+            SCORING_DATA.uri, type=["string", "null"], description="file, folder or glob; file:// or s3://"
         ),
-        "output_root": Param(PREDICTIONS.uri, type="string", description="predictions go to <root>/<run>/"),
-        "confidence_threshold": Param(0.6, type="number", description="rows below go to human review"),
+        "output_root": Param(
+            PREDICTIONS.uri, type=["string", "null"], description="predictions go to <root>/<run>/"
+        ),
+        "confidence_threshold": Param(
+            0.6, type=["number", "null"], description="rows below go to human review"
+        ),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,

@@ -28,10 +28,12 @@ with DAG(
     tags=["ai", "monitoring", "template"],
     params={
         "model": Param(
-            f"{MODEL_NAME}@champion", type="string", description="model whose profile is the reference"
+            f"{MODEL_NAME}@champion",
+            type=["string", "null"],
+            description="model whose profile is the reference",
         ),
-        "input_uri": Param(CURRENT_DATA, type="string", description="recent data to check"),
-        "psi_threshold": Param(0.2, type="number", description="a feature drifts above this PSI"),
+        "input_uri": Param(CURRENT_DATA, type=["string", "null"], description="recent data to check"),
+        "psi_threshold": Param(0.2, type=["number", "null"], description="a feature drifts above this PSI"),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,

@@ -1,58 +1,98 @@
-"""Ingestion + data validation: landed customer files -> raw zone -> Great Expectations -> Asset.
+"""Ingestion + data validation: landed files -> raw zone -> Great Expectations -> Asset.
 
-New files arrive in the landing folder (``python -m tests._support.churn_sample write`` writes
-sample ones; in your deployment an upstream system does). This DAG moves them into a run-specific raw
-folder, validates them with the suite in ``include/churn_expectations.json``, and on success updates
-the ``churn_validated_data`` Asset with the data digest, row count and suite name. The retraining
-template is scheduled on that Asset. A failed validation fails the run loudly and updates nothing.
+New files arrive in the landing folder (in your deployment an upstream system writes them; for the
+sample, ``python -m tests._support.churn_sample write <landing folder> --rows 20000 --files 2
+--with-label`` from the repository root). This DAG moves them into a run-specific raw folder,
+validates them with the suite in ``include/`` plus, when the data is meant for training, checks that
+the label column is there and filled, and on success updates the validated-data Asset with the data
+digest, row count and suite name. The retraining template is scheduled on that Asset. A failed
+validation fails the run loudly and updates nothing; an empty landing folder fails at once, without
+retries, saying where to land files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from airflow.sdk import DAG, Asset, Param, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
 # ---- Config: adapt to your data -----------------------------------------------------------------
+DAG_ID = "churn_ingest"
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
 LANDING = f"{DATA_ROOT}/landing/customers"
 RAW_ROOT = f"{DATA_ROOT}/raw/customers"
 SUITE = str(Path(__file__).parent / "include" / "churn_expectations.json")
 VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+LABEL = "churned"  # required when the data is meant for training
+LABEL_VALUES: list | None = [0, 1]  # allowed label values; None for a numeric (regression) label
+SAMPLE_COMMAND = "python -m tests._support.churn_sample write {landing} --rows 20000 --files 2 --with-label"
 # --------------------------------------------------------------------------------------------------
 
 with DAG(
-    dag_id="churn_ingest",
+    dag_id=DAG_ID,
     schedule=None,
     catchup=False,
     tags=["ai", "data", "template"],
     params={
-        "landing": Param(LANDING, type="string", description="folder where new customer files land"),
-        "suite": Param(SUITE, type="string", description="Great Expectations suite (JSON or YAML)"),
+        "landing": Param(LANDING, type=["string", "null"], description="folder where new files land"),
+        "suite": Param(SUITE, type=["string", "null"], description="Great Expectations suite (JSON)"),
+        "for_training": Param(
+            True, type=["boolean", "null"], description=f"the data must carry the label {LABEL!r}"
+        ),
     },
+    render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
 
     @task(retries=2)
     def ingest(params=None, run_id=None) -> str:
         """Move the landed files into raw/<run id>/ (a retry finds them already there)."""
-        landing = Path(params["landing"])
+        landing = Path(params["landing"] or LANDING)
         target = Path(RAW_ROOT) / run_id.replace(":", "-").replace("+", "-")
-        target.mkdir(parents=True, exist_ok=True)
         moved = [path for path in sorted(landing.glob("*")) if path.suffix in (".parquet", ".csv")]
+        if not moved and not (target.is_dir() and any(target.iterdir())):
+            raise AirflowFailException(
+                f"no .parquet or .csv files in the landing folder {landing}: land files there "
+                f"(sample data: {SAMPLE_COMMAND.format(landing=landing)}) and trigger {DAG_ID} again"
+            )
+        target.mkdir(parents=True, exist_ok=True)
         for path in moved:
             path.rename(target / path.name)
-        if not any(target.iterdir()):
-            raise FileNotFoundError(f"no .parquet or .csv files landed in {landing}")
         return f"file://{target}"
+
+    @task
+    def suite(params=None) -> dict:
+        """The suite file's expectations, plus the label checks when the data is for training."""
+        path = Path(params["suite"] or SUITE)
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise AirflowFailException(f"suite {path} cannot be read as JSON: {error}") from None
+        expectations = list(loaded["expectations"] if isinstance(loaded, dict) else loaded)
+        if params["for_training"] is not False:
+            expectations += [
+                {"type": "expect_column_to_exist", "kwargs": {"column": LABEL}},
+                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": LABEL}},
+            ]
+            if LABEL_VALUES is not None:
+                expectations.append(
+                    {
+                        "type": "expect_column_values_to_be_in_set",
+                        "kwargs": {"column": LABEL, "value_set": LABEL_VALUES},
+                    }
+                )
+        name = loaded.get("name") if isinstance(loaded, dict) else None
+        return {"name": name or path.stem, "expectations": expectations}
 
     DataValidationOperator(
         task_id="validate",
         input_uri="{{ ti.xcom_pull(task_ids='ingest') }}",
-        suite_uri="{{ params.suite }}",
+        expectations="{{ ti.xcom_pull(task_ids='suite') }}",
         outlets=[VALIDATED_DATA],
         priority_weight=5,
-    ).set_upstream(ingest())
+    ).set_upstream([ingest(), suite()])

@@ -64,11 +64,17 @@ with DAG(
     max_active_runs=1,
     tags=["ai", "training", "template"],
     params={
-        "holdout_uri": Param(HOLDOUT, type="string", description="labelled data the gate scores"),
-        "min_accuracy": Param(0.7, type="number", description="gate: minimum challenger accuracy"),
-        "max_accuracy_drop": Param(0.02, type="number", description="gate: allowed drop vs champion"),
-        "require_approval": Param(False, type="boolean", description="ask a human before promoting"),
-        "fail_smoke_test": Param(False, type="boolean", description="exercise the automatic rollback"),
+        "holdout_uri": Param(HOLDOUT, type=["string", "null"], description="labelled data the gate scores"),
+        "min_accuracy": Param(0.7, type=["number", "null"], description="gate: minimum challenger accuracy"),
+        "max_accuracy_drop": Param(
+            0.02, type=["number", "null"], description="gate: allowed drop vs champion"
+        ),
+        "require_approval": Param(
+            False, type=["boolean", "null"], description="ask a human before promoting"
+        ),
+        "fail_smoke_test": Param(
+            False, type=["boolean", "null"], description="exercise the automatic rollback"
+        ),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,
