@@ -76,10 +76,10 @@ def trace(client: MlflowClient, target: str, dag_run_state: DagRunLookup) -> Lin
     inference_dag_run = None
     if isinstance(parsed, OutputTarget):
         name, version, alias, inference_dag_run = _predictions(walk, parsed)
-        model = _model_version(walk, name, version, f"alias {alias} at inference time" if alias else None)
+        model = _model_version(walk, name, version, inference_alias=alias, inference=True)
     else:
         name, version = parsed.name, _resolve_version(client, parsed)
-        model = _model_version(walk, name, version, None)
+        model = _model_version(walk, name, version)
     if model is not None:
         steps.training_and_data(walk, model)
         decision = steps.quality_gate(walk, name, version)
@@ -157,11 +157,38 @@ def _predictions(walk: Walk, target: OutputTarget) -> tuple[str, str, str | None
     name, version = sorted(versions)[0]
     if len(versions) > 1:
         walk.hops[-1].text += f" (shards used different models: {sorted(versions)})"
-    return name, version, tags.get(Tag.MODEL_ALIAS), newest
+    used_by = next(
+        run.data.tags
+        for run, _ in group
+        if (run.data.tags.get(Tag.MODEL_NAME, ""), run.data.tags.get(Tag.MODEL_VERSION, ""))
+        == (name, version)
+    )
+    return name, version, used_by.get(Tag.MODEL_ALIAS), newest
 
 
-def _model_version(walk: Walk, name: str, version: str, context: str | None) -> ModelVersion | None:
-    """Add the model hop from the registry; MLflow call site."""
+def _at_inference(version: str, alias: str | None, aliases_now: list[str]) -> str:
+    """What the inference used: the version and, when it referenced an alias, where that pointed.
+
+    The inference run records the alias with the version it was pinned to: the version the alias
+    pointed to when the inference DAG run resolved it, whatever the alias points to now.
+    """
+    if not alias:
+        return f"used by the inference as version {version}"
+    moved = "" if alias in aliases_now else f"; {alias} has moved since"
+    return (
+        f"used by the inference; alias {alias} pointed to version {version} at inference time "
+        f"(pinned for its DAG run){moved}"
+    )
+
+
+def _model_version(
+    walk: Walk, name: str, version: str, *, inference_alias: str | None = None, inference: bool = False
+) -> ModelVersion | None:
+    """Add the model hop from the registry; MLflow call site.
+
+    :param inference_alias: the alias the inference task referenced, as its run recorded it.
+    :param inference: the hop follows an inference hop: say what the inference used.
+    """
     from mlflow.exceptions import MlflowException
 
     if not name or not version:
@@ -176,8 +203,10 @@ def _model_version(walk: Walk, name: str, version: str, context: str | None) -> 
             raise
         walk.add("model", f"{name} version {version} is not in the registry (deleted?)", found=False)
         return None
-    aliases = ", ".join(sorted(model.aliases or [])) or "none"
-    about = "; ".join(filter(None, [context, f"aliases now: {aliases}"]))
+    aliases_now = sorted(model.aliases or [])
+    aliases = ", ".join(aliases_now) or "none"
+    used = _at_inference(version, inference_alias, aliases_now) if inference else None
+    about = "; ".join(filter(None, [used, f"aliases now: {aliases}"]))
     training_run = f"MLflow run {model.run_id} (training)" if model.run_id else "no MLflow run recorded"
     walk.add(
         "model",
@@ -186,5 +215,7 @@ def _model_version(walk: Walk, name: str, version: str, context: str | None) -> 
         version=version,
         mlflow_run_id=model.run_id or None,
         source=model.source,
+        alias_at_inference=inference_alias,
+        alias_version_at_inference=version if inference_alias else None,
     )
     return model

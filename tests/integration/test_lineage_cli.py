@@ -2,8 +2,9 @@
 
 Against a real ``mlflow server`` and moto S3: data validation, the quality gate, the promotion and
 sharded batch inference run as DAGs (``dag.test()``); the model version is trained in-process by the
-churn sample and given the lineage tags a training task sets. The console script then runs as a
-subprocess with the same ``AIRFLOW_HOME``, so the DAG-run states come from Airflow's database.
+churn sample and given the lineage tags a training task sets, and champion moves on to a newer
+version after the scoring. The console script then runs as a subprocess with the same
+``AIRFLOW_HOME``, so the DAG-run states come from Airflow's database.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def test_installed_command_walks_predictions_back_through_real_dag_runs(
     monkeypatch.setenv("AI_TEST_MODEL", f"{name}@champion")
     monkeypatch.setenv("AI_TEST_INPUT", f"{data_uri}/")
     scored = s3_batch_inference().test()
+    # After the scoring, champion moves on to a newer version: the predictions keep their version.
+    newer = client.create_model_version(name, source="s3://nowhere/model").version
+    client.set_registered_model_alias(name, "champion", newer)
 
     part = f"s3://{s3_bucket}/predictions/{scored.run_id}/part-00001-of-00002.parquet"
     done = _lineage(part)
@@ -89,7 +93,11 @@ def test_installed_command_walks_predictions_back_through_real_dag_runs(
     lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
     assert lines[0].startswith(f"predictions {part} (") and lines[0].endswith(" rows)")
     assert f"<- inference DAG s3_batch_inference run {scored.run_id} task score[1] (success)" in lines[1]
-    assert lines[2].startswith(f"<- model {name} version {version} (alias champion at inference time")
+    assert lines[2].startswith(
+        f"<- model {name} version {version} (used by the inference; alias champion pointed to version "
+        f"{version} at inference time (pinned for its DAG run); champion has moved since; aliases now: "
+    )
+    assert f"version {newer}" not in lines[2]
     assert lines[3] == (
         f"<- training DAG {TRAINING[0]} run {TRAINING[1]} task train, "
         "code dag_templates.include.churn_training:train"

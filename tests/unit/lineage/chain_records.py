@@ -21,7 +21,9 @@ CODE = "dag_templates.include.churn_training:train"
 INGEST = ("churn_ingest", "manual__2026-01-01")
 RETRAIN = ("churn_retrain", "asset_triggered__2026-01-01")
 SCORING = ("churn_batch_inference", "manual__2026-01-02")
-STATES = {INGEST: "success", RETRAIN: "success", SCORING: "success"}
+MOVED_OUT = "s3://bucket/predictions/manual__moved"
+MOVED_SCORING = ("churn_batch_inference", "manual__moved")
+STATES = {INGEST: "success", RETRAIN: "success", SCORING: "success", MOVED_SCORING: "success"}
 
 
 def _task(hook, dag_run, task_id, job, map_index=-1):
@@ -95,16 +97,16 @@ def _promoted(hook, dag_run, name, previous, version, approval):
     finish_task_run(hook, run, who, succeeded=True)
 
 
-def _scored(hook, dag_run, name, version, rows):
+def _scored(hook, dag_run, name, version, rows, out=OUT):
     from airflow_ai_provider.operators.inference import BatchInferenceOperator
 
     for index, count in enumerate(rows):
         who, run = _task(hook, dag_run, "score", "infer", map_index=index)
         op = BatchInferenceOperator(
-            task_id="score", model=f"{name}@champion", input_uri="s3://bucket/scoring/", output_uri=OUT,
+            task_id="score", model=f"{name}@champion", input_uri="s3://bucket/scoring/", output_uri=out,
             shard_index=index, shard_count=len(rows),
         )  # fmt: skip
-        part = f"{OUT}/part-{index:05d}-of-{len(rows):05d}.parquet"
+        part = f"{out}/part-{index:05d}-of-{len(rows):05d}.parquet"
         model = {"name": name, "version": version, "alias": "champion", "uri": f"models:/{name}/{version}"}
         result = {"status": "success", "model": model, "outputs": [{"uri": part}], "rows_out": count}
         op.record_result(run, {**result, "input_digest": "f" * 64, "metrics": {}})
@@ -114,7 +116,7 @@ def _scored(hook, dag_run, name, version, rows):
 def record_histories(hook: MlflowHook) -> None:
     """Records of several models' histories in the hook's store; see each test for its model."""
     with hook.client() as client:
-        for name in ("churn", "lonely", "rejected", "changed", "manual"):
+        for name in ("churn", "lonely", "rejected", "changed", "manual", "moved"):
             client.create_registered_model(name)
         # churn: v1 champion; v2 validated data -> trained -> gate -> approved -> promoted -> scored.
         client.create_model_version("churn", source="file:///models/v1")
@@ -149,6 +151,12 @@ def record_histories(hook: MlflowHook) -> None:
             ["no champion yet: absolute thresholds only"],
         )
         _promoted(hook, other["manual"], "manual", None, version, {})
+        # moved: scored through champion at v1, then champion moved to v2 by hand.
+        for source in ("file:///models/moved1", "file:///models/moved2"):
+            client.create_model_version("moved", source=source)
+        client.set_registered_model_alias("moved", "champion", "1")
+        _scored(hook, MOVED_SCORING, "moved", "1", [10], out=MOVED_OUT)
+        client.set_registered_model_alias("moved", "champion", "2")
 
 
 def hop(lines: list[str], label: str) -> str:

@@ -14,6 +14,7 @@ from tests.unit.lineage.chain_records import (
     DATA_URI,
     DIGEST,
     INGEST,
+    MOVED_OUT,
     OUT,
     REPORT_URI,
     RETRAIN,
@@ -34,8 +35,10 @@ def test_part_file_prints_every_hop_back_to_the_dag_runs_and_exits_0(lineage_cli
     assert "score[0]" not in inference
     model = hop(lines, "model")
     assert model.startswith(
-        "<- model churn version 2 (alias champion at inference time; aliases now: champion"
+        "<- model churn version 2 (used by the inference; alias champion pointed to version 2 at "
+        "inference time (pinned for its DAG run); aliases now: champion"
     )
+    assert "has moved since" not in model
     assert model.endswith("(training)")
     assert hop(lines, "training") == f"<- training DAG {RETRAIN[0]} run {RETRAIN[1]} task train, code {CODE}"
     assert hop(lines, "data") == f"<- data {DATA_URI} digest {DIGEST}"
@@ -54,6 +57,27 @@ def test_part_file_prints_every_hop_back_to_the_dag_runs_and_exits_0(lineage_cli
     assert lines[-1] == (
         f"DAG runs: {INGEST[0]}/{INGEST[1]} success; {RETRAIN[0]}/{RETRAIN[1]} success; "
         f"{SCORING[0]}/{SCORING[1]} success"
+    )
+
+
+def test_predictions_name_the_version_the_alias_pointed_to_at_inference_not_where_it_points_now(
+    lineage_cli,
+):
+    """Scored through ``moved@champion`` at version 1; champion was moved to version 2 afterwards."""
+    code, lines, _ = lineage_cli(f"{MOVED_OUT}/part-00000-of-00001.parquet")
+    assert code == 1  # a version registered by hand: nothing recorded behind it
+    model = hop(lines, "model")
+    assert model.startswith(
+        "<- model moved version 1 (used by the inference; alias champion pointed to version 1 at "
+        "inference time (pinned for its DAG run); champion has moved since; aliases now: none)"
+    )
+    assert "version 2" not in model
+    code, lines, _ = lineage_cli(f"{MOVED_OUT}/part-00000-of-00001.parquet", "--json")
+    ids = {hop["hop"]: hop for hop in json.loads("\n".join(lines))["hops"]}["model"]["ids"]
+    assert (ids["version"], ids["alias_at_inference"], ids["alias_version_at_inference"]) == (
+        "1",
+        "champion",
+        "1",
     )
 
 
