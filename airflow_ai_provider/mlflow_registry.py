@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
@@ -23,6 +23,8 @@ _VERSION_ALIAS = re.compile(r"[vV]\d+")
 MAX_ALIAS_LENGTH = 255
 PREVIOUS_ALIAS_SUFFIX = "_previous"
 PIN_PARAM_PREFIX = "pinned_model"
+#: The pin recorded for an alias that pointed to no version when its DAG run first looked.
+NO_VERSION_PIN = "none"
 
 
 def check_alias_name(alias: Any, *, argument: str = "alias") -> str:
@@ -122,32 +124,64 @@ def _resolve_existing(
 def pin_model(hook: MlflowHook, reference: str, parent_run_id: str) -> ModelReference:
     """Resolve ``reference`` once per DAG run and return the same version to every task and shard.
 
-    The first task records the resolved version as a param of the DAG run's parent run. MLflow
-    params are write-once, so a task that resolved a different version (the alias moved mid-run)
-    gets a conflict and takes the recorded one instead.
+    The first task records the resolved version as a param of the DAG run's parent run; every
+    later task takes the recorded one, even when the alias has moved since.
 
     :param hook: the MLflow connection.
     :param reference: the model reference.
     :param parent_run_id: the DAG run's parent run (:attr:`~airflow_ai_provider.mlflow_runs.TaskRun.parent_run_id`).
+    :raises ModelReferenceError: no such model, alias or version, or the DAG run pinned the alias
+        when it pointed nowhere (see :func:`pin_alias`); not retried.
     """
-    from mlflow.exceptions import MlflowException
-
     spec = ModelReference.parse(reference, AiProviderConfigError)
     if spec.version:
         return resolve_model(hook, reference)
+    recorded = _pin_once(hook, spec, parent_run_id, lambda: str(resolve_model(hook, reference).version))
+    if recorded == NO_VERSION_PIN:
+        raise ModelReferenceError(
+            f"model {spec.name!r} had no alias {spec.alias!r} when this DAG run first looked (pinned as "
+            f"{NO_VERSION_PIN!r}, e.g. by its quality gate): reference a version, or use the alias in a "
+            "later DAG run"
+        )
+    return spec.pin(recorded)
+
+
+def pin_alias(hook: MlflowHook, name: str, alias: str, parent_run_id: str) -> ModelReference | None:
+    """Where ``alias`` of model ``name`` points for this DAG run, or ``None`` when it pointed nowhere.
+
+    Like :func:`pin_model`, but an alias that does not exist yet is pinned too (as
+    :data:`NO_VERSION_PIN`): a champion that appears later in the DAG run is not the one its
+    quality gate saw, so its promotion must not replace it.
+    """
+    spec = ModelReference(name, alias=alias)
+    recorded = _pin_once(
+        hook, spec, parent_run_id, lambda: alias_version(hook, name, alias) or NO_VERSION_PIN
+    )
+    return None if recorded == NO_VERSION_PIN else spec.pin(recorded)
+
+
+def _pin_once(hook: MlflowHook, spec: ModelReference, parent_run_id: str, resolve: Callable[[], str]) -> str:
+    """The value pinned for ``spec`` in the parent run; the first caller records ``resolve()``.
+
+    MLflow params are write-once, so a caller that resolved something else (the alias moved
+    mid-run) gets a conflict and takes the recorded value instead.
+    """
+    from mlflow.exceptions import MlflowException
+
     key = f"{PIN_PARAM_PREFIX}/{spec.name}/{spec.alias or 'latest'}"
     with hook.client() as client:
         recorded = client.get_run(parent_run_id).data.params.get(key)
-        if recorded is None:
-            pinned = resolve_model(hook, reference)
-            try:
-                client.log_param(parent_run_id, key, pinned.version)
-                return pinned
-            except MlflowException:
-                recorded = client.get_run(parent_run_id).data.params.get(key)
-                if recorded is None:
-                    raise
-        return spec.pin(recorded)
+        if recorded is not None:
+            return recorded
+        value = resolve()
+        try:
+            client.log_param(parent_run_id, key, value)
+            return value
+        except MlflowException:
+            recorded = client.get_run(parent_run_id).data.params.get(key)
+            if recorded is None:
+                raise
+            return recorded
 
 
 def alias_version(hook: MlflowHook, name: str, alias: str) -> str | None:

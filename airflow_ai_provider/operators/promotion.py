@@ -22,6 +22,7 @@ from airflow_ai_provider.mlflow_registry import (
     PREVIOUS_ALIAS_SUFFIX,
     check_alias_name,
     check_promotion_alias,
+    pin_alias,
     pin_model,
     resolve_model,
 )
@@ -57,7 +58,8 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
     """Move an alias (default ``champion``) to the challenger version pinned for this DAG run.
 
     The move happens only if the alias still points where this DAG run saw it (the version pinned
-    when the quality gate or this task first resolved it): a concurrent promotion makes this task
+    when the quality gate or this task first resolved it, or nowhere if it pointed nowhere then,
+    see :func:`~airflow_ai_provider.mlflow_registry.pin_alias`): a concurrent promotion makes this task
     fail clearly instead of silently overwriting (see
     :func:`~airflow_ai_provider.alias_ledger.move_alias`). The promoted version gets tags saying
     who approved it, why and when, and from which DAG run, once the alias points at it; the replaced
@@ -126,13 +128,10 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
         """Return (model name, version the alias must point to now, version to point it to)."""
         hook = self.mlflow_hook
         challenger = pin_model(hook, self.model, run.parent_run_id)
-        try:
-            expected: str | None = pin_model(
-                hook, f"{challenger.name}@{self.alias}", run.parent_run_id
-            ).version
-        except ModelReferenceError:
-            expected = None  # no champion yet; the move still fails if one appears meanwhile
-        return challenger.name, expected, challenger.version
+        # As the quality gate saw it; "no champion" is pinned too, so a champion that appears
+        # meanwhile makes the move fail instead of being replaced unseen.
+        seen = pin_alias(hook, challenger.name, self.alias, run.parent_run_id)
+        return challenger.name, seen.version if seen else None, challenger.version
 
     def _approval(self, context: Context) -> dict[str, str]:
         if not self.approval_task_id:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
-from airflow_ai_provider.mlflow_registry import alias_version, pin_model
+from airflow_ai_provider.mlflow_registry import pin_alias, pin_model
 from airflow_ai_provider.operators.arguments import JobArguments, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
 from airflow_ai_provider.runtime.contract import EventKey, Tag
@@ -165,9 +165,7 @@ class QualityGateOperator(JobArguments, AiJobOperator):
     def _pin_champion(self, challenger: ModelReference, run: TaskRun) -> ModelReference | None:
         if self.champion:
             return pin_model(self.mlflow_hook, self.champion, run.parent_run_id)
-        if alias_version(self.mlflow_hook, challenger.name, DEFAULT_CHAMPION_ALIAS) is None:
-            return None
-        return pin_model(self.mlflow_hook, f"{challenger.name}@{DEFAULT_CHAMPION_ALIAS}", run.parent_run_id)
+        return pin_alias(self.mlflow_hook, challenger.name, DEFAULT_CHAMPION_ALIAS, run.parent_run_id)
 
     def result_tags(self, result: dict[str, Any]) -> dict[str, str]:
         details = result.get("details", {})

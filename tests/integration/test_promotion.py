@@ -296,3 +296,24 @@ def test_promotion_refuses_when_champion_moved_after_the_gate_of_its_dag_run_pin
     aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
     assert aliases == {"champion": "3", "challenger": "2"}
     assert "ai.promoted_at" not in client.get_model_version(name, "2").tags
+
+
+def test_promotion_refuses_when_a_champion_appeared_after_the_gate_saw_none(
+    gated_model, mlflow_server, monkeypatch
+):
+    """The gate found no champion (absolute thresholds only); a champion v3 appears before the
+    promotion. The gate never compared against v3, so the promotion must not replace it."""
+    from tests.dags.promotion_dags import gate_then_promote
+
+    name = gated_model["name"]
+    _client(mlflow_server).delete_registered_model_alias(name, "champion")
+    monkeypatch.setenv("AI_TEST_MOVE_CHAMPION_TO", "3")
+    dag_run = gate_then_promote().test()
+
+    assert _states(dag_run) == {"gate": "success", "meanwhile": "success", "promote": "failed"}
+    _, tasks = _one_parent_with_tasks(mlflow_server, dag_run, gated_model["experiment"], {"gate", "promote"})
+    assert tasks["gate"].data.tags["ai.champion_version"] == "none"
+    client = _client(mlflow_server)
+    aliases = {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
+    assert aliases == {"champion": "3", "challenger": "2"}
+    assert "ai.promoted_at" not in client.get_model_version(name, "2").tags

@@ -24,7 +24,8 @@ from airflow_ai_provider.exceptions import (
     ModelReferenceError,
 )
 from airflow_ai_provider.hooks.mlflow import MlflowHook, answered_error
-from airflow_ai_provider.mlflow_registry import alias_version, check_alias_name
+from airflow_ai_provider.mlflow_registry import alias_version, check_alias_name, pin_alias, pin_model
+from airflow_ai_provider.mlflow_runs import RunIdentity, start_task_run
 from tests.conftest import REPO_ROOT
 
 NAMES = [
@@ -221,3 +222,20 @@ def test_unknown_target_version_is_bad_input_and_claims_nothing(hook):
             client.get_experiment_by_name(AliasMove("churn", "champion", None, "9", "x").claim_name(0))
             is None
         )
+
+
+def test_an_alias_that_pointed_nowhere_is_pinned_as_none_for_the_whole_dag_run(hook):
+    """The gate saw no champion: a champion that appears later in the DAG run is not the one it saw."""
+    parent = start_task_run(hook, RunIdentity("dag", "run1", "gate"), "exp").parent_run_id
+    assert pin_alias(hook, "churn", "champion", parent) is None
+    with hook.client() as client:
+        client.set_registered_model_alias("churn", "champion", "1")  # appears mid-run
+    assert pin_alias(hook, "churn", "champion", parent) is None
+    with pytest.raises(ModelReferenceError, match="had no alias 'champion' when this DAG run first looked"):
+        pin_model(hook, "churn@champion", parent)
+    later = start_task_run(hook, RunIdentity("dag", "run2", "gate"), "exp").parent_run_id
+    assert pin_alias(hook, "churn", "champion", later).version == "1"
+    with hook.client() as client:
+        client.set_registered_model_alias("churn", "champion", "2")
+    assert pin_alias(hook, "churn", "champion", later).version == "1"
+    assert pin_model(hook, "churn@champion", later).version == "1"
