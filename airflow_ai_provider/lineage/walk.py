@@ -75,8 +75,8 @@ def trace(client: MlflowClient, target: str, dag_run_state: DagRunLookup) -> Lin
     walk = Walk(client)
     inference_dag_run = None
     if isinstance(parsed, OutputTarget):
-        name, version, alias, inference_dag_run = _predictions(walk, parsed)
-        model = _model_version(walk, name, version, inference_alias=alias, inference=True)
+        name, version, used_by, inference_dag_run = _predictions(walk, parsed)
+        model = _model_version(walk, name, version, used_by)
     else:
         name, version = parsed.name, _resolve_version(client, parsed)
         model = _model_version(walk, name, version)
@@ -111,8 +111,9 @@ def _resolve_version(client: MlflowClient, target: ModelReference) -> str:
     return str(target.version)
 
 
-def _predictions(walk: Walk, target: OutputTarget) -> tuple[str, str, str | None, DagRunId | None]:
-    """Add the predictions and inference hops; return model name, version, alias and the DAG run."""
+def _predictions(walk: Walk, target: OutputTarget) -> tuple[str, str, dict[str, str], DagRunId | None]:
+    """Add the predictions and inference hops; return the model name and version, the tags of a
+    run that used it, and the DAG run."""
     uri = target.uri
     segment = uri.rstrip("/").rsplit("/", 1)[-1]
     candidates = search_runs(walk.client, {Tag.JOB: InferParams.job}, {Tag.OUTPUTS: f"%{segment}%"})
@@ -163,31 +164,35 @@ def _predictions(walk: Walk, target: OutputTarget) -> tuple[str, str, str | None
         if (run.data.tags.get(Tag.MODEL_NAME, ""), run.data.tags.get(Tag.MODEL_VERSION, ""))
         == (name, version)
     )
-    return name, version, used_by.get(Tag.MODEL_ALIAS), newest
+    return name, version, used_by, newest
 
 
-def _at_inference(version: str, alias: str | None, aliases_now: list[str]) -> str:
+def _at_inference(version: str, run_tags: dict[str, str], aliases_now: list[str]) -> str:
     """What the inference used: the version and, when it referenced an alias, where that pointed.
 
     The inference run records the alias with the version it was pinned to: the version the alias
     pointed to when the inference DAG run resolved it, whatever the alias points to now.
     """
+    used = "used by the inference"
+    if run_tags.get(Tag.FALLBACK_USED) == "true":
+        used += (
+            " as its fallback model, because the intended one failed: "
+            f"{run_tags.get(Tag.FALLBACK_REASON) or 'reason not recorded'}"
+        )
+    alias = run_tags.get(Tag.MODEL_ALIAS)
     if not alias:
-        return f"used by the inference as version {version}"
+        return used
     moved = "" if alias in aliases_now else f"; {alias} has moved since"
-    return (
-        f"used by the inference; alias {alias} pointed to version {version} at inference time "
-        f"(pinned for its DAG run){moved}"
-    )
+    return f"{used}; alias {alias} pointed to version {version} at inference time (pinned for its DAG run){moved}"
 
 
 def _model_version(
-    walk: Walk, name: str, version: str, *, inference_alias: str | None = None, inference: bool = False
+    walk: Walk, name: str, version: str, inference_tags: dict[str, str] | None = None
 ) -> ModelVersion | None:
     """Add the model hop from the registry; MLflow call site.
 
-    :param inference_alias: the alias the inference task referenced, as its run recorded it.
-    :param inference: the hop follows an inference hop: say what the inference used.
+    :param inference_tags: the tags of an inference run that used the version, when the hop
+        follows an inference hop: the hop then says what the inference used.
     """
     from mlflow.exceptions import MlflowException
 
@@ -205,7 +210,8 @@ def _model_version(
         return None
     aliases_now = sorted(model.aliases or [])
     aliases = ", ".join(aliases_now) or "none"
-    used = _at_inference(version, inference_alias, aliases_now) if inference else None
+    used = None if inference_tags is None else _at_inference(version, inference_tags, aliases_now)
+    inference_alias = (inference_tags or {}).get(Tag.MODEL_ALIAS)
     about = "; ".join(filter(None, [used, f"aliases now: {aliases}"]))
     training_run = f"MLflow run {model.run_id} (training)" if model.run_id else "no MLflow run recorded"
     walk.add(

@@ -23,7 +23,16 @@ RETRAIN = ("churn_retrain", "asset_triggered__2026-01-01")
 SCORING = ("churn_batch_inference", "manual__2026-01-02")
 MOVED_OUT = "s3://bucket/predictions/manual__moved"
 MOVED_SCORING = ("churn_batch_inference", "manual__moved")
-STATES = {INGEST: "success", RETRAIN: "success", SCORING: "success", MOVED_SCORING: "success"}
+FALLBACK_OUT = "s3://bucket/predictions/manual__fell_back"
+FALLBACK_SCORING = ("churn_batch_inference", "manual__fell_back")
+FALLBACK_REASON = "model fell_back version 2 cannot be loaded: missing dependency"
+STATES = {
+    INGEST: "success",
+    RETRAIN: "success",
+    SCORING: "success",
+    MOVED_SCORING: "success",
+    FALLBACK_SCORING: "success",
+}
 
 
 def _task(hook, dag_run, task_id, job, map_index=-1):
@@ -97,7 +106,9 @@ def _promoted(hook, dag_run, name, previous, version, approval):
     finish_task_run(hook, run, who, succeeded=True)
 
 
-def _scored(hook, dag_run, name, version, rows, out=OUT):
+def _scored(hook, dag_run, name, version, rows, out=OUT, fallback=None):
+    """Shards scored through ``<name>@champion``; with ``fallback`` (a reason), the version given
+    is the fallback ``champion_previous`` that scored after champion's version failed to load."""
     from airflow_ai_provider.operators.inference import BatchInferenceOperator
 
     for index, count in enumerate(rows):
@@ -107,8 +118,11 @@ def _scored(hook, dag_run, name, version, rows, out=OUT):
             shard_index=index, shard_count=len(rows),
         )  # fmt: skip
         part = f"{out}/part-{index:05d}-of-{len(rows):05d}.parquet"
-        model = {"name": name, "version": version, "alias": "champion", "uri": f"models:/{name}/{version}"}
+        alias = "champion_previous" if fallback else "champion"
+        model = {"name": name, "version": version, "alias": alias, "uri": f"models:/{name}/{version}"}
         result = {"status": "success", "model": model, "outputs": [{"uri": part}], "rows_out": count}
+        if fallback:
+            result["fallback"] = {"used": True, "reason": fallback, "intended_model": {"name": name}}
         op.record_result(run, {**result, "input_digest": "f" * 64, "metrics": {}})
         finish_task_run(hook, run, who, succeeded=True)
 
@@ -116,7 +130,7 @@ def _scored(hook, dag_run, name, version, rows, out=OUT):
 def record_histories(hook: MlflowHook) -> None:
     """Records of several models' histories in the hook's store; see each test for its model."""
     with hook.client() as client:
-        for name in ("churn", "lonely", "rejected", "changed", "manual", "moved"):
+        for name in ("churn", "lonely", "rejected", "changed", "manual", "moved", "fell_back"):
             client.create_registered_model(name)
         # churn: v1 champion; v2 validated data -> trained -> gate -> approved -> promoted -> scored.
         client.create_model_version("churn", source="file:///models/v1")
@@ -157,6 +171,12 @@ def record_histories(hook: MlflowHook) -> None:
         client.set_registered_model_alias("moved", "champion", "1")
         _scored(hook, MOVED_SCORING, "moved", "1", [10], out=MOVED_OUT)
         client.set_registered_model_alias("moved", "champion", "2")
+        # fell_back: champion v2 could not be loaded, its fallback champion_previous v1 scored.
+        for source in ("file:///models/fell1", "file:///models/fell2"):
+            client.create_model_version("fell_back", source=source)
+        client.set_registered_model_alias("fell_back", "champion_previous", "1")
+        client.set_registered_model_alias("fell_back", "champion", "2")
+        _scored(hook, FALLBACK_SCORING, "fell_back", "1", [10], out=FALLBACK_OUT, fallback=FALLBACK_REASON)
 
 
 def hop(lines: list[str], label: str) -> str:

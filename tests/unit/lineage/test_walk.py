@@ -13,6 +13,8 @@ from tests.unit.lineage.chain_records import (
     CODE,
     DATA_URI,
     DIGEST,
+    FALLBACK_OUT,
+    FALLBACK_REASON,
     INGEST,
     MOVED_OUT,
     OUT,
@@ -78,6 +80,16 @@ def test_predictions_name_the_version_the_alias_pointed_to_at_inference_not_wher
         "1",
         "champion",
         "1",
+    )
+
+
+def test_predictions_scored_by_the_fallback_say_so_and_why(lineage_cli):
+    _, lines, _ = lineage_cli(f"{FALLBACK_OUT}/part-00000-of-00001.parquet")
+    model = hop(lines, "model")
+    assert model.startswith(
+        "<- model fell_back version 1 (used by the inference as its fallback model, because the "
+        f"intended one failed: {FALLBACK_REASON}; alias champion_previous pointed to version 1 at "
+        "inference time (pinned for its DAG run); aliases now: champion_previous)"
     )
 
 
