@@ -1,12 +1,14 @@
-"""Batch inference: score customers with exactly the model version a promotion announced.
+"""Batch inference: score new data with exactly the model version a promotion announced.
 
-Scheduled on the ``mlflow-model://churn`` Asset (a promotion) or on new scoring data. A
+Scheduled on the model's ``mlflow-model://<name>`` Asset (a promotion) or on new scoring data. A
 promotion-triggered run scores with the version carried by the triggering event, never "whatever
 the alias says now"; a run for new data uses the champion, pinned once for the whole run. The input
 is split into shards, one task (one pod in kubernetes mode) per shard. If the model cannot be loaded,
-the previous champion scores instead and the predictions say so. Predictions below the confidence
-threshold go to a review file and a human-in-the-loop review task (no answer within the timeout means
-the predictions are accepted as they are). The ``churn_predictions`` Asset is updated at the end.
+the previous champion scores instead and the predictions say so. For a classifier, predictions below
+the confidence threshold go to a review file and a human-in-the-loop review task (no answer within
+the timeout means the predictions are accepted as they are); a regression model's predictions have
+no confidence column, so nothing is routed to review. The predictions Asset is updated at the end
+either way.
 
 Inference runs at high priority in the ``ai_inference`` pool, so training cannot starve it.
 """
@@ -23,35 +25,48 @@ from airflow_ai_provider.assets import model_asset
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
+DAG_ID = "churn_batch_inference"
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
 MODEL_NAME = "churn"
+TASK_TYPE = "classification"  # or "regression": no confidence column, so no review routing
+ID_COLUMNS = ["customer_id"]  # copied next to each prediction to join it back
+EXTRA_COLUMNS = "error"  # the features come from the model's signature; "ignore" drops other columns
 SCORING_DATA = Asset(name="churn_scoring_data", uri=f"file://{DATA_ROOT}/scoring/customers")
 PREDICTIONS = Asset(name="churn_predictions", uri=f"file://{DATA_ROOT}/predictions")
 SHARDS = 2
+CONFIDENCE_THRESHOLD = 0.6  # classification: rows below go to human review
+REVIEW_SUBJECT = "Review low-confidence churn predictions"
 REVIEW_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_REVIEW_TIMEOUT_MIN", "60")))
 INFERENCE_POOL = os.environ.get("AI_TEMPLATES_INFERENCE_POOL", "ai_inference")
 # --------------------------------------------------------------------------------------------------
 
 RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
+CONFIDENCE = "confidence"  # the column a classifier's predictions carry
 
 with DAG(
-    dag_id="churn_batch_inference",
+    dag_id=DAG_ID,
     schedule=AssetAny(model_asset(MODEL_NAME), SCORING_DATA),
     catchup=False,
     max_active_runs=1,
     tags=["ai", "inference", "template"],
     params={
         "model": Param(
-            f"{MODEL_NAME}@champion", type=["string", "null"], description="used when no promotion triggered"
+            f"{MODEL_NAME}@champion",
+            type=["string", "null"],
+            description="used when no promotion triggered",
         ),
         "input_uri": Param(
-            SCORING_DATA.uri, type=["string", "null"], description="file, folder or glob; file:// or s3://"
+            SCORING_DATA.uri,
+            type=["string", "null"],
+            description="file, folder or glob; file:// or s3://",
         ),
         "output_root": Param(
             PREDICTIONS.uri, type=["string", "null"], description="predictions go to <root>/<run>/"
         ),
         "confidence_threshold": Param(
-            0.6, type=["number", "null"], description="rows below go to human review"
+            CONFIDENCE_THRESHOLD,
+            type=["number", "null"],
+            description="classification: rows below go to human review",
         ),
     },
     render_template_as_native_obj=True,
@@ -64,15 +79,16 @@ with DAG(
         events = list(triggering_asset_events[model_asset(MODEL_NAME)]) if triggering_asset_events else []
         if events:
             return f"{events[-1].extra['model_name']}/{events[-1].extra['model_version']}"
-        return params["model"]
+        return params["model"] or f"{MODEL_NAME}@champion"
 
     score = BatchInferenceOperator.partial(
         task_id="score",
         model="{{ ti.xcom_pull(task_ids='pin_model') }}",
         fallback_model=f"{MODEL_NAME}@champion_previous",
-        input_uri="{{ params.input_uri }}",
-        output_uri="{{ params.output_root }}/" + RUN_FOLDER,
-        id_columns=["customer_id"],
+        input_uri="{{ params.input_uri or '" + SCORING_DATA.uri + "' }}",
+        output_uri="{{ params.output_root or '" + PREDICTIONS.uri + "' }}/" + RUN_FOLDER,
+        id_columns=ID_COLUMNS,
+        extra_columns=EXTRA_COLUMNS,
         shard_count=SHARDS,
         pool=INFERENCE_POOL,
         priority_weight=10,
@@ -80,22 +96,27 @@ with DAG(
 
     @task
     def route_low_confidence(params=None, run_id=None, ti=None) -> dict:
-        """Copy predictions below the threshold to <output>/review/low_confidence.parquet."""
+        """Copy predictions below the threshold to <output>/review/low_confidence.parquet (only when
+        the predictions carry a confidence column: a regression model's do not)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        threshold = params["confidence_threshold"]
+        threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
         results = [r for r in ti.xcom_pull(task_ids="score") if r]
         low = []
         for uri in (out["uri"] for r in results for out in r["outputs"]):
             filesystem, path = pa.fs.FileSystem.from_uri(uri)
+            if CONFIDENCE not in pq.read_schema(path, filesystem=filesystem).names:
+                continue
             table = pq.read_table(path, filesystem=filesystem)
-            low.append(table.filter(pc.less(table["confidence"], params["confidence_threshold"])))
+            low.append(table.filter(pc.less(table[CONFIDENCE], threshold)))
         rows = sum(t.num_rows for t in low)
         review_uri = ""
         if rows:
             folder = (
-                params["output_root"].removeprefix("file://")
+                (params["output_root"] or PREDICTIONS.uri).removeprefix("file://")
                 + "/"
                 + run_id.replace(":", "-").replace("+", "-")
             )
@@ -107,6 +128,7 @@ with DAG(
         return {
             "low_confidence_rows": rows,
             "review_file": review_uri,
+            "reviewable": bool(low),
             "rows": sum(r["rows_out"] for r in results),
             "model_name": first["model"]["name"],
             "model_version": first["model"]["version"],
@@ -119,7 +141,7 @@ with DAG(
 
     review = HITLOperator(
         task_id="review_low_confidence",
-        subject="Review low-confidence churn predictions",
+        subject=REVIEW_SUBJECT,
         body="{{ ti.xcom_pull(task_ids='route_low_confidence')['low_confidence_rows'] }} rows below the "
         "threshold are in {{ ti.xcom_pull(task_ids='route_low_confidence')['review_file'] }}.",
         options=["Accept", "Hold"],
@@ -138,7 +160,8 @@ with DAG(
         answer = ti.xcom_pull(task_ids="review_low_confidence") or {}
         if answer.get("chosen_options") == ["Hold"]:
             raise RuntimeError("a reviewer put these predictions on hold")
-        outlet_events[PREDICTIONS].extra = {**summary, "review": answer.get("chosen_options", ["Accept"])[0]}
+        default = ["Accept"] if summary["reviewable"] else ["none"]  # "none": nothing to review
+        outlet_events[PREDICTIONS].extra = {**summary, "review": answer.get("chosen_options", default)[0]}
         return summary
 
     pin_model() >> score >> routed >> needs_review() >> review >> publish()

@@ -1,7 +1,7 @@
 """Drift monitor: compare recent scoring data with the champion's training profile, hourly.
 
 PSI and Kolmogorov-Smirnov per feature against the reference profile stored with the model when it
-was trained. Only when drift exceeds the thresholds does it update the ``mlflow-model://churn/drift``
+was trained. Only when drift exceeds the thresholds does it update the ``mlflow-model://<name>/drift``
 Asset, on which the retraining template is scheduled; the report and plot go to MLflow either way.
 """
 
@@ -15,13 +15,16 @@ from airflow_ai_provider.assets import drift_asset
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
+DAG_ID = "churn_drift_monitor"
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
 MODEL_NAME = "churn"
 CURRENT_DATA = f"file://{DATA_ROOT}/scoring/customers"
+PSI_THRESHOLD = 0.2
+FEATURES = None  # None: every feature in the model's training profile; or a list to check
 # --------------------------------------------------------------------------------------------------
 
 with DAG(
-    dag_id="churn_drift_monitor",
+    dag_id=DAG_ID,
     schedule=CronTriggerTimetable("0 * * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -33,15 +36,20 @@ with DAG(
             description="model whose profile is the reference",
         ),
         "input_uri": Param(CURRENT_DATA, type=["string", "null"], description="recent data to check"),
-        "psi_threshold": Param(0.2, type=["number", "null"], description="a feature drifts above this PSI"),
+        "psi_threshold": Param(
+            PSI_THRESHOLD, type=["number", "null"], description="a feature drifts above this PSI"
+        ),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
     DriftDetectionOperator(
         task_id="detect_drift",
-        model="{{ params.model }}",
-        input_uri="{{ params.input_uri }}",
-        psi_threshold="{{ params.psi_threshold }}",
+        model="{{ params.model or '" + MODEL_NAME + "@champion' }}",
+        input_uri="{{ params.input_uri or '" + CURRENT_DATA + "' }}",
+        psi_threshold="{{ params.psi_threshold if params.psi_threshold is not none else "
+        + str(PSI_THRESHOLD)
+        + " }}",
+        features=FEATURES,
         drift_asset=drift_asset(MODEL_NAME),
     )

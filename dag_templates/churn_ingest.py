@@ -1,9 +1,8 @@
 """Ingestion + data validation: landed files -> raw zone -> Great Expectations -> Asset.
 
 New files arrive in the landing folder (in your deployment an upstream system writes them; for the
-sample, ``python -m tests._support.churn_sample write <landing folder> --rows 20000 --files 2
---with-label`` from the repository root). This DAG moves them into a run-specific raw folder,
-validates them with the suite in ``include/`` plus, when the data is meant for training, checks that
+sample data, ``SAMPLE_COMMAND`` in the config block, run from the repository root). This DAG moves them into a run-specific raw folder,
+validates them with the suite file (``SUITE``) plus, when the data is meant for training, checks that
 the label column is there and filled, and on success updates the validated-data Asset with the data
 digest, row count and suite name. The retraining template is scheduled on that Asset. A failed
 validation fails the run loudly and updates nothing; an empty landing folder fails at once, without
@@ -28,8 +27,9 @@ LANDING = f"{DATA_ROOT}/landing/customers"
 RAW_ROOT = f"{DATA_ROOT}/raw/customers"
 SUITE = str(Path(__file__).parent / "include" / "churn_expectations.json")
 VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+TASK_TYPE = "classification"  # or "regression"
 LABEL = "churned"  # required when the data is meant for training
-LABEL_VALUES: list | None = [0, 1]  # allowed label values; None for a numeric (regression) label
+LABEL_VALUES = [0, 1]  # classification: the allowed label values
 SAMPLE_COMMAND = "python -m tests._support.churn_sample write {landing} --rows 20000 --files 2 --with-label"
 # --------------------------------------------------------------------------------------------------
 
@@ -79,7 +79,7 @@ with DAG(
                 {"type": "expect_column_to_exist", "kwargs": {"column": LABEL}},
                 {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": LABEL}},
             ]
-            if LABEL_VALUES is not None:
+            if TASK_TYPE == "classification":
                 expectations.append(
                     {
                         "type": "expect_column_values_to_be_in_set",

@@ -1,12 +1,13 @@
 """Retraining: validated data (or drift, or the nightly cron) -> train -> quality gate -> approval
 -> promote -> post-promotion smoke test, with automatic rollback when the smoke test fails.
 
-The training data is exactly the data named by the triggering ``churn_validated_data`` event (its
-URI and digest); a drift- or cron-triggered run takes the latest validated data. The challenger is
+The training data is exactly the data named by the triggering validated-data event (its URI and
+digest); a drift- or cron-triggered run takes the latest validated data. The challenger is
 registered as a new version with alias ``challenger``, compared with the champion on the holdout
 set, and promoted only if the gate says so (and, with ``require_approval``, a human approves within
-the timeout; no answer means reject). Once the new champion passes the smoke test, the
-``mlflow-model://churn`` Asset that the batch inference template waits for is updated with the
+the timeout; no answer means reject). The gate's metric and thresholds follow ``TASK_TYPE``
+(classification: accuracy; regression: r2). Once the new champion passes the smoke test, the
+``mlflow-model://<name>`` Asset that the batch inference template waits for is updated with the
 promoted version; if the smoke test fails, the promotion is rolled back and nothing is announced.
 
 Training runs in the ``ai_training`` pool at low priority so it cannot starve inference (create the
@@ -42,20 +43,40 @@ from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
+DAG_ID = "churn_retrain"
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
 MODEL_NAME = "churn"
+TASK_TYPE = "classification"  # or "regression"
 TRAINING_FUNCTION = "dag_templates.include.churn_training:train"
 LABEL = "churned"
+ID_COLUMNS = ["customer_id"]  # neither features nor label
+FEATURES = None  # None: every column but the label and the id columns
+HYPERPARAMETERS = {"max_iter": 100, "learning_rate": 0.1}
+INTENDED_USE = "Rank customers by churn risk for retention campaigns; not for pricing decisions."
 HOLDOUT = f"file://{DATA_ROOT}/holdout/customers"
 VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+# The gate per task type: (metric, its minimum, the largest drop allowed against the champion).
+GATES = {"classification": ("accuracy", 0.7, 0.02), "regression": ("r2", 0.3, 0.05)}
 APPROVAL_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_APPROVAL_TIMEOUT_MIN", "60")))
 TRAINING_POOL = os.environ.get("AI_TEMPLATES_TRAINING_POOL", "ai_training")
 # --------------------------------------------------------------------------------------------------
 
 VERSION = "{{ ti.xcom_pull(task_ids='train')['details']['version'] }}"
+GATE_METRIC, MIN_METRIC, MAX_METRIC_DROP = GATES[TASK_TYPE]
+MIN_PARAM, DROP_PARAM = f"min_{GATE_METRIC}", f"max_{GATE_METRIC}_drop"
+# An Airflow Variable of this name overrides the minimum for asset-triggered runs (no trigger form).
+MIN_VARIABLE = f"{MODEL_NAME}_min_{GATE_METRIC}"
+
+
+def _param(name: str, default: object) -> str:
+    """Jinja for a param, or its default when the trigger form left it empty."""
+    return f"(params[{name!r}] if params[{name!r}] is not none else {default!r})"
+
+
+HOLDOUT_URI = "{{ " + _param("holdout_uri", HOLDOUT) + " }}"
 
 with DAG(
-    dag_id="churn_retrain",
+    dag_id=DAG_ID,
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
         assets=AssetAny(VALIDATED_DATA, drift_asset(MODEL_NAME)),
@@ -65,9 +86,13 @@ with DAG(
     tags=["ai", "training", "template"],
     params={
         "holdout_uri": Param(HOLDOUT, type=["string", "null"], description="labelled data the gate scores"),
-        "min_accuracy": Param(0.7, type=["number", "null"], description="gate: minimum challenger accuracy"),
-        "max_accuracy_drop": Param(
-            0.02, type=["number", "null"], description="gate: allowed drop vs champion"
+        MIN_PARAM: Param(
+            MIN_METRIC, type=["number", "null"], description=f"gate: minimum challenger {GATE_METRIC}"
+        ),
+        DROP_PARAM: Param(
+            MAX_METRIC_DROP,
+            type=["number", "null"],
+            description=f"gate: allowed {GATE_METRIC} drop vs champion",
         ),
         "require_approval": Param(
             False, type=["boolean", "null"], description="ask a human before promoting"
@@ -86,7 +111,9 @@ with DAG(
         events = list(triggering_asset_events[VALIDATED_DATA]) if triggering_asset_events else []
         events = events or list(inlet_events[VALIDATED_DATA])
         if not events:
-            raise AirflowSkipException("no validated data yet: run churn_ingest first")
+            raise AirflowSkipException(
+                f"no validated data yet in {VALIDATED_DATA.name}: run the ingest DAG first"
+            )
         extra = events[-1].extra
         return {"uri": extra["input_uri"], "digest": extra["data_digest"], "rows": extra["row_count"]}
 
@@ -97,10 +124,11 @@ with DAG(
         training_function=TRAINING_FUNCTION,
         input_uri="{{ ti.xcom_pull(task_ids='pick_training_data')['uri'] }}",
         label_column=LABEL,
-        id_columns=["customer_id"],
+        id_columns=ID_COLUMNS,
+        feature_columns=FEATURES,
         model_name=MODEL_NAME,
-        hyperparameters={"max_iter": 100, "learning_rate": 0.1},
-        intended_use="Rank customers by churn risk for retention campaigns; not for pricing decisions.",
+        hyperparameters=HYPERPARAMETERS,
+        intended_use=INTENDED_USE,
         pool=TRAINING_POOL,
         priority_weight=1,
     )
@@ -108,11 +136,13 @@ with DAG(
     gate = QualityGateOperator(
         task_id="quality_gate",
         challenger=f"{MODEL_NAME}/{VERSION}",
-        holdout_uri="{{ params.holdout_uri }}",
+        holdout_uri=HOLDOUT_URI,
         label_column=LABEL,
-        # An Airflow Variable overrides the param for asset-triggered runs (no trigger form there).
-        min_metrics={"accuracy": "{{ var.value.get('churn_min_accuracy', params.min_accuracy) | float }}"},
-        max_degradation={"accuracy": "{{ params.max_accuracy_drop }}"},
+        task_type=TASK_TYPE,
+        min_metrics={
+            GATE_METRIC: f"{{{{ var.value.get({MIN_VARIABLE!r}, {_param(MIN_PARAM, MIN_METRIC)}) | float }}}}"
+        },
+        max_degradation={GATE_METRIC: f"{{{{ {_param(DROP_PARAM, MAX_METRIC_DROP)} | float }}}}"},
     )
 
     @task.branch
@@ -145,9 +175,9 @@ with DAG(
     smoke_score = BatchInferenceOperator(
         task_id="smoke_score",
         model=f"{MODEL_NAME}/{VERSION}",
-        input_uri="{{ params.holdout_uri }}",
+        input_uri=HOLDOUT_URI,
         output_uri=f"file://{DATA_ROOT}/smoke/" + "{{ run_id }}",
-        id_columns=["customer_id", LABEL],
+        id_columns=[*ID_COLUMNS, LABEL],
         retries=0,
     )
 

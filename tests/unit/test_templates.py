@@ -1,4 +1,5 @@
-"""Every DAG template loads into a DagBag with no import errors and no network or database use."""
+"""The DAG templates: they load with no import errors and no network or database use, chain by Assets,
+keep their use case in the config blocks, and offer a trigger form that marks no defaulted param required."""
 
 from __future__ import annotations
 
@@ -73,3 +74,32 @@ def test_params_with_defaults_are_not_marked_required_in_the_trigger_form():
             param = module.dag.params.get_param(name).dump()  # what the API hands the trigger form
             assert param["value"] is not None, (module.dag.dag_id, name)
             assert not _shown_required(param["schema"]), (module.dag.dag_id, name, param["schema"])
+
+
+def _outside_config_block(source: str) -> str:
+    """A template's source without its config block (from ``# ---- Config`` to the closing rule)."""
+    start = source.index("# ---- Config")
+    end = source.index("# ------", start + len("# ---- Config"))
+    return source[:start] + source[end:]
+
+
+def test_no_use_case_text_outside_the_config_blocks():
+    for name in sorted(TEMPLATES):
+        rest = _outside_config_block((REPO_ROOT / "dag_templates" / f"{name}.py").read_text())
+        lines = [line for line in rest.splitlines() if "churn" in line.lower()]
+        assert lines == [], name
+
+
+def test_quality_gate_thresholds_follow_the_task_type():
+    from tests.dags.adapted_template_dags import adapted_template
+
+    classifier = adapted_template("churn_retrain", {}).get_task("quality_gate")
+    assert classifier.model_task_type == "classification"
+    assert set(classifier.min_metrics) == set(classifier.max_degradation) == {"accuracy"}
+
+    dag = adapted_template("churn_retrain", {"DAG_ID": '"diabetes_retrain"', "TASK_TYPE": '"regression"'})
+    gate = dag.get_task("quality_gate")
+    assert gate.model_task_type == "regression"
+    assert set(gate.min_metrics) == set(gate.max_degradation) == {"r2"}
+    assert {"min_r2", "max_r2_drop"} <= set(dag.params)
+    assert "min_accuracy" not in dag.params
