@@ -40,7 +40,9 @@ with DAG(
     tags=["ai", "data", "template"],
     params={
         "landing": Param(LANDING, type=["string", "null"], description="folder where new files land"),
-        "suite": Param(SUITE, type=["string", "null"], description="Great Expectations suite (JSON)"),
+        "suite": Param(
+            SUITE, type=["string", "null"], description="Great Expectations suite file (JSON or YAML)"
+        ),
         "for_training": Param(
             True, type=["boolean", "null"], description=f"the data must carry the label {LABEL!r}"
         ),
@@ -68,11 +70,14 @@ with DAG(
     @task
     def suite(params=None) -> dict:
         """The suite file's expectations, plus the label checks when the data is for training."""
+        import yaml
+
         path = Path(params["suite"] or SUITE)
         try:
-            loaded = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise AirflowFailException(f"suite {path} cannot be read as JSON: {error}") from None
+            text = path.read_text()
+            loaded = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            raise AirflowFailException(f"suite {path} cannot be read: {error}") from None
         expectations = list(loaded["expectations"] if isinstance(loaded, dict) else loaded)
         if params["for_training"] is not False:
             expectations += [

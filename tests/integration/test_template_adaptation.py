@@ -1,8 +1,11 @@
 """The templates adapted to another user's model: a regression model on scikit-learn's bundled
 diabetes data, scored by the batch-inference template with ``dag.test()`` against a real
-``mlflow server``, in local execution mode."""
+``mlflow server``, in local execution mode; and the ingest template as shipped, on what a trigger
+from the UI meets (an empty landing folder, unlabelled data, a YAML suite)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -137,3 +140,20 @@ def test_ingest_of_unlabelled_training_data_fails_validation_naming_the_label(
     assert dag_run.state == "failed"
     assert task_tries(dag_run.run_id, "validate") == [1]
     assert "names column(s) 'churned' not in the data" in capfd.readouterr().out
+
+
+def test_ingest_with_a_yaml_suite_and_for_training_off_accepts_unlabelled_data(mlflow_connection, tmp_path):
+    import json
+
+    import yaml
+
+    from dag_templates.churn_ingest import SUITE, dag
+    from tests._support.churn_sample import write_customers
+
+    suite = tmp_path / "customers.yaml"
+    suite.write_text(yaml.safe_dump(json.loads(Path(SUITE).read_text())))
+    landing = tmp_path / "landing"
+    write_customers(str(landing), 500, seed=4, with_label=False)
+    dag_run = dag.test(run_conf={"landing": str(landing), "suite": str(suite), "for_training": False})
+
+    assert dag_run.state == "success"
