@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGE = REPO / "airflow_ai_provider"
+#: The package the tests import: the source tree, or the installed wheel (scripts/test_newest.sh).
+PACKAGE = Path(importlib.util.find_spec("airflow_ai_provider").origin).parent
 ARCHITECTURE = REPO / "docs" / "architecture.md"
 #: "About 400 lines at most": a module past this has more than one job to do.
 MAX_LINES = 420
@@ -17,7 +19,7 @@ MODULES = sorted(path for path in PACKAGE.rglob("*.py") if "__pycache__" not in 
 
 
 def _name(path: Path) -> str:
-    return path.relative_to(REPO).as_posix()
+    return path.relative_to(PACKAGE.parent).as_posix()
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)

@@ -7,6 +7,7 @@ added, so the real tree is never changed.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,12 +20,14 @@ from tests.conftest import REPO_ROOT
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 PACKAGE = "airflow_ai_provider"
+PACKAGE_DIR = Path(importlib.util.find_spec(PACKAGE).origin).parent
+"""The package the tests import: the source tree, or the installed wheel's copy (scripts/test_newest.sh)."""
 
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
     """The package and ``pyproject.toml`` copied to ``tmp_path``, ready to lint there."""
-    shutil.copytree(REPO_ROOT / PACKAGE, tmp_path / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PACKAGE_DIR, tmp_path / PACKAGE, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
