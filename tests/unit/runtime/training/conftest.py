@@ -11,7 +11,7 @@ import pytest
 
 from airflow_ai_provider.runtime.contract.spec import JobSpec
 from airflow_ai_provider.runtime.training import job
-from tests._support.churn_sample import write_customers
+from tests._support.churn_sample import mlflow_uris, write_customers
 
 CHURN_TRAIN = "dag_templates.include.churn_training:train"
 HYPERPARAMETERS = {"max_iter": 20, "learning_rate": 0.2}
@@ -87,13 +87,19 @@ def training_data(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="package")
 def trained(store: Store, training_data: str) -> dict[str, Any]:
-    """One training of ``churn`` (version 1) with spies on MLflow's requirement inference."""
+    """One training of ``churn`` (version 1) with spies on MLflow's requirement inference.
+
+    The job runs in-process and points MLflow's URIs (and ``MLFLOW_*_URI`` in the environment) at this
+    store; this package fixture is set up before any module's or test's reset saves them, so it puts
+    them back itself: the session's later tests (the integration ones) must not use this store."""
     run_id = store.new_run()
     spies = {target: mock.patch(target, autospec=True) for target in INFERENCE_FUNCTIONS}
     started = {target: patcher.start() for target, patcher in spies.items()}
     lines: list[str] = []
     try:
-        result = job.run(store.spec(training_data, run_id, model_name="churn", **LINEAGE), log=lines.append)
+        with mlflow_uris(store.tracking_uri):
+            spec = store.spec(training_data, run_id, model_name="churn", **LINEAGE)
+            result = job.run(spec, log=lines.append)
     finally:
         for patcher in spies.values():
             patcher.stop()

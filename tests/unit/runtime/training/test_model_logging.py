@@ -53,10 +53,11 @@ def test_pip_requirements_are_pinned_without_mlflow_inference(
 ) -> None:
     import mlflow
 
+    from tests._support.churn_sample import mlflow_uris
+
     assert trained["inference_calls"] == dict.fromkeys(INFERENCE_FUNCTIONS, 0)
-    local = mlflow.artifacts.download_artifacts(
-        "models:/churn/1", dst_path=str(tmp_path), tracking_uri=store.tracking_uri
-    )
+    with mlflow_uris(store.tracking_uri):  # models:/ URIs resolve through the registry URI
+        local = mlflow.artifacts.download_artifacts("models:/churn/1", dst_path=str(tmp_path))
     requirements = Path(local, "requirements.txt").read_text().splitlines()
     assert requirements == default_pip_requirements()
     assert any(line.startswith("scikit-learn==") for line in requirements)
