@@ -33,7 +33,9 @@ SHARDS = 2
 
 DIABETES_BATCH_INFERENCE = {
     "DAG_ID": '"diabetes_batch_inference"',
-    "DATA_ROOT": 'os.environ.get("AI_TEST_DATA", "/tmp")',
+    # Fixed when the file is parsed, whenever and by whom: tests/conftest.py sets the templates'
+    # data root before anything parses a DAG file.
+    "DATA_ROOT": 'os.environ["AI_TEMPLATES_DATA_ROOT"] + "/adapted-diabetes"',
     "MODEL_NAME": '"diabetes"',
     "TASK_TYPE": '"regression"',
     "ID_COLUMNS": '["patient_id"]',

@@ -55,8 +55,11 @@ def registered_regressor(mlflow_server) -> dict:
 
 
 def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_publishes_without_review(
-    registered_regressor, mlflow_connection, tmp_path, monkeypatch
+    registered_regressor, mlflow_connection
 ):
+    import os
+    import shutil
+
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -65,12 +68,14 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     from tests.dags.adapted_template_dags import SHARDS, diabetes_batch_inference
 
     patients = _patients()
-    scoring = tmp_path / "scoring" / "patients"
+    # The adapted DAG's data root, as its file fixes it at parse time (tests/dags/adapted_template_dags.py).
+    root = Path(os.environ["AI_TEMPLATES_DATA_ROOT"]) / "adapted-diabetes"
+    shutil.rmtree(root, ignore_errors=True)
+    scoring = root / "scoring" / "patients"
     scoring.mkdir(parents=True)
     unlabelled = patients.drop(columns=["target"])
     for shard in range(SHARDS):  # one file per shard: files are the unit shards split
         unlabelled.iloc[shard::SHARDS].to_parquet(scoring / f"patients-{shard}.parquet", index=False)
-    monkeypatch.setenv("AI_TEST_DATA", str(tmp_path))
 
     dag = diabetes_batch_inference()
     dag_run = dag.test()
@@ -83,7 +88,7 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     assert task_tries(dag_run.run_id, "score") == [1] * SHARDS
 
     # Predictions: every patient once, equal to the model's own predictions, no confidence column.
-    folder = tmp_path / "predictions" / dag_run.run_id.replace(":", "-").replace("+", "-")
+    folder = root / "predictions" / dag_run.run_id.replace(":", "-").replace("+", "-")
     parts = sorted(folder.glob("part-*.parquet"))
     assert len(parts) == SHARDS
     predictions = pd.concat([pq.read_table(part).to_pandas() for part in parts], ignore_index=True)
