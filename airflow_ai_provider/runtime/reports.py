@@ -36,16 +36,13 @@ def log_report(
     what = f"cannot log {', '.join(names)} to MLflow run {ref.run_id}"
     drawn = {name: draw() for name, draw in figures.items()}
     texts = {name: json.dumps(doc, indent=2, sort_keys=True, default=str) for name, doc in documents.items()}
-    tracking.log_texts(ref, texts, what)
-    client = tracking.client(ref)
-    try:
-        with tempfile.TemporaryDirectory(prefix="ai-report-") as folder:
-            for name, figure in drawn.items():
-                path = os.path.join(folder, name)
-                figure.savefig(path, dpi=100)
-                client.log_artifact(ref.run_id, path)
-    except Exception as err:  # HTTP and artifact store errors (boto's are not OSError)
-        raise tracking.mlflow_error(err, what, ref.tracking_uri) from None
+    with tracking.run_client(ref, what) as client, tempfile.TemporaryDirectory(prefix="ai-report-") as folder:
+        for name, text in texts.items():
+            client.log_text(ref.run_id, text, name)
+        for name, figure in drawn.items():
+            path = os.path.join(folder, name)
+            figure.savefig(path, dpi=100)
+            client.log_artifact(ref.run_id, path)
     log(f"logged {' and '.join(names)} to MLflow run {ref.run_id}")
 
 

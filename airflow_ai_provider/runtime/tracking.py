@@ -124,16 +124,25 @@ def mlflow_errors(what: str, tracking_uri: str, missing: str | None = None) -> I
         raise mlflow_error(err, what, tracking_uri, missing) from None
 
 
-def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
-    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure.
+@contextmanager
+def run_client(ref: MlflowRef, what: str) -> Iterator[Any]:
+    """A client for logging into the spec's run; any failure in the block is one mapped error.
 
-    Every failure is the server's or the artifact store's (the block runs no caller code), so errors
-    that are not ``OSError``, such as boto's from an S3 artifact store, are mapped too.
+    Every failure there is the server's or the artifact store's, so errors that are not ``OSError``,
+    such as boto's from an S3 artifact store, are mapped too; a missing run is bad input naming it.
     """
     mlflow = client(ref)
     missing = f"MLflow run {ref.run_id} does not exist in {ref.tracking_uri}"
     try:
-        for name, text in texts.items():
-            mlflow.log_text(ref.run_id, text, name)
+        yield mlflow
+    except JobError:
+        raise
     except Exception as err:
         raise mlflow_error(err, what, ref.tracking_uri, missing) from None
+
+
+def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
+    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure."""
+    with run_client(ref, what) as mlflow:
+        for name, text in texts.items():
+            mlflow.log_text(ref.run_id, text, name)

@@ -46,10 +46,9 @@ Parameters (``spec.params``, checked by :class:`~.params.TrainParams`):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
-from airflow_ai_provider.runtime import log_line, tracking
+from airflow_ai_provider.runtime import Log, log_line, tracking
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
@@ -58,8 +57,6 @@ from airflow_ai_provider.runtime.training import registration, user_code
 from airflow_ai_provider.runtime.training.context import TrainingContext
 from airflow_ai_provider.runtime.training.model_card import MODEL_CARD_ARTIFACT, training_card
 from airflow_ai_provider.runtime.training.model_logging import log_training
-
-Log = Callable[[str], None]
 
 
 def run(spec: JobSpec, log: Log = log_line) -> JobResult:

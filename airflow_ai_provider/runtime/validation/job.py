@@ -52,11 +52,10 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
-from airflow_ai_provider.runtime import log_line, storage
+from airflow_ai_provider.runtime import Log, log_line, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import ValidateParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
@@ -88,7 +87,6 @@ from airflow_ai_provider.runtime.validation.report import (
 from airflow_ai_provider.runtime.validation.suite_files import load_suite
 from airflow_ai_provider.runtime.validation.uniqueness import Uniqueness, count_duplicates
 
-Log = Callable[[str], None]
 ERROR_TYPE = "DataValidationFailed"
 
 
