@@ -20,8 +20,10 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import DAG, Asset, AssetAny, Param, task
+from kubernetes.client import models as k8s
 
 from airflow_ai_provider.assets import model_asset
+from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
@@ -38,7 +40,30 @@ CONFIDENCE_THRESHOLD = 0.6  # classification: rows below go to human review
 REVIEW_SUBJECT = "Review low-confidence churn predictions"
 REVIEW_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_REVIEW_TIMEOUT_MIN", "60")))
 INFERENCE_POOL = os.environ.get("AI_TEMPLATES_INFERENCE_POOL", "ai_inference")
+MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")
+AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker and local runtimes, not pods
+# Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
+IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
+S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+RUNTIME_CONFIGMAP = os.environ.get("AI_TEMPLATES_RUNTIME_CONFIGMAP")  # ConfigMap: AWS_ENDPOINT_URL, ...
+SERVICE_ACCOUNT = os.environ.get("AI_TEMPLATES_SERVICE_ACCOUNT")  # e.g. bound to a cloud role (IRSA)
+SCORE_RESOURCES = k8s.V1ResourceRequirements(  # each shard's pod
+    requests={"cpu": "1", "memory": "2Gi"},
+    limits={"memory": "4Gi"},
+)
+# GPUs: None, or e.g. 1 (one NVIDIA GPU: its limit, a NoSchedule toleration and [ai_provider]
+# gpu_node_selector) or {"count": 2, "vendor": "amd"}; see docs/kubernetes.md.
+SCORE_GPUS = None
 # --------------------------------------------------------------------------------------------------
+
+AI_JOBS = ai_job_arguments(
+    image=IMAGE,
+    s3_secret=S3_SECRET,
+    runtime_configmap=RUNTIME_CONFIGMAP,
+    service_account=SERVICE_ACCOUNT,
+    mlflow_conn_id=MLFLOW_CONN_ID,
+    aws_conn_id=AWS_CONN_ID,
+)
 
 RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
 CONFIDENCE = "confidence"  # the column a classifier's predictions carry
@@ -92,6 +117,9 @@ with DAG(
         shard_count=SHARDS,
         pool=INFERENCE_POOL,
         priority_weight=10,
+        container_resources=SCORE_RESOURCES,
+        gpus=SCORE_GPUS,
+        **AI_JOBS,
     ).expand(shard_index=list(range(SHARDS)))
 
     @task

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 
 from airflow.sdk import DAG, CronTriggerTimetable, Param
+from kubernetes.client import models as k8s
 
 from airflow_ai_provider.assets import drift_asset
+from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
@@ -21,7 +23,27 @@ MODEL_NAME = "churn"
 CURRENT_DATA = f"file://{DATA_ROOT}/scoring/customers"
 PSI_THRESHOLD = 0.2
 FEATURES = None  # None: every feature in the model's training profile; or a list to check
+MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")
+AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker and local runtimes, not pods
+# Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
+IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
+S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+RUNTIME_CONFIGMAP = os.environ.get("AI_TEMPLATES_RUNTIME_CONFIGMAP")  # ConfigMap: AWS_ENDPOINT_URL, ...
+SERVICE_ACCOUNT = os.environ.get("AI_TEMPLATES_SERVICE_ACCOUNT")  # e.g. bound to a cloud role (IRSA)
+DRIFT_RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "1", "memory": "2Gi"},
+    limits={"memory": "4Gi"},
+)
 # --------------------------------------------------------------------------------------------------
+
+AI_JOBS = ai_job_arguments(
+    image=IMAGE,
+    s3_secret=S3_SECRET,
+    runtime_configmap=RUNTIME_CONFIGMAP,
+    service_account=SERVICE_ACCOUNT,
+    mlflow_conn_id=MLFLOW_CONN_ID,
+    aws_conn_id=AWS_CONN_ID,
+)
 
 with DAG(
     dag_id=DAG_ID,
@@ -52,4 +74,6 @@ with DAG(
         + " }}",
         features=FEATURES,
         drift_asset=drift_asset(MODEL_NAME),
+        container_resources=DRIFT_RESOURCES,
+        **AI_JOBS,
     )

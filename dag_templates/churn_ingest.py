@@ -17,7 +17,9 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Asset, Param, task
 from airflow.sdk.exceptions import AirflowFailException
+from kubernetes.client import models as k8s
 
+from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.data_validation import DataValidationOperator
 
 # ---- Config: adapt to your data -----------------------------------------------------------------
@@ -31,7 +33,27 @@ TASK_TYPE = "classification"  # or "regression"
 LABEL = "churned"  # required when the data is meant for training
 LABEL_VALUES = [0, 1]  # classification: the allowed label values
 SAMPLE_COMMAND = "python -m tests._support.churn_sample write {landing} --rows 20000 --files 2 --with-label"
+MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")
+AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker and local runtimes, not pods
+# Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
+IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
+S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+RUNTIME_CONFIGMAP = os.environ.get("AI_TEMPLATES_RUNTIME_CONFIGMAP")  # ConfigMap: AWS_ENDPOINT_URL, ...
+SERVICE_ACCOUNT = os.environ.get("AI_TEMPLATES_SERVICE_ACCOUNT")  # e.g. bound to a cloud role (IRSA)
+VALIDATE_RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "1", "memory": "2Gi"},
+    limits={"memory": "4Gi"},
+)
 # --------------------------------------------------------------------------------------------------
+
+AI_JOBS = ai_job_arguments(
+    image=IMAGE,
+    s3_secret=S3_SECRET,
+    runtime_configmap=RUNTIME_CONFIGMAP,
+    service_account=SERVICE_ACCOUNT,
+    mlflow_conn_id=MLFLOW_CONN_ID,
+    aws_conn_id=AWS_CONN_ID,
+)
 
 with DAG(
     dag_id=DAG_ID,
@@ -100,4 +122,6 @@ with DAG(
         expectations="{{ ti.xcom_pull(task_ids='suite') }}",
         outlets=[VALIDATED_DATA],
         priority_weight=5,
+        container_resources=VALIDATE_RESOURCES,
+        **AI_JOBS,
     ).set_upstream([ingest(), suite()])

@@ -11,9 +11,9 @@ the timeout; no answer means reject). The gate's metric and thresholds follow ``
 promoted version; if the smoke test fails, the promotion is rolled back and nothing is announced.
 
 Training runs in the ``ai_training`` pool at low priority so it cannot starve inference (create the
-pool: ``airflow pools set ai_training 1 "model training"``). For a GPU node pool in kubernetes mode,
-add to the ``train`` task: ``container_resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu":
-"1"})``, ``node_selector={"pool": "gpu"}`` and a matching toleration.
+pool: ``airflow pools set ai_training 1 "model training"``). In kubernetes mode each job runs in a pod
+of the image, resources and GPUs set in the config block, with S3 credentials by reference only (a
+Secret and a ConfigMap by name, or a service account); local mode ignores those pod settings.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from airflow.sdk import (
     task,
 )
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from kubernetes.client import models as k8s
 
 from airflow_ai_provider.assets import drift_asset, model_asset
+from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 from airflow_ai_provider.operators.promotion import (
     ModelApprovalOperator,
@@ -59,7 +61,35 @@ VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw
 GATES = {"classification": ("accuracy", 0.7, 0.02), "regression": ("r2", 0.3, 0.05)}
 APPROVAL_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_APPROVAL_TIMEOUT_MIN", "60")))
 TRAINING_POOL = os.environ.get("AI_TEMPLATES_TRAINING_POOL", "ai_training")
+MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")
+AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker and local runtimes, not pods
+# Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
+IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
+S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+RUNTIME_CONFIGMAP = os.environ.get("AI_TEMPLATES_RUNTIME_CONFIGMAP")  # ConfigMap: AWS_ENDPOINT_URL, ...
+SERVICE_ACCOUNT = os.environ.get("AI_TEMPLATES_SERVICE_ACCOUNT")  # e.g. bound to a cloud role (IRSA)
+TRAIN_RESOURCES = k8s.V1ResourceRequirements(
+    requests={"cpu": "2", "memory": "4Gi"},
+    limits={"memory": "8Gi"},  # no CPU limit: CPU limits throttle
+)
+# GPUs: None, or e.g. 1 (one NVIDIA GPU: its limit, a NoSchedule toleration and [ai_provider]
+# gpu_node_selector) or {"count": 2, "vendor": "amd"}; see docs/kubernetes.md.
+TRAIN_GPUS = None
+SCORING_RESOURCES = k8s.V1ResourceRequirements(  # the quality gate and the smoke test score the model
+    requests={"cpu": "1", "memory": "2Gi"},
+    limits={"memory": "4Gi"},
+)
+SCORING_GPUS = None
 # --------------------------------------------------------------------------------------------------
+
+AI_JOBS = ai_job_arguments(
+    image=IMAGE,
+    s3_secret=S3_SECRET,
+    runtime_configmap=RUNTIME_CONFIGMAP,
+    service_account=SERVICE_ACCOUNT,
+    mlflow_conn_id=MLFLOW_CONN_ID,
+    aws_conn_id=AWS_CONN_ID,
+)
 
 VERSION = "{{ ti.xcom_pull(task_ids='train')['details']['version'] }}"
 GATE_METRIC, MIN_METRIC, MAX_METRIC_DROP = GATES[TASK_TYPE]
@@ -131,6 +161,9 @@ with DAG(
         intended_use=INTENDED_USE,
         pool=TRAINING_POOL,
         priority_weight=1,
+        container_resources=TRAIN_RESOURCES,
+        gpus=TRAIN_GPUS,
+        **AI_JOBS,
     )
 
     gate = QualityGateOperator(
@@ -143,6 +176,9 @@ with DAG(
             GATE_METRIC: f"{{{{ var.value.get({MIN_VARIABLE!r}, {_param(MIN_PARAM, MIN_METRIC)}) | float }}}}"
         },
         max_degradation={GATE_METRIC: f"{{{{ {_param(DROP_PARAM, MAX_METRIC_DROP)} | float }}}}"},
+        container_resources=SCORING_RESOURCES,
+        gpus=SCORING_GPUS,
+        **AI_JOBS,
     )
 
     @task.branch
@@ -170,6 +206,7 @@ with DAG(
         reason="quality gate: {{ ti.xcom_pull(task_ids='quality_gate')['details']['reasons'] }}",
         approval_task_id="{{ 'approve' if params.require_approval else '' }}",
         trigger_rule="none_failed_min_one_success",
+        mlflow_conn_id=MLFLOW_CONN_ID,
     )
 
     smoke_score = BatchInferenceOperator(
@@ -179,6 +216,9 @@ with DAG(
         output_uri=f"file://{DATA_ROOT}/smoke/" + "{{ run_id }}",
         id_columns=[*ID_COLUMNS, LABEL],
         retries=0,
+        container_resources=SCORING_RESOURCES,
+        gpus=SCORING_GPUS,
+        **AI_JOBS,
     )
 
     @task(retries=0)
@@ -190,7 +230,12 @@ with DAG(
                 f"smoke test failed for the new champion: {result and result['metrics']}"
             )
 
-    rollback = RollbackModelOperator(task_id="rollback", promote_task_id="promote", trigger_rule="one_failed")
+    rollback = RollbackModelOperator(
+        task_id="rollback",
+        promote_task_id="promote",
+        trigger_rule="one_failed",
+        mlflow_conn_id=MLFLOW_CONN_ID,
+    )
 
     @task(outlets=[model_asset(MODEL_NAME)])
     def announce(ti=None, outlet_events=None) -> dict:
