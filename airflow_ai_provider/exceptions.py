@@ -4,7 +4,8 @@ Bad input or configuration subclasses :class:`~airflow.sdk.exceptions.AirflowFai
 Airflow fails the task at once instead of retrying something a retry cannot fix. It also subclasses
 the runtime's :class:`~airflow_ai_provider.runtime.contract.errors.JobInputError`, so one ``except`` catches
 bad input wherever it was detected. Infrastructure errors (:class:`MlflowUnavailableError`,
-:class:`JobFailedError` with a retryable cause) are plain Airflow exceptions: they are retried.
+:class:`StorageUnavailableError`, :class:`JobFailedError` with a retryable cause) are plain Airflow
+exceptions: they are retried.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class ConcurrentPromotionError(AiProviderConfigError):
 
 class MlflowUnavailableError(AiProviderError):
     """The MLflow tracking server could not be reached or did not answer in time: retried."""
+
+
+class StorageUnavailableError(AiProviderError):
+    """Object storage could not be reached or did not answer in time: retried."""
 
 
 class JobFailedError(AiProviderError):

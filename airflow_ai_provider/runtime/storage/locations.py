@@ -6,21 +6,12 @@ import functools
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from airflow_ai_provider.runtime.contract import locations as contract
 from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, one_line
 from airflow_ai_provider.runtime.contract.timeouts import failure_text, process_bounds
-
-#: Text in a pyarrow error that means the store did not answer (not that the request was refused).
-UNREACHABLE_MARKERS = (
-    "NETWORK_CONNECTION",
-    "Couldn't connect",
-    "curlCode",
-    "Connection refused",
-    "timed out",
-)
 
 
 @dataclass(frozen=True)
@@ -32,7 +23,7 @@ class Location:
 
     @property
     def uri(self) -> str:
-        return f"s3://{self.path}" if self.scheme == "s3" else f"file://{self.path}"
+        return contract.join_uri(self.scheme, self.path)
 
     @property
     def fs(self) -> pafs.FileSystem:
@@ -50,18 +41,7 @@ class Location:
 
 def parse_uri(uri: str) -> Location:
     """Resolve ``file:///abs``, ``/abs``, ``relative`` or ``s3://bucket/key`` to a :class:`Location`."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise JobInputError(f"S3 URI has no bucket: {uri}")
-        return Location("s3", f"{parsed.netloc}/{parsed.path.lstrip('/')}".rstrip("/"))
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise JobInputError(f"file URI must be absolute (file:///path): {uri}")
-        return Location("file", os.path.abspath(parsed.path))
-    if parsed.scheme and len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
-        raise JobInputError(f"unsupported URI scheme {parsed.scheme!r} in {uri}: use file:// or s3://")
-    return Location("file", os.path.abspath(uri))
+    return Location(*contract.split_uri(uri))
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,23 +51,18 @@ def local_filesystem() -> pafs.FileSystem:
 
 def s3_endpoint() -> str | None:
     """The S3 endpoint URL from the environment, or ``None`` for AWS itself."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return contract.s3_endpoint(os.environ)
 
 
 def s3_region() -> str:
-    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+    return contract.s3_region(os.environ)
 
 
 @functools.lru_cache(maxsize=1)
 def s3_filesystem() -> pafs.FileSystem:
-    """A pyarrow S3 filesystem configured from the environment (credentials from the default chain),
+    """A pyarrow S3 filesystem configured from the environment (credentials from it or the default chain),
     its timeouts and attempts within ``$AI_PROVIDER_SERVICE_TIMEOUT``."""
-    options: dict[str, Any] = {"region": s3_region(), **process_bounds().pyarrow_s3_options()}
-    endpoint = s3_endpoint()
-    if endpoint:
-        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-        options.update(scheme=parsed.scheme, endpoint_override=parsed.netloc)
-    return pafs.S3FileSystem(**options)
+    return pafs.S3FileSystem(**contract.s3_filesystem_options(os.environ, process_bounds()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,7 +88,6 @@ def storage_unreachable(err: BaseException, subject: str) -> JobServiceError:
 
 def storage_error(err: Exception, uri: str, what: str) -> Exception:
     """Map a pyarrow storage error to a one-line job error: unreachable service or bad input."""
-    text = one_line(err)
-    if any(marker in text for marker in UNREACHABLE_MARKERS):
+    if contract.is_unreachable(err):
         return storage_unreachable(err, uri)
-    return JobInputError(f"{what}: {uri} ({text})")
+    return JobInputError(f"{what}: {uri} ({one_line(err)})")
