@@ -118,12 +118,17 @@ def filesystem(
 
 
 def list_files(
-    uri: str, *, suffixes: tuple[str, ...] = (), aws_conn_id: str | None = None
+    uri: str,
+    *,
+    suffixes: tuple[str, ...] = (),
+    aws_conn_id: str | None = None,
+    names: tuple[str, ...] = (),
 ) -> list[StoredFile]:
     """The files directly in the folder ``uri`` (not in its subfolders), sorted by URI.
 
     :param suffixes: keep only names ending in one of these (case-insensitive), e.g.
-        ``(".parquet", ".csv")``; empty keeps every file. Hidden names are always left out.
+        ``(".parquet", ".csv")``; empty keeps every file. Hidden names are left out.
+    :param names: exact file names kept as well, hidden or not (a ``_SUCCESS`` marker).
     :return: ``[]`` for a missing or empty folder.
     """
     import pyarrow.fs as pafs
@@ -140,8 +145,13 @@ def list_files(
         )
         for info in infos
         if info.type == pafs.FileType.File
-        and not info.base_name.startswith(HIDDEN_PREFIXES)
-        and (not wanted or info.base_name.lower().endswith(wanted))
+        and (
+            info.base_name in names
+            or (
+                not info.base_name.startswith(HIDDEN_PREFIXES)
+                and (not wanted or info.base_name.lower().endswith(wanted))
+            )
+        )
     ]
     return sorted(files, key=lambda stored: stored.uri)
 
