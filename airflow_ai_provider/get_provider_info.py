@@ -19,7 +19,14 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "MLflow",
                 "external-doc-url": "https://mlflow.org/docs/latest/",
                 "tags": ["software"],
-            }
+            },
+            {
+                "integration-name": "Object storage",
+                "external-doc-url": (
+                    "https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/objectstorage.html"
+                ),
+                "tags": ["software"],
+            },
         ],
         "operators": [
             {
@@ -36,6 +43,12 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [
             {"integration-name": "MLflow", "python-modules": ["airflow_ai_provider.hooks.mlflow"]},
+        ],
+        "triggers": [
+            {
+                "integration-name": "Object storage",
+                "python-modules": ["airflow_ai_provider.triggers.landed_files"],
+            }
         ],
         "connection-types": [
             {

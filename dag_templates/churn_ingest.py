@@ -1,12 +1,16 @@
 """Ingestion + data validation: landed files -> raw zone -> Great Expectations -> Asset.
 
 New files arrive in the landing folder (in your deployment an upstream system writes them; for the
-sample data, ``SAMPLE_COMMAND`` in the config block, run from the repository root). This DAG moves them into a run-specific raw folder,
-validates them with the suite file (``SUITE``) plus, when the data is meant for training, checks that
-the label column is there and filled, and on success updates the validated-data Asset with the data
-digest, row count and suite name. The retraining template is scheduled on that Asset. A failed
-validation fails the run loudly and updates nothing; an empty landing folder fails at once, without
-retries, saying where to land files.
+sample data, ``SAMPLE_COMMAND`` in the config block, run from the repository root). The DAG starts by
+itself when they have landed: an Asset watcher in the triggerer lists the folder every
+``POLL_SECONDS`` and, once files have kept their size for ``SETTLE_SECONDS`` (or a ``MARKER`` file is
+there), updates the landing Asset the DAG is scheduled on. The run moves exactly those files into a
+run-specific raw folder, validates them with the suite file (``SUITE``) plus, when the data is meant
+for training, checks that the label column is there and filled, and on success updates the
+validated-data Asset with the data digest, row count and suite name. The retraining template is
+scheduled on that Asset. A failed validation fails the run loudly and updates nothing. A manual run
+takes every file in the landing folder; with none there it fails at once, without retries, saying
+where to land files. The data root may be a local folder or ``s3://bucket/prefix``.
 """
 
 from __future__ import annotations
@@ -15,26 +19,50 @@ import json
 import os
 from pathlib import Path
 
-from airflow.sdk import DAG, Asset, Param, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import DAG, Asset, AssetWatcher, Param, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from kubernetes.client import models as k8s
 
+from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
+from airflow_ai_provider.landing import announced_files, take_landed
 from airflow_ai_provider.operators.data_validation import DataValidationOperator
+from airflow_ai_provider.storage import data_uri, read_bytes
+from airflow_ai_provider.triggers.landed_files import LandedFilesTrigger
 
 # ---- Config: adapt to your data -----------------------------------------------------------------
 DAG_ID = "churn_ingest"
 DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
-LANDING = f"{DATA_ROOT}/landing/customers"
-RAW_ROOT = f"{DATA_ROOT}/raw/customers"
+LANDING = data_uri(DATA_ROOT, "landing", "customers")
+RAW_ROOT = data_uri(DATA_ROOT, "raw", "customers")
 SUITE = str(Path(__file__).parent / "include" / "churn_expectations.json")
-VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+VALIDATED_DATA = Asset(name="churn_validated_data", uri=data_uri(DATA_ROOT, "raw", "customers"))
 TASK_TYPE = "classification"  # or "regression"
 LABEL = "churned"  # required when the data is meant for training
 LABEL_VALUES = [0, 1]  # classification: the allowed label values
 SAMPLE_COMMAND = "python -m tests._support.churn_sample write {landing} --rows 20000 --files 2 --with-label"
 MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")
 AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker and local runtimes, not pods
+# The landing watcher (runs in the triggerer while the DAG is unpaused): files landed in LANDING start a run.
+POLL_SECONDS = float(os.environ.get("AI_TEMPLATES_POLL_SECONDS", "15"))  # how often LANDING is listed
+SETTLE_SECONDS = float(os.environ.get("AI_TEMPLATES_SETTLE_SECONDS", "30"))  # unchanged this long: landed
+MARKER = None  # e.g. "_SUCCESS": upstream writes it last; files count as landed once it is there
+LANDED_FILES = Asset(
+    name="churn_landed_customers",
+    uri=LANDING,
+    watchers=[
+        AssetWatcher(
+            name="churn_landing_watcher",
+            trigger=LandedFilesTrigger(
+                landing=LANDING,
+                poll_interval=POLL_SECONDS,
+                settle_seconds=SETTLE_SECONDS,
+                marker=MARKER,
+                aws_conn_id=AWS_CONN_ID,
+            ),
+        )
+    ],
+)
 # Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
 IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
 S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
@@ -57,7 +85,7 @@ AI_JOBS = ai_job_arguments(
 
 with DAG(
     dag_id=DAG_ID,
-    schedule=None,
+    schedule=[LANDED_FILES],  # the watcher's events; a manual trigger works too
     catchup=False,
     tags=["ai", "data", "template"],
     params={
@@ -74,32 +102,34 @@ with DAG(
 ) as dag:
 
     @task(retries=2)
-    def ingest(params=None, run_id=None) -> str:
-        """Move the landed files into raw/<run id>/ (a retry finds them already there)."""
-        landing = Path(params["landing"] or LANDING)
-        target = Path(RAW_ROOT) / run_id.replace(":", "-").replace("+", "-")
-        moved = [path for path in sorted(landing.glob("*")) if path.suffix in (".parquet", ".csv")]
-        if not moved and not (target.is_dir() and any(target.iterdir())):
-            raise AirflowFailException(
-                f"no .parquet or .csv files in the landing folder {landing}: land files there "
-                f"(sample data: {SAMPLE_COMMAND.format(landing=landing)}) and trigger {DAG_ID} again"
-            )
-        target.mkdir(parents=True, exist_ok=True)
-        for path in moved:
-            path.rename(target / path.name)
-        return f"file://{target}"
+    def ingest(params=None, run_id=None, triggering_asset_events=None) -> str:
+        """Move the landed files into raw/<run id>/ and return that folder (a retry finds them there).
 
-    @task
+        A run started by the watcher takes the files its events announced; a manual run takes all.
+        """
+        landing = params["landing"] or LANDING
+        target = data_uri(RAW_ROOT, run_id.replace(":", "-").replace("+", "-"))
+        announced = announced_files(triggering_asset_events, data_uri(landing))
+        if take_landed(landing, target, announced=announced, marker=MARKER, aws_conn_id=AWS_CONN_ID):
+            return target
+        if announced is not None:  # another run took them first: nothing left for this one
+            raise AirflowSkipException(f"the files announced in {landing} are no longer there")
+        raise AirflowFailException(
+            f"no .parquet or .csv files in the landing folder {landing}: land files there "
+            f"(sample data: {SAMPLE_COMMAND.format(landing=landing)}) and trigger {DAG_ID} again"
+        )
+
+    @task(retries=2)
     def suite(params=None) -> dict:
         """The suite file's expectations, plus the label checks when the data is for training."""
         import yaml
 
-        path = Path(params["suite"] or SUITE)
+        uri = data_uri(params["suite"] or SUITE)
         try:
-            text = path.read_text()
-            loaded = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            raise AirflowFailException(f"suite {path} cannot be read: {error}") from None
+            text = read_bytes(uri, aws_conn_id=AWS_CONN_ID).decode()
+            loaded = yaml.safe_load(text) if uri.endswith((".yaml", ".yml")) else json.loads(text)
+        except (AiProviderConfigError, ValueError, yaml.YAMLError) as error:
+            raise AirflowFailException(f"suite {uri} cannot be read: {error}") from None
         expectations = list(loaded["expectations"] if isinstance(loaded, dict) else loaded)
         if params["for_training"] is not False:
             expectations += [
@@ -114,7 +144,7 @@ with DAG(
                     }
                 )
         name = loaded.get("name") if isinstance(loaded, dict) else None
-        return {"name": name or path.stem, "expectations": expectations}
+        return {"name": name or uri.rsplit("/", 1)[-1].rsplit(".", 1)[0], "expectations": expectations}
 
     DataValidationOperator(
         task_id="validate",

@@ -35,6 +35,13 @@ def test_providers_manager_registers_mlflow_connection_with_labels():
     assert widgets["extra__mlflow__token"].is_sensitive
 
 
+def test_the_landing_watcher_is_registered_as_the_providers_trigger():
+    from airflow.providers_manager import ProvidersManager
+
+    triggers = {info.trigger_class_name for info in ProvidersManager().trigger}
+    assert "airflow_ai_provider.triggers.landed_files" in triggers
+
+
 def test_airflow_cli_lists_the_provider_and_its_config_default():
     airflow = str(Path(sys.executable).parent / "airflow")
     listed = subprocess.run([airflow, "providers", "list"], capture_output=True, text=True, check=True)

@@ -1,0 +1,1 @@
+"""Event triggers of the provider: the landing watcher that starts a DAG when files land."""
