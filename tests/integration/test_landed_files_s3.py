@@ -4,7 +4,6 @@ the next poll, in bounded time, without ending the trigger."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Iterator
 
@@ -13,7 +12,7 @@ import pytest
 from airflow_ai_provider.landing import announced_files, take_landed
 from airflow_ai_provider.triggers.landed_files import LandedFilesTrigger
 from tests._support.servers import S3Server
-from tests.unit.triggers.test_landed_files import _Events, _names
+from tests._support.trigger_events import landed_names, watch
 
 #: ``[ai_provider] service_timeout`` of the bounded-time tests.
 TIMEOUT = 3
@@ -27,17 +26,6 @@ def _keys(s3_server: S3Server, bucket: str) -> list[str]:
     listing = s3_server.client().list_objects_v2(Bucket=bucket)
     # pyarrow keeps an emptied prefix as a "folder/" marker object: not a file
     return sorted(item["Key"] for item in listing.get("Contents", []) if not item["Key"].endswith("/"))
-
-
-def _run(trigger: LandedFilesTrigger, scenario) -> object:
-    async def main():
-        events = _Events(trigger)
-        try:
-            return await scenario(events)
-        finally:
-            await events.close()
-
-    return asyncio.run(main())
 
 
 def test_objects_that_settled_under_the_landing_prefix_fire_through_the_aws_connection(
@@ -56,12 +44,12 @@ def test_objects_that_settled_under_the_landing_prefix_fire_through_the_aws_conn
         _put(s3_server, s3_bucket, "landing/customers/f.csv", b"1")
         return first, again, await events.next(20)
 
-    first, again, second = _run(trigger, scenario)
+    first, again, second = watch(trigger, scenario)
     assert first["landing"] == landing
-    assert _names(first) == ["a.parquet", "b.csv"]
+    assert landed_names(first) == ["a.parquet", "b.csv"]
     assert [item["size"] for item in first["files"]] == [5, 5]
     assert again is None
-    assert _names(second) == ["f.csv"]
+    assert landed_names(second) == ["f.csv"]
 
 
 def test_an_event_run_moves_the_announced_objects_into_the_run_prefix_and_a_retry_finds_them(
@@ -73,7 +61,7 @@ def test_an_event_run_moves_the_announced_objects_into_the_run_prefix_and_a_retr
     trigger = LandedFilesTrigger(
         landing=landing, aws_conn_id=aws_connection, poll_interval=0.1, settle_seconds=0
     )
-    payload = _run(trigger, lambda events: events.next(20))
+    payload = watch(trigger, lambda events: events.next(20))
     _put(s3_server, s3_bucket, "landing/customers/c.csv", b"id\n3\n")  # landed after the event
     event = type("Event", (), {"extra": {"from_trigger": True, "payload": payload}})()
     announced = announced_files({"landing": [event]}, landing)
@@ -135,7 +123,7 @@ def test_an_unreachable_endpoint_is_logged_at_each_poll_and_the_trigger_keeps_po
         silent = await events.next(4 * TIMEOUT)
         return silent, events.pending.done()
 
-    silent, ended = _run(trigger, scenario)
+    silent, ended = watch(trigger, scenario)
     out = capfd.readouterr().out
     failures = [line for line in out.splitlines() if "s3://some-bucket/landing: cannot list" in line]
     assert silent is None and not ended  # no event, no crash: still polling
@@ -154,7 +142,7 @@ def test_a_hung_endpoint_is_waited_for_within_the_listing_bound_never_listed_twi
         silent = await events.next(2.5)
         return silent, events.pending.done()
 
-    silent, ended = _run(trigger, scenario)
+    silent, ended = watch(trigger, scenario)
     lines = capfd.readouterr().out.splitlines()
     waits = [line for line in lines if "the listing did not answer within 0.5s" in line]
     assert silent is None and not ended

@@ -6,53 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.triggers.landed_files import LandedFilesTrigger
+from tests._support.trigger_events import landed_names, watch
 
 FAST = {"poll_interval": 0.05, "settle_seconds": 0.4}
 
 
-def _names(payload: dict) -> list[str]:
-    return [item["uri"].rsplit("/", 1)[-1] for item in payload["files"]]
-
-
-class _Events:
-    """The events of a running trigger, awaited without ever cancelling the trigger's generator."""
-
-    def __init__(self, trigger: LandedFilesTrigger) -> None:
-        self._events: AsyncIterator = trigger.run()
-        self.pending: asyncio.Future = asyncio.ensure_future(self._events.__anext__())  # polls from now
-
-    async def next(self, timeout: float) -> dict | None:
-        """The next event's payload, or ``None`` if the trigger fires none within ``timeout`` seconds."""
-        done, _ = await asyncio.wait({self.pending}, timeout=timeout)
-        if not done:
-            return None
-        payload = self.pending.result().payload
-        self.pending = asyncio.ensure_future(self._events.__anext__())
-        return payload
-
-    async def close(self) -> None:
-        self.pending.cancel()
-        await asyncio.gather(self.pending, return_exceptions=True)
-
-
-def _watch(landing: Path, scenario, **kwargs) -> object:
+def _watch(landing: Path, scenario, **kwargs):
     """Run ``scenario(events)`` against a real trigger on ``landing``; return what it returns."""
-
-    async def main():
-        events = _Events(LandedFilesTrigger(landing=str(landing), **{**FAST, **kwargs}))
-        try:
-            return await scenario(events)
-        finally:
-            await events.close()
-
-    return asyncio.run(main())
+    return watch(LandedFilesTrigger(landing=str(landing), **{**FAST, **kwargs}), scenario)
 
 
 def test_a_settled_file_fires_one_event_naming_it_with_its_size(tmp_path):
@@ -65,7 +32,7 @@ def test_a_settled_file_fires_one_event_naming_it_with_its_size(tmp_path):
 
     payload = _watch(landing, scenario)
     assert payload["landing"] == f"file://{landing}"
-    assert _names(payload) == ["customers-0.parquet"]
+    assert landed_names(payload) == ["customers-0.parquet"]
     assert payload["files"][0]["size"] == 100
     assert payload["marker"] is None
 
@@ -78,7 +45,7 @@ def test_a_file_still_being_written_fires_only_once_it_has_settled(tmp_path):
 
     async def writer():
         with path.open("w") as out:
-            for row in range(12):  # 1.2 s of writing, a row every 0.1 s: never settled meanwhile
+            for row in range(30):  # 3 s of writing, a row every 0.1 s: never unchanged for 2 s meanwhile
                 out.write(f"{row}\n")
                 out.flush()
                 await asyncio.sleep(0.1)
@@ -92,7 +59,7 @@ def test_a_file_still_being_written_fires_only_once_it_has_settled(tmp_path):
         await writing
         return fired, payload
 
-    fired_by, payload = _watch(landing, scenario)
+    fired_by, payload = _watch(landing, scenario, settle_seconds=2.0)
     assert payload["files"][0]["size"] == written["size"]  # the whole file, not a part of it
     assert fired_by >= written["at"]
 
@@ -110,7 +77,7 @@ def test_temporary_and_hidden_names_never_fire_and_the_renamed_file_does(tmp_pat
 
     silent, payload = _watch(landing, scenario)
     assert silent is None
-    assert _names(payload) == ["a.parquet"]
+    assert landed_names(payload) == ["a.parquet"]
 
 
 def test_a_missing_landing_folder_is_waited_for_without_ending_the_trigger(tmp_path):
@@ -125,7 +92,7 @@ def test_a_missing_landing_folder_is_waited_for_without_ending_the_trigger(tmp_p
 
     silent, payload = _watch(landing, scenario)
     assert silent is None
-    assert _names(payload) == ["a.csv"]
+    assert landed_names(payload) == ["a.csv"]
 
 
 def test_announced_files_do_not_fire_again_and_the_next_batch_does(tmp_path):
@@ -141,9 +108,9 @@ def test_announced_files_do_not_fire_again_and_the_next_batch_does(tmp_path):
         return first, again, await events.next(10)
 
     first, again, second = _watch(landing, scenario)
-    assert _names(first) == ["a.csv"]
+    assert landed_names(first) == ["a.csv"]
     assert again is None
-    assert _names(second) == ["b.csv"]
+    assert landed_names(second) == ["b.csv"]
 
 
 def test_more_files_than_max_files_fire_several_events(tmp_path):
@@ -156,7 +123,7 @@ def test_more_files_than_max_files_fire_several_events(tmp_path):
         return [await events.next(10), await events.next(5), await events.next(5)]
 
     payloads = _watch(landing, scenario, max_files=2)
-    assert [_names(payload) for payload in payloads] == [
+    assert [landed_names(payload) for payload in payloads] == [
         ["part-0.csv", "part-1.csv"],
         ["part-2.csv", "part-3.csv"],
         ["part-4.csv"],
@@ -176,7 +143,7 @@ def test_with_a_marker_the_batch_fires_once_the_marker_is_there(tmp_path):
 
     silent, payload = _watch(landing, scenario, marker="_SUCCESS", settle_seconds=3600)
     assert silent is None
-    assert _names(payload) == ["a.csv", "b.csv"]
+    assert landed_names(payload) == ["a.csv", "b.csv"]
     assert payload["marker"] == f"file://{landing}/_SUCCESS"
 
 
