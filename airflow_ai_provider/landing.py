@@ -64,20 +64,28 @@ class Settling:
         self._since: dict[str, tuple[tuple[int, float | None], float]] = {}
         self._announced: set[tuple[str, int, float | None]] = set()
 
-    def observe(self, files: Iterable[StoredFile]) -> list[StoredFile]:
-        """Record one listing; return its settled files that were not announced yet."""
-        now = self._clock()
-        listed = {file.uri: file for file in files}
-        for uri in set(self._since) - set(listed):
+    def observe(
+        self, files: Iterable[StoredFile], *, listed: tuple[float, float] | None = None
+    ) -> list[StoredFile]:
+        """Record one listing; return its settled files that were not announced yet.
+
+        :param listed: when the listing began and ended (on ``clock``); default: now. A file's state
+            counts as seen from the end of the listing that first saw it, and as unchanged up to
+            the beginning of the latest one, so a slow listing never makes a file settle sooner.
+        """
+        began, ended = listed or (self._clock(), self._clock())
+        by_uri = {file.uri: file for file in files}
+        for uri in set(self._since) - set(by_uri):
             del self._since[uri]
-        self._announced = {key for key in self._announced if key[0] in listed}
+        self._announced = {key for key in self._announced if key[0] in by_uri}
         settled = []
-        for uri, file in sorted(listed.items()):
+        for uri, file in sorted(by_uri.items()):
             state = (file.size, file.modified)
             seen = self._since.get(uri)
             if seen is None or seen[0] != state:
-                self._since[uri] = seen = (state, now)
-            if now - seen[1] >= self.settle_seconds and _key(file) not in self._announced:
+                self._since[uri] = seen = (state, ended)
+            unchanged = self.settle_seconds == 0 or began - seen[1] >= self.settle_seconds
+            if unchanged and _key(file) not in self._announced:
                 settled.append(file)
         return settled
 

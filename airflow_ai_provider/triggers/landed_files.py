@@ -21,8 +21,9 @@ not restart it in a loop. A landing URI that cannot be parsed fails at DAG parse
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
@@ -30,6 +31,13 @@ from airflow_ai_provider.exceptions import AiProviderConfigError
 from airflow_ai_provider.landing import DATA_SUFFIXES, Settling, base_name, event_payload, is_landed_name
 from airflow_ai_provider.runtime.contract.errors import clip, one_line
 from airflow_ai_provider.storage import StoredFile, data_uri, list_files
+
+
+class Listing(NamedTuple):
+    """One listing of the landing folder, and when it began and ended (monotonic seconds)."""
+
+    files: list[StoredFile]
+    span: tuple[float, float]
 
 
 def _positive(name: str, value: float, *, zero: bool = False) -> float:
@@ -118,7 +126,7 @@ class LandedFilesTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """List the folder every ``poll_interval`` seconds and yield one event per landed batch, forever."""
         settling = Settling(0.0 if self.marker else self.settle_seconds)
-        listing: asyncio.Task | None = None
+        pending: asyncio.Task | None = None
         self.log.info(
             "watching %s for %s files (poll every %ss, settle %ss, marker %s)",
             self.landing,
@@ -128,25 +136,16 @@ class LandedFilesTrigger(BaseEventTrigger):
             self.marker,
         )
         while True:
-            files, listing = await self._listing(listing)
-            for payload in self._landed(files, settling) if files is not None else ():
+            listed, pending = await self._listing(pending)
+            for payload in self._landed(listed, settling) if listed is not None else ():
                 names = ", ".join(base_name(item["uri"]) for item in payload["files"])
                 self.log.info("%s: %d file(s) landed: %s", self.landing, len(payload["files"]), clip(names))
                 yield TriggerEvent(payload)
             await asyncio.sleep(self.poll_interval)
 
-    async def _listing(
-        self, pending: asyncio.Task | None
-    ) -> tuple[list[StoredFile] | None, asyncio.Task | None]:
-        """One bounded listing: ``(files, None)``, or ``(None, task)`` while it has not answered."""
-        task = pending or asyncio.ensure_future(
-            asyncio.to_thread(
-                list_files,
-                self.landing,
-                aws_conn_id=self.aws_conn_id,
-                names=(self.marker,) if self.marker else (),
-            )
-        )
+    async def _listing(self, pending: asyncio.Task | None) -> tuple[Listing | None, asyncio.Task | None]:
+        """One bounded listing: ``(listing, None)``, or ``(None, task)`` while it has not answered."""
+        task = pending or asyncio.ensure_future(asyncio.to_thread(self._list))
         done, _ = await asyncio.wait({task}, timeout=self.list_timeout)
         if not done:
             self.log.warning(
@@ -166,18 +165,26 @@ class LandedFilesTrigger(BaseEventTrigger):
             )
             return None, None
 
-    def _landed(self, files: list[StoredFile], settling: Settling) -> list[dict]:
+    def _list(self) -> Listing:
+        """List the landing folder (blocking: runs in a thread), with when the listing began and ended."""
+        began = time.monotonic()
+        names = (self.marker,) if self.marker else ()
+        files = list_files(self.landing, aws_conn_id=self.aws_conn_id, names=names)
+        return Listing(files, (began, time.monotonic()))
+
+    def _landed(self, listing: Listing, settling: Settling) -> list[dict]:
         """The payloads of the events this listing fires (none, or one per ``max_files`` files)."""
+        files = listing.files
         data = [file for file in files if is_landed_name(file.uri, self.suffixes)]
         if self.marker:
             marker = next((file for file in files if base_name(file.uri) == self.marker), None)
-            if marker is None or not settling.observe([marker]):
+            if marker is None or not settling.observe([marker], listed=listing.span):
                 return []  # no marker, or one whose batch was announced already
             settling.announce([marker])
             landed = data
         else:
             marker = None
-            landed = settling.observe(data)
+            landed = settling.observe(data, listed=listing.span)
             settling.announce(landed)
             if not landed:
                 return []

@@ -57,6 +57,15 @@ def test_a_file_settles_only_after_its_size_and_mtime_stay_unchanged_for_the_int
     assert settling.observe([grown]) == [grown]
 
 
+def test_a_slow_listing_does_not_make_a_file_settle_sooner():
+    settling = Settling(10.0)
+    file = StoredFile("s3://b/l/a.parquet", 100, 1.0)
+    assert settling.observe([file], listed=(0.0, 1.0)) == []
+    # began 5 s after the first ended, answered a minute later: unchanged for 4 s only, as far as known
+    assert settling.observe([file], listed=(5.0, 65.0)) == []
+    assert settling.observe([file], listed=(11.0, 11.5)) == [file]
+
+
 def test_an_announced_file_is_not_announced_again_until_it_leaves_and_lands_anew():
     clock = _Clock()
     settling = Settling(0.0, clock=clock)
