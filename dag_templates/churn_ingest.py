@@ -47,22 +47,7 @@ AWS_CONN_ID = os.environ.get("AI_TEMPLATES_AWS_CONN_ID")  # S3 for the worker an
 POLL_SECONDS = float(os.environ.get("AI_TEMPLATES_POLL_SECONDS", "15"))  # how often LANDING is listed
 SETTLE_SECONDS = float(os.environ.get("AI_TEMPLATES_SETTLE_SECONDS", "30"))  # unchanged this long: landed
 MARKER = None  # e.g. "_SUCCESS": upstream writes it last; files count as landed once it is there
-LANDED_FILES = Asset(
-    name="churn_landed_customers",
-    uri=LANDING,
-    watchers=[
-        AssetWatcher(
-            name="churn_landing_watcher",
-            trigger=LandedFilesTrigger(
-                landing=LANDING,
-                poll_interval=POLL_SECONDS,
-                settle_seconds=SETTLE_SECONDS,
-                marker=MARKER,
-                aws_conn_id=AWS_CONN_ID,
-            ),
-        )
-    ],
-)
+LANDED_NAME = "churn_landed_customers"  # the Asset the landing watcher updates, URI LANDING
 # Kubernetes mode only (AIRFLOW__AI_PROVIDER__EXECUTION_MODE=kubernetes); local mode ignores these.
 IMAGE = os.environ.get("AI_TEMPLATES_IMAGE")  # with the model's code; None: [ai_provider] runtime_image
 S3_SECRET = os.environ.get("AI_TEMPLATES_S3_SECRET")  # Secret: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
@@ -73,6 +58,23 @@ VALIDATE_RESOURCES = k8s.V1ResourceRequirements(
     limits={"memory": "4Gi"},
 )
 # --------------------------------------------------------------------------------------------------
+
+LANDED_FILES = Asset(
+    name=LANDED_NAME,
+    uri=LANDING,
+    watchers=[
+        AssetWatcher(
+            name=f"{LANDED_NAME}_watcher",
+            trigger=LandedFilesTrigger(
+                landing=LANDING,
+                poll_interval=POLL_SECONDS,
+                settle_seconds=SETTLE_SECONDS,
+                marker=MARKER,
+                aws_conn_id=AWS_CONN_ID,
+            ),
+        )
+    ],
+)
 
 AI_JOBS = ai_job_arguments(
     image=IMAGE,
