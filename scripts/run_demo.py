@@ -1,9 +1,11 @@
 """The main job on embedded defaults: the whole template kit through the real Airflow scheduler.
 
-Writes synthetic churn data, starts a local MLflow server and Airflow (``airflow standalone``:
-scheduler with LocalExecutor, SQLite, the templates as DAG folder, local execution mode), triggers
-``churn_ingest`` once and follows the chain: validated data -> retrained, gated, promoted model ->
-batch predictions. Prints a summary and stops every process it started. State lives in ``.demo/``.
+Starts a local MLflow server and Airflow (``airflow standalone``: scheduler with LocalExecutor,
+SQLite, the templates as DAG folder, local execution mode), writes synthetic churn data, lands new
+customer files in the landing folder and follows the chain they start by themselves (no trigger):
+validated data -> retrained, gated, promoted model -> batch predictions. Prints a summary and stops
+every process it started. State lives in ``.demo/``; ``--data-root s3`` keeps the data in a bucket
+of a local moto server instead of a folder.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests._support.stack import run_chain, start_stack, write_sample_data, xcom  # noqa: E402
+from tests._support.stack import LANDING, land_customers, run_chain, start_stack, write_sample_data, xcom  # noqa: E402
 
 
 def main() -> int:
@@ -29,20 +31,25 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="new labelled customers to ingest")
     parser.add_argument("--scoring-rows", type=int, default=100_000, help="customers to score")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow and MLflow up")
+    parser.add_argument("--data-root", choices=("local", "s3"), default="local", help="where data lives")
     args = parser.parse_args()
     home = args.home.resolve()
     shutil.rmtree(home, ignore_errors=True)
-    print(f"1/3 Writing synthetic churn data under {home / 'data'}", flush=True)
-    write_sample_data(home / "data", rows=args.rows, scoring_rows=args.scoring_rows)
-    print("2/3 Starting MLflow and Airflow (scheduler, LocalExecutor, SQLite) ...", flush=True)
-    stack = start_stack(home)
+    print("1/3 Starting MLflow and Airflow (scheduler, LocalExecutor, SQLite) ...", flush=True)
+    stack = start_stack(home, data_root=args.data_root)
     try:
         print(f"    Airflow {stack.airflow.url}   MLflow {stack.mlflow.url}", flush=True)
-        print("3/3 Triggering churn_ingest; the rest follows through Assets ...", flush=True)
-        report = run_chain(stack)
+        print(f"2/3 Writing the holdout and the customers to score under {stack.uri()}", flush=True)
+        write_sample_data(stack, rows=args.rows, scoring_rows=args.scoring_rows)
+        print(
+            f"3/3 Landing new customer files in {stack.uri(LANDING)}: churn_ingest starts by itself, "
+            "the rest follows through Assets ...",
+            flush=True,
+        )
+        report = run_chain(stack, rows=args.rows)
         ok = _summarise(stack, report)
-        _land_next_batch(stack, rows=args.rows)
         if args.keep_running:
+            _land_next_batch(stack, rows=args.rows)
             _print_running(stack)
             with contextlib.suppress(KeyboardInterrupt):
                 stack.airflow.process.wait()
@@ -87,21 +94,25 @@ def _summarise(stack, report) -> bool:
             env={**os.environ, "AIRFLOW_HOME": str(stack.airflow.home)},
             check=False,
         )
-    print("\nLook and trigger DAGs by hand: bash scripts/demo.sh --keep-running")
+    print("\nKeep it running, land more files and watch them scored: bash scripts/demo.sh --keep-running")
     return True
 
 
 def _land_next_batch(stack, *, rows: int) -> None:
-    """Leave new labelled files in the landing folder, so a trigger from the UI has data to ingest."""
-    from tests._support.churn_sample import write_customers
-
-    landing = stack.data / "landing" / "customers"
-    write_customers(str(landing), rows, seed=21, n_files=2, with_label=True)
+    """Land one more batch while the stack runs: the chain starts again by itself."""
+    land_customers(stack, rows=rows, seed=22)
+    s3_env = ""
+    if stack.s3:
+        s3_env = (
+            f"AWS_ENDPOINT_URL={stack.s3.endpoint_url} AWS_ACCESS_KEY_ID={stack.s3.access_key} "
+            f"AWS_SECRET_ACCESS_KEY={stack.s3.secret_key} AWS_DEFAULT_REGION={stack.s3.region} "
+        )
     print(
-        f"\nNew files are ready in {landing}: trigger churn_ingest (UI or REST) to ingest them.\n"
-        "To land more later:\n"
-        f"  .venv/bin/python -m tests._support.churn_sample write {landing} --rows {rows} --files 2 "
-        "--with-label --seed 22"
+        f"\nA new batch just landed in {stack.uri(LANDING)}: churn_ingest starts by itself (watch it in "
+        "the UI). To land more:\n"
+        f"  {s3_env}.venv/bin/python -m tests._support.churn_sample write {stack.uri(LANDING)} "
+        f"--rows {rows} --files 2 --with-label --seed 23\n"
+        "A manual trigger of churn_ingest (UI or REST) ingests whatever is in the landing folder."
     )
 
 

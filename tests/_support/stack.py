@@ -1,87 +1,207 @@
 """The main job: the template kit running as one system through the real Airflow scheduler.
 
-One trigger of ``churn_ingest`` leads, through Assets, to validated data -> a retrained, gated and
-promoted model -> batch predictions. Airflow runs as ``airflow standalone`` (api-server, scheduler
-with LocalExecutor, dag-processor, triggerer; SQLite) with the templates as its DAG folder and
-local execution mode; MLflow is a local ``mlflow server``; local folders stand in for S3.
-Used by ``scripts/run_demo.py`` (prints a summary) and the end-to-end test (asserts on it).
+Files landing in ``{DATA_ROOT}/landing/customers`` start ``churn_ingest`` by themselves; through
+Assets follow validated data -> a retrained, gated and promoted model -> batch predictions.
+Airflow runs as ``airflow standalone`` (api-server, scheduler with LocalExecutor, dag-processor,
+triggerer; SQLite) with the templates as its DAG folder and local execution mode; MLflow is a local
+``mlflow server``. The data root is a local folder, or (``data_root="s3"``) a bucket on a moto
+server that the templates reach through an Airflow AWS connection.
+Used by ``scripts/run_demo.py`` (prints a summary) and the end-to-end tests (assert on it).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests._support.servers import AirflowServer, MlflowServer, start_airflow, start_mlflow_server
+from tests._support.servers import (
+    AirflowServer,
+    MlflowServer,
+    S3Server,
+    start_airflow,
+    start_mlflow_server,
+    start_s3_server,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAGS = ("churn_ingest", "churn_retrain", "churn_batch_inference")
 POOLS = {"ai_training": 1, "ai_inference": 2}
+LANDING = "landing/customers"
+AWS_CONN_ID = "aws_data"
+LANDING_PAUSE_SECONDS = 6.0
+"""How long a landed file stays half-written (or under its temporary name) before it is complete."""
+WATCHER_ENV = {"AI_TEMPLATES_POLL_SECONDS": "2", "AI_TEMPLATES_SETTLE_SECONDS": "10"}
+"""The landing watcher lists every 2 s, so it sees each half-written file unchanged over several
+listings, and waits for 10 s without change (longer than :data:`LANDING_PAUSE_SECONDS`)."""
 
 
 @dataclass
 class Stack:
-    """The running servers and where everything lives."""
+    """The running servers and where everything lives.
+
+    :ivar data: the local data folder: the data root itself, or (S3 data root) a folder that must
+        stay empty.
+    :ivar data_root: ``AI_TEMPLATES_DATA_ROOT`` as the templates get it.
+    :ivar s3: the moto server holding the data root, ``None`` for a local data root.
+    """
 
     home: Path
     data: Path
+    data_root: str
     mlflow: MlflowServer
     airflow: AirflowServer
+    s3: S3Server | None = None
+
+    def uri(self, *parts: str) -> str:
+        """The ``file://`` or ``s3://`` URI of ``parts`` under the data root."""
+        root = self.data_root if self.s3 else f"file://{self.data_root}"
+        return "/".join([root.rstrip("/"), *parts])
+
+    def storage_options(self) -> dict[str, str] | None:
+        """What :func:`tests._support.churn_sample.write_customers` needs to write to the data root."""
+        if not self.s3:
+            return None
+        return {
+            "endpoint_url": self.s3.endpoint_url,
+            "key": self.s3.access_key,
+            "secret": self.s3.secret_key,
+            "region_name": self.s3.region,
+        }
+
+    def list_files(self, prefix: str) -> list[str]:
+        """URIs of every file under the folder URI ``prefix`` (recursive), sorted; S3 through boto3."""
+        if not prefix.startswith("s3://"):
+            folder = Path(prefix.removeprefix("file://"))
+            return sorted(f"file://{p}" for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        bucket, key = _split_s3(prefix)
+        pages = self.s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
+        return sorted(f"s3://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents", []))
+
+    def read_bytes(self, uri: str) -> bytes:
+        """The content of a file of the data root."""
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            return self.s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return Path(uri.removeprefix("file://")).read_bytes()
 
     def stop(self) -> None:
         self.airflow.stop()
         self.mlflow.stop()
+        if self.s3:
+            self.s3.stop()
 
 
 @dataclass
 class ChainReport:
-    """What one trigger of the chain produced."""
+    """What one batch of landed files (or one manual trigger) of the chain produced."""
 
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
     tasks: dict[str, dict[str, str]] = field(default_factory=dict)
+    landed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def write_sample_data(data: Path, *, rows: int, scoring_rows: int, corrupt: bool = False) -> None:
-    """New labelled customers in landing/, a labelled holdout, and customers to score."""
-    from tests._support.churn_sample import make_customers, write_customers
+def write_sample_data(stack: Stack, *, rows: int, scoring_rows: int) -> None:
+    """A labelled holdout and customers to score, in the data root (nothing lands: see
+    :func:`land_customers`, which starts the chain)."""
+    from tests._support.churn_sample import write_customers
 
-    for folder in ("landing", "holdout", "scoring"):
-        shutil.rmtree(data / folder, ignore_errors=True)
-    if corrupt:
-        frame = make_customers(rows, seed=11)
-        frame.loc[: rows // 10, "monthly_charges"] = -50.0  # fails the suite's range check
-        (data / "landing/customers").mkdir(parents=True)
-        frame.to_parquet(data / "landing/customers/customers-00000.parquet", index=False)
+    options = stack.storage_options()
+    holdout = max(rows // 4, 2_000)
+    write_customers(
+        stack.uri("holdout/customers"), holdout, seed=12, with_label=True, storage_options=options
+    )
+    write_customers(stack.uri("scoring/customers"), scoring_rows, seed=13, n_files=2, storage_options=options)
+
+
+def land_customers(stack: Stack, folder: str = LANDING, *, rows: int, seed: int, files: int = 2) -> list[str]:
+    """Land new labelled customer files the way an upstream system writes them, not complete at once.
+
+    On a local data root each file is written under its final name in two halves,
+    :data:`LANDING_PAUSE_SECONDS` apart; on S3 (where an object appears only complete) each file is
+    uploaded under a temporary name (``<name>._COPYING_``) and renamed (copied, then the temporary
+    deleted) after the same pause. All files of the batch are completed together.
+
+    :return: the landed files' URIs.
+    """
+    from tests._support.churn_sample import write_customers
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = write_customers(scratch, rows, seed, n_files=files, with_label=True)
+        payloads = {Path(path).name: Path(path).read_bytes() for path in paths}
+    if stack.s3:
+        bucket, prefix = _split_s3(stack.uri(folder))
+        client = stack.s3.client()
+        for name, data in payloads.items():
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{name}._COPYING_", Body=data)
+        time.sleep(LANDING_PAUSE_SECONDS)
+        for name in payloads:
+            source = {"Bucket": bucket, "Key": f"{prefix}/{name}._COPYING_"}
+            client.copy_object(Bucket=bucket, Key=f"{prefix}/{name}", CopySource=source)
+            client.delete_object(**source)
     else:
-        write_customers(str(data / "landing/customers"), rows, seed=11, n_files=2, with_label=True)
-    write_customers(str(data / "holdout/customers"), max(rows // 4, 2_000), seed=12, with_label=True)
-    write_customers(str(data / "scoring/customers"), scoring_rows, seed=13, n_files=2)
+        target = Path(stack.uri(folder).removeprefix("file://"))
+        target.mkdir(parents=True, exist_ok=True)
+        handles = {name: (target / name).open("wb") for name in payloads}
+        try:
+            for name, data in payloads.items():
+                handles[name].write(data[: len(data) // 2])
+                handles[name].flush()
+            time.sleep(LANDING_PAUSE_SECONDS)
+            for name, data in payloads.items():
+                handles[name].write(data[len(data) // 2 :])
+        finally:
+            for handle in handles.values():
+                handle.close()
+    return [stack.uri(folder, name) for name in payloads]
 
 
-def start_stack(home: Path, *, extra_env: dict[str, str] | None = None) -> Stack:
-    """Start MLflow and Airflow for the templates, with pools and the three chained DAGs unpaused."""
+def start_stack(home: Path, *, data_root: str = "local", extra_env: dict[str, str] | None = None) -> Stack:
+    """Start MLflow and Airflow for the templates, with pools and the three chained DAGs unpaused.
+
+    :param data_root: ``"local"`` (``home/data``) or ``"s3"``: a moto server on 127.0.0.1 with a
+        fresh bucket, the data root ``s3://<bucket>/churn`` and the Airflow AWS connection
+        :data:`AWS_CONN_ID` (``AI_TEMPLATES_AWS_CONN_ID``) that the worker, the triggerer and the
+        local runtimes use. MLflow keeps its artifacts locally either way.
+    """
+    if data_root not in ("local", "s3"):
+        raise ValueError(f"data_root must be 'local' or 's3', got {data_root!r}")
     data = home / "data"
     data.mkdir(parents=True, exist_ok=True)
-    mlflow = start_mlflow_server(home / "mlflow")
+    s3 = start_s3_server(home / "moto") if data_root == "s3" else None
+    try:
+        mlflow = start_mlflow_server(home / "mlflow")
+    except BaseException:
+        if s3:
+            s3.stop()
+        raise
+    root = str(data)
     env = {
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow.url}),
         "AIRFLOW__AI_PROVIDER__EXECUTION_MODE": "local",
-        "AI_TEMPLATES_DATA_ROOT": str(data),
         "AI_TEMPLATES_REVIEW_TIMEOUT_MIN": "0.25",
         "PYTHONPATH": str(REPO_ROOT),
-        **(extra_env or {}),
+        **WATCHER_ENV,
     }
+    if s3:
+        bucket = f"churn-{uuid.uuid4().hex[:12]}"
+        s3.client().create_bucket(Bucket=bucket)
+        root = f"s3://{bucket}/churn"
+        env.update(_aws_connection_env(s3))
+    env = {**env, "AI_TEMPLATES_DATA_ROOT": root, **(extra_env or {})}
     try:
         airflow = start_airflow(home / "airflow", REPO_ROOT / "dag_templates", extra_env=env)
     except BaseException:
         mlflow.stop()
+        if s3:
+            s3.stop()
         raise
-    stack = Stack(home, data, mlflow, airflow)
+    stack = Stack(home, data, root, mlflow, airflow, s3)
     try:
         for pool, slots in POOLS.items():
             airflow.api("POST", "/pools", {"name": pool, "slots": slots, "include_deferred": False})
@@ -94,17 +214,52 @@ def start_stack(home: Path, *, extra_env: dict[str, str] | None = None) -> Stack
     return stack
 
 
-def run_chain(stack: Stack, *, timeout: float = 900) -> ChainReport:
-    """Trigger ``churn_ingest`` and follow the Asset-triggered runs until the chain settles."""
+def _aws_connection_env(s3: S3Server) -> dict[str, str]:
+    """The AWS connection to the moto server, as a deployment defines it, and its id for the templates.
+
+    Airflow gets no AWS variables of its own: its tasks, its triggerer and the runtimes can reach
+    the bucket only through the connection.
+    """
+    connection = {
+        "conn_type": "aws",
+        "login": s3.access_key,
+        "password": s3.secret_key,
+        "extra": {"endpoint_url": s3.endpoint_url, "region_name": s3.region},
+    }
+    return {
+        f"AIRFLOW_CONN_{AWS_CONN_ID.upper()}": json.dumps(connection),
+        "AI_TEMPLATES_AWS_CONN_ID": AWS_CONN_ID,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def run_chain(
+    stack: Stack, *, rows: int, seed: int = 11, manual: bool = False, timeout: float = 900
+) -> ChainReport:
+    """Land a batch of files and follow the chain it starts until it settles.
+
+    By default the files land in the watched landing folder and nothing is triggered: the ingest
+    run is the one the landing starts by itself. With ``manual`` they land in a folder of their own,
+    which nothing watches, and ``churn_ingest`` is triggered through the REST API (as from the UI)
+    with that folder as its ``landing`` param.
+    """
     api = stack.airflow.api
     started = time.monotonic()
     report = ChainReport()
-    since = {
-        dag_id: {r["dag_run_id"] for r in api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]}
-        for dag_id in DAGS
-    }
-    ingest = api("POST", "/dags/churn_ingest/dagRuns", {"logical_date": None})
-    report.runs["churn_ingest"] = _wait_finished(stack.airflow, "churn_ingest", ingest["dag_run_id"], timeout)
+    since = {dag_id: _run_ids(stack.airflow, dag_id) for dag_id in DAGS}
+    if manual:
+        folder = f"landing/manual-{seed}"
+        report.landed = land_customers(stack, folder, rows=rows, seed=seed)
+        body = {"logical_date": None, "conf": {"landing": stack.uri(folder)}}
+        ingest_id = api("POST", "/dags/churn_ingest/dagRuns", body)["dag_run_id"]
+    else:
+        report.landed = land_customers(stack, rows=rows, seed=seed)
+        ingest_id = _wait(
+            lambda: _new_run(stack.airflow, "churn_ingest", since["churn_ingest"], None),
+            300,
+            "an ingest run started by the landed files",
+        )
+    report.runs["churn_ingest"] = _wait_finished(stack.airflow, "churn_ingest", ingest_id, timeout)
     for dag_id in DAGS[1:]:
         upstream_ok = all(run["state"] == "success" for run in report.runs.values())
         promoted = (
@@ -112,7 +267,11 @@ def run_chain(stack: Stack, *, timeout: float = 900) -> ChainReport:
         )
         if not (upstream_ok and promoted):
             break
-        run_id = _wait(lambda d=dag_id: _new_run(stack.airflow, d, since[d]), 120, f"a run of {dag_id}")
+        run_id = _wait(
+            lambda d=dag_id: _new_run(stack.airflow, d, since[d], "asset_triggered"),
+            120,
+            f"a run of {dag_id}",
+        )
         report.runs[dag_id] = _wait_finished(stack.airflow, dag_id, run_id, timeout)
     for dag_id, run in report.runs.items():
         instances = api("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
@@ -128,6 +287,12 @@ def xcom(stack: Stack, dag_id: str, run_id: str, task_id: str, map_index: int = 
     """A task's returned value, through the REST API."""
     path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
     return stack.airflow.api("GET", f"{path}?map_index={map_index}&deserialize=true")["value"]
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key.rstrip("/")
 
 
 def _task_state(airflow: AirflowServer, report: ChainReport, task_id: str) -> str | None:
@@ -146,13 +311,18 @@ def _exists(airflow: AirflowServer, path: str) -> bool:
     return True
 
 
-def _new_run(airflow: AirflowServer, dag_id: str, known: set[str]) -> str | None:
-    """A run of ``dag_id`` that an Asset event started since ``known`` was taken."""
-    runs = airflow.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
+def _run_ids(airflow: AirflowServer, dag_id: str) -> set[str]:
+    return {run["dag_run_id"] for run in airflow.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]}
+
+
+def _new_run(airflow: AirflowServer, dag_id: str, known: set[str], run_type: str | None) -> str | None:
+    """The first run of ``dag_id`` (of ``run_type``, any but manual when ``None``) not in ``known``."""
+    runs = airflow.api("GET", f"/dags/{dag_id}/dagRuns?order_by=id")["dag_runs"]
     fresh = [
         run["dag_run_id"]
         for run in runs
-        if run["dag_run_id"] not in known and run["run_type"] == "asset_triggered"
+        if run["dag_run_id"] not in known
+        and (run["run_type"] == run_type if run_type else run["run_type"] != "manual")
     ]
     return fresh[0] if fresh else None
 
