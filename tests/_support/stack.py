@@ -74,13 +74,15 @@ class Stack:
         }
 
     def list_files(self, prefix: str) -> list[str]:
-        """URIs of every file under the folder URI ``prefix`` (recursive), sorted; S3 through boto3."""
+        """URIs of every file under the folder URI ``prefix`` (recursive), sorted; S3 through boto3
+        (the empty ``folder/`` objects that S3 clients leave as folder markers are no files)."""
         if not prefix.startswith("s3://"):
             folder = Path(prefix.removeprefix("file://"))
             return sorted(f"file://{p}" for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
         bucket, key = _split_s3(prefix)
         pages = self.s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{key}/")
-        return sorted(f"s3://{bucket}/{item['Key']}" for page in pages for item in page.get("Contents", []))
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        return sorted(f"s3://{bucket}/{key}" for key in keys if not key.endswith("/"))  # no folder markers
 
     def read_bytes(self, uri: str) -> bytes:
         """The content of a file of the data root."""
