@@ -25,16 +25,17 @@ from kubernetes.client import models as k8s
 from airflow_ai_provider.assets import model_asset
 from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
+from airflow_ai_provider.storage import data_uri
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
 DAG_ID = "churn_batch_inference"
-DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
+DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")  # a folder or s3://...
 MODEL_NAME = "churn"
 TASK_TYPE = "classification"  # or "regression": no confidence column, so no review routing
 ID_COLUMNS = ["customer_id"]  # copied next to each prediction to join it back
 EXTRA_COLUMNS = "error"  # the features come from the model's signature; "ignore" drops other columns
-SCORING_DATA = Asset(name="churn_scoring_data", uri=f"file://{DATA_ROOT}/scoring/customers")
-PREDICTIONS = Asset(name="churn_predictions", uri=f"file://{DATA_ROOT}/predictions")
+SCORING_DATA = Asset(name="churn_scoring_data", uri=data_uri(DATA_ROOT, "scoring/customers"))
+PREDICTIONS = Asset(name="churn_predictions", uri=data_uri(DATA_ROOT, "predictions"))
 SHARDS = 2
 CONFIDENCE_THRESHOLD = 0.6  # classification: rows below go to human review
 REVIEW_SUBJECT = "Review low-confidence churn predictions"
@@ -123,35 +124,35 @@ with DAG(
     ).expand(shard_index=list(range(SHARDS)))
 
     @task
-    def route_low_confidence(params=None, run_id=None, ti=None) -> dict:
+    def route_low_confidence(params=None, ti=None) -> dict:
         """Copy predictions below the threshold to <output>/review/low_confidence.parquet (only when
         the predictions carry a confidence column: a regression model's do not)."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        from airflow_ai_provider import storage
+
         threshold = params["confidence_threshold"]
         threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
         results = [r for r in ti.xcom_pull(task_ids="score") if r]
+        parts = [out["uri"] for r in results for out in r["outputs"]]
         low = []
-        for uri in (out["uri"] for r in results for out in r["outputs"]):
-            filesystem, path = pa.fs.FileSystem.from_uri(uri)
-            if CONFIDENCE not in pq.read_schema(path, filesystem=filesystem).names:
-                continue
-            table = pq.read_table(path, filesystem=filesystem)
+        for uri in parts:
+            reading = storage.filesystem(uri, what="cannot read predictions", aws_conn_id=AWS_CONN_ID)
+            with reading as (fs, path):
+                if CONFIDENCE not in pq.read_schema(path, filesystem=fs).names:
+                    continue
+                table = pq.read_table(path, filesystem=fs)
             low.append(table.filter(pc.less(table[CONFIDENCE], threshold)))
         rows = sum(t.num_rows for t in low)
+        output_uri = parts[0].rsplit("/", 1)[0] if parts else ""
         review_uri = ""
         if rows:
-            folder = (
-                (params["output_root"] or PREDICTIONS.uri).removeprefix("file://")
-                + "/"
-                + run_id.replace(":", "-").replace("+", "-")
-            )
-            review_uri = f"{folder}/review/low_confidence.parquet"
-            os.makedirs(os.path.dirname(review_uri), exist_ok=True)
-            pq.write_table(pa.concat_tables(low), review_uri + ".tmp")
-            os.replace(review_uri + ".tmp", review_uri)
+            review_uri = data_uri(output_uri, "review", "low_confidence.parquet")
+            sink = pa.BufferOutputStream()
+            pq.write_table(pa.concat_tables(low), sink)
+            storage.write_bytes(review_uri, sink.getvalue().to_pybytes(), aws_conn_id=AWS_CONN_ID)
         first = results[0]
         return {
             "low_confidence_rows": rows,
@@ -161,7 +162,7 @@ with DAG(
             "model_name": first["model"]["name"],
             "model_version": first["model"]["version"],
             "fallback": any(r.get("fallback") for r in results),
-            "output_uri": first["outputs"][0]["uri"].rsplit("/", 1)[0] if first["outputs"] else "",
+            "output_uri": output_uri,
             "mlflow_run_ids": [r["mlflow_run_id"] for r in results],
         }
 

@@ -15,12 +15,13 @@ from kubernetes.client import models as k8s
 from airflow_ai_provider.assets import drift_asset
 from airflow_ai_provider.kubernetes.deployment import ai_job_arguments
 from airflow_ai_provider.operators.drift import DriftDetectionOperator
+from airflow_ai_provider.storage import data_uri
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
 DAG_ID = "churn_drift_monitor"
-DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
+DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")  # a folder or s3://...
 MODEL_NAME = "churn"
-CURRENT_DATA = f"file://{DATA_ROOT}/scoring/customers"
+CURRENT_DATA = data_uri(DATA_ROOT, "scoring/customers")
 PSI_THRESHOLD = 0.2
 FEATURES = None  # None: every feature in the model's training profile; or a list to check
 MLFLOW_CONN_ID = os.environ.get("AI_TEMPLATES_MLFLOW_CONN_ID", "mlflow_default")

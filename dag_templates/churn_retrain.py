@@ -43,10 +43,11 @@ from airflow_ai_provider.operators.promotion import (
 )
 from airflow_ai_provider.operators.quality_gate import QualityGateOperator
 from airflow_ai_provider.operators.training import RetrainModelOperator
+from airflow_ai_provider.storage import data_uri
 
 # ---- Config: adapt to your model and data -------------------------------------------------------
 DAG_ID = "churn_retrain"
-DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")
+DATA_ROOT = os.environ.get("AI_TEMPLATES_DATA_ROOT", "/tmp/airflow-ai-provider")  # a folder or s3://...
 MODEL_NAME = "churn"
 TASK_TYPE = "classification"  # or "regression"
 TRAINING_FUNCTION = "dag_templates.include.churn_training:train"
@@ -55,8 +56,8 @@ ID_COLUMNS = ["customer_id"]  # neither features nor label
 FEATURES = None  # None: every column but the label and the id columns
 HYPERPARAMETERS = {"max_iter": 100, "learning_rate": 0.1}
 INTENDED_USE = "Rank customers by churn risk for retention campaigns; not for pricing decisions."
-HOLDOUT = f"file://{DATA_ROOT}/holdout/customers"
-VALIDATED_DATA = Asset(name="churn_validated_data", uri=f"file://{DATA_ROOT}/raw/customers")
+HOLDOUT = data_uri(DATA_ROOT, "holdout/customers")
+VALIDATED_DATA = Asset(name="churn_validated_data", uri=data_uri(DATA_ROOT, "raw/customers"))
 # The gate per task type: (metric, its minimum, the largest drop allowed against the champion).
 GATES = {"classification": ("accuracy", 0.7, 0.02), "regression": ("r2", 0.3, 0.05)}
 APPROVAL_TIMEOUT = timedelta(minutes=float(os.environ.get("AI_TEMPLATES_APPROVAL_TIMEOUT_MIN", "60")))
@@ -213,7 +214,7 @@ with DAG(
         task_id="smoke_score",
         model=f"{MODEL_NAME}/{VERSION}",
         input_uri=HOLDOUT_URI,
-        output_uri=f"file://{DATA_ROOT}/smoke/" + "{{ run_id }}",
+        output_uri=data_uri(DATA_ROOT, "smoke", "{{ run_id | replace(':', '-') | replace('+', '-') }}"),
         id_columns=[*ID_COLUMNS, LABEL],
         retries=0,
         container_resources=SCORING_RESOURCES,

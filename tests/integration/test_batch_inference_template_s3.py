@@ -1,0 +1,156 @@
+"""The batch-inference template on object storage: with an ``s3://`` data root (a real moto server,
+reached only through the template's AWS connection) and a real ``mlflow server``, ``dag.test()``
+scores the data on S3, writes the predictions and the review file there, and announces ``s3://``
+Assets."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import threading
+import time
+import uuid
+from types import ModuleType
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from tests._support.churn_sample import train_and_register, write_customers
+from tests.conftest import REPO_ROOT
+
+ROWS = 2_000
+REVIEW_TIMEOUT_S = 1.5
+
+
+def _fresh_template(name: str) -> ModuleType:
+    """``dag_templates/<name>.py`` executed anew (it reads its environment when loaded), without
+    replacing the module other tests import."""
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_{uuid.uuid4().hex}", REPO_ROOT / "dag_templates" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server) -> str:
+    return str(train_and_register(mlflow_server.url, "churn", alias="champion", n_rows=3_000)["version"])
+
+
+@pytest.fixture
+def s3_template(monkeypatch, aws_connection, mlflow_connection, s3_server, s3_bucket) -> ModuleType:
+    """The template with its data root on S3; the worker has no AWS credentials of its own."""
+    monkeypatch.setenv("AI_TEMPLATES_DATA_ROOT", f"s3://{s3_bucket}/churn")
+    monkeypatch.setenv("AI_TEMPLATES_AWS_CONN_ID", aws_connection)
+    monkeypatch.setenv("AI_TEMPLATES_INFERENCE_POOL", "default_pool")
+    monkeypatch.setenv("AI_TEMPLATES_REVIEW_TIMEOUT_MIN", str(REVIEW_TIMEOUT_S / 60))
+    return _fresh_template("churn_batch_inference")
+
+
+def _time_out_the_review_in_background(dag_id: str) -> threading.Thread:
+    """No reviewer answers: once the review waits, past its timeout, the scheduler's own sweep picks
+    the default answer (``dag.test()`` owns the main thread and runs no scheduler)."""
+
+    def sweep() -> None:
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import select
+
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                waiting = session.scalar(
+                    select(TaskInstance.run_id).where(
+                        TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
+                    )
+                )
+            if waiting:
+                time.sleep(REVIEW_TIMEOUT_S + 0.5)
+                SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    return thread
+
+
+def _objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
+    client = s3_server.client()
+    listing = client.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    keys = sorted(item["Key"] for item in listing.get("Contents", []) if not item["Key"].endswith("/"))
+    return {key[len(prefix) :]: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+
+
+def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
+    s3_template, champion, s3_server, s3_bucket
+):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from tests._support.airflow_records import dag_run_outcomes
+
+    root = f"s3://{s3_bucket}/churn"
+    assert s3_template.SCORING_DATA.uri == f"{root}/scoring/customers"
+    assert s3_template.PREDICTIONS.uri == f"{root}/predictions"
+    write_customers(
+        s3_template.SCORING_DATA.uri,
+        ROWS,
+        seed=21,
+        n_files=2,
+        storage_options={
+            "endpoint_url": s3_server.endpoint_url,
+            "key": s3_server.access_key,
+            "secret": s3_server.secret_key,
+            "region_name": s3_server.region,
+        },
+    )
+
+    sweeper = _time_out_the_review_in_background(s3_template.DAG_ID)
+    dag_run = s3_template.dag.test()
+    sweeper.join(timeout=30)
+
+    assert dag_run.state == "success"
+    outcomes = {o.task_id: o for o in dag_run_outcomes(dag_run.dag_id, dag_run.run_id)}
+    assert outcomes["publish"].state == "success"
+    run_folder = dag_run.run_id.replace(":", "-").replace("+", "-")
+    summary = outcomes["route_low_confidence"].result
+    assert summary["output_uri"] == f"{root}/predictions/{run_folder}"
+    assert summary["review_file"] == f"{summary['output_uri']}/review/low_confidence.parquet"
+
+    # On S3: both shards' parts and the review file, which holds exactly the rows below the threshold.
+    stored = _objects(s3_server, s3_bucket, f"churn/predictions/{run_folder}/")
+    assert sorted(stored) == [
+        "part-00000-of-00002.parquet",
+        "part-00001-of-00002.parquet",
+        "review/low_confidence.parquet",
+    ]
+    parts = [pq.read_table(io.BytesIO(stored[name])) for name in sorted(stored) if name.startswith("part-")]
+    assert sum(part.num_rows for part in parts) == ROWS
+    threshold = s3_template.CONFIDENCE_THRESHOLD
+    below = sorted(
+        customer
+        for part in parts
+        for customer in part.filter(pc.less(part["confidence"], threshold))["customer_id"].to_pylist()
+    )
+    review = pq.read_table(io.BytesIO(stored["review/low_confidence.parquet"]))
+    assert below and sorted(review["customer_id"].to_pylist()) == below
+    assert summary["low_confidence_rows"] == len(below)
+
+    # The Assets the run announced are the S3 ones, with the version that scored.
+    with create_session() as session:
+        (event,) = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == "churn_predictions", AssetEvent.source_run_id == dag_run.run_id)
+        ).all()
+        uri, extra = event.asset.uri, event.extra
+    assert uri == f"{root}/predictions"
+    assert extra["model_version"] == champion and extra["review"] == "Accept"
+    assert extra["review_file"] == summary["review_file"]
