@@ -68,6 +68,15 @@ def test_list_files_gives_the_folders_own_visible_files_with_a_suffix_sorted(tmp
     ]
 
 
+def test_list_files_keeps_a_hidden_file_asked_for_by_name(tmp_path):
+    for name in ("a.csv", "_SUCCESS", "_other", ".a.csv.tmp"):
+        _touch(tmp_path / name)
+
+    listed = storage.list_files(str(tmp_path), suffixes=(".csv",), names=("_SUCCESS",))
+
+    assert [f.uri.rsplit("/", 1)[1] for f in listed] == ["_SUCCESS", "a.csv"]
+
+
 def test_list_files_of_a_missing_folder_is_empty(tmp_path):
     assert storage.list_files(str(tmp_path / "nothing" / "here")) == []
 
