@@ -432,11 +432,14 @@ def test_every_template_reads_every_ai_templates_variable_the_stack_sets(airflow
 
 
 @pytest.mark.parametrize("path", TEMPLATE_FILES, ids=lambda path: path.stem)
-def test_with_the_stack_settings_every_template_gives_its_ai_jobs_the_stack_image_and_references(
+def test_with_the_stack_settings_every_template_runs_its_pods_and_keeps_its_data_where_the_stack_says(
     path, airflow_env, manifests, monkeypatch
 ):
-    """Each template file is loaded as a fresh module with the stack's AI_TEMPLATES_* environment."""
+    """Each template file is loaded as a fresh module with the stack's AI_TEMPLATES_* environment;
+    its data locations and Assets lie under the stack's data root."""
     import importlib.util
+
+    from airflow.sdk import Asset
 
     for name, value in airflow_env.items():
         if name.startswith("AI_TEMPLATES_"):
@@ -454,3 +457,8 @@ def test_with_the_stack_settings_every_template_gives_its_ai_jobs_the_stack_imag
     assert secrets == [airflow_env["AI_TEMPLATES_S3_SECRET"]] and ("Secret", secrets[0]) in manifests
     assert config_maps == [airflow_env["AI_TEMPLATES_RUNTIME_CONFIGMAP"]]
     assert ("ConfigMap", config_maps[0]) in manifests
+    values = [value.uri if isinstance(value, Asset) else value for value in vars(module).values()]
+    root = airflow_env["AI_TEMPLATES_DATA_ROOT"]
+    locations = [v for v in values if isinstance(v, str) and v.startswith(("file:", "s3:")) and v != root]
+    assert locations, f"{path.name} names no data location"
+    assert all(location.startswith(f"{root}/") for location in locations), locations
