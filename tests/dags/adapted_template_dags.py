@@ -51,3 +51,22 @@ progression on scikit-learn's diabetes data, and nothing else."""
 diabetes_batch_inference = partial(adapted_template, "churn_batch_inference", DIABETES_BATCH_INFERENCE)
 
 diabetes_batch_inference()
+
+S3_DATA_ROOT = "s3://ai-templates-s3/churn"
+
+S3_BATCH_INFERENCE = {
+    "DAG_ID": '"s3_churn_batch_inference"',
+    # One fixed root whoever parses the bundle: Airflow keeps one active Asset per name.
+    "DATA_ROOT": repr(S3_DATA_ROOT),
+    "SCORING_DATA": 'Asset(name="s3_churn_scoring_data", uri=data_uri(DATA_ROOT, "scoring/customers"))',
+    "PREDICTIONS": 'Asset(name="s3_churn_predictions", uri=data_uri(DATA_ROOT, "predictions"))',
+    "REVIEW_TIMEOUT": "timedelta(seconds=1.5)",
+    "INFERENCE_POOL": '"default_pool"',
+    "AWS_CONN_ID": '"aws_test"',
+}
+"""The batch-inference template deployed with its data root on S3 (reached through the ``aws_test``
+connection of ``tests/conftest.py``), its locations built from the root by the template itself."""
+
+s3_batch_inference = partial(adapted_template, "churn_batch_inference", S3_BATCH_INFERENCE)
+
+s3_batch_inference()

@@ -1,37 +1,25 @@
 """The batch-inference template on object storage: with an ``s3://`` data root (a real moto server,
 reached only through the template's AWS connection) and a real ``mlflow server``, ``dag.test()``
 scores the data on S3, writes the predictions and the review file there, and announces ``s3://``
-Assets."""
+Assets. The template runs as a deployment configures it (``tests/dags/adapted_template_dags.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import threading
 import time
-import uuid
-from types import ModuleType
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from tests._support.churn_sample import train_and_register, write_customers
-from tests.conftest import REPO_ROOT
+from tests.dags.adapted_template_dags import S3_DATA_ROOT, s3_batch_inference
 
 ROWS = 2_000
-REVIEW_TIMEOUT_S = 1.5
-
-
-def _fresh_template(name: str) -> ModuleType:
-    """``dag_templates/<name>.py`` executed anew (it reads its environment when loaded), without
-    replacing the module other tests import."""
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_{uuid.uuid4().hex}", REPO_ROOT / "dag_templates" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REVIEW_TIMEOUT_S = 1.5  # the adapted DAG's REVIEW_TIMEOUT
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +28,19 @@ def champion(mlflow_server) -> str:
 
 
 @pytest.fixture
-def s3_template(monkeypatch, aws_connection, mlflow_connection, s3_server, s3_bucket) -> ModuleType:
-    """The template with its data root on S3; the worker has no AWS credentials of its own."""
-    monkeypatch.setenv("AI_TEMPLATES_DATA_ROOT", f"s3://{s3_bucket}/churn")
-    monkeypatch.setenv("AI_TEMPLATES_AWS_CONN_ID", aws_connection)
-    monkeypatch.setenv("AI_TEMPLATES_INFERENCE_POOL", "default_pool")
-    monkeypatch.setenv("AI_TEMPLATES_REVIEW_TIMEOUT_MIN", str(REVIEW_TIMEOUT_S / 60))
-    return _fresh_template("churn_batch_inference")
+def s3_root(aws_connection, mlflow_connection, s3_server) -> Iterator[str]:
+    """The S3 data root the adapted template fixes, its bucket created empty; the worker itself has
+    no AWS credentials (``aws_connection`` removes them)."""
+    client = s3_server.client()
+    bucket = urlsplit(S3_DATA_ROOT).netloc
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield S3_DATA_ROOT
+    finally:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=item["Key"])
+        client.delete_bucket(Bucket=bucket)
 
 
 def _time_out_the_review_in_background(dag_id: str) -> threading.Thread:
@@ -87,20 +81,20 @@ def _objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
     return {key[len(prefix) :]: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
-def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
-    s3_template, champion, s3_server, s3_bucket
-):
+def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(s3_root, champion, s3_server):
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     from tests._support.airflow_records import dag_run_outcomes
 
-    root = f"s3://{s3_bucket}/churn"
-    assert s3_template.SCORING_DATA.uri == f"{root}/scoring/customers"
-    assert s3_template.PREDICTIONS.uri == f"{root}/predictions"
+    dag = s3_batch_inference()
+    scoring, predictions = f"{s3_root}/scoring/customers", f"{s3_root}/predictions"
+    assert {asset.uri for asset in dag.timetable.asset_condition.objects} == {"mlflow-model://churn", scoring}
+    assert [asset.uri for asset in dag.get_task("publish").outlets] == [predictions]
+    bucket, prefix = urlsplit(s3_root).netloc, urlsplit(s3_root).path.strip("/")
     write_customers(
-        s3_template.SCORING_DATA.uri,
+        scoring,
         ROWS,
         seed=21,
         n_files=2,
@@ -112,8 +106,8 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
         },
     )
 
-    sweeper = _time_out_the_review_in_background(s3_template.DAG_ID)
-    dag_run = s3_template.dag.test()
+    sweeper = _time_out_the_review_in_background(dag.dag_id)
+    dag_run = dag.test()
     sweeper.join(timeout=30)
 
     assert dag_run.state == "success"
@@ -121,11 +115,11 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
     assert outcomes["publish"].state == "success"
     run_folder = dag_run.run_id.replace(":", "-").replace("+", "-")
     summary = outcomes["route_low_confidence"].result
-    assert summary["output_uri"] == f"{root}/predictions/{run_folder}"
+    assert summary["output_uri"] == f"{predictions}/{run_folder}"
     assert summary["review_file"] == f"{summary['output_uri']}/review/low_confidence.parquet"
 
     # On S3: both shards' parts and the review file, which holds exactly the rows below the threshold.
-    stored = _objects(s3_server, s3_bucket, f"churn/predictions/{run_folder}/")
+    stored = _objects(s3_server, bucket, f"{prefix}/predictions/{run_folder}/")
     assert sorted(stored) == [
         "part-00000-of-00002.parquet",
         "part-00001-of-00002.parquet",
@@ -133,7 +127,7 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
     ]
     parts = [pq.read_table(io.BytesIO(stored[name])) for name in sorted(stored) if name.startswith("part-")]
     assert sum(part.num_rows for part in parts) == ROWS
-    threshold = s3_template.CONFIDENCE_THRESHOLD
+    threshold = dag.params["confidence_threshold"]
     below = sorted(
         customer
         for part in parts
@@ -143,14 +137,14 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
     assert below and sorted(review["customer_id"].to_pylist()) == below
     assert summary["low_confidence_rows"] == len(below)
 
-    # The Assets the run announced are the S3 ones, with the version that scored.
+    # The predictions Asset the run announced is the S3 one, with the version that scored.
     with create_session() as session:
         (event,) = session.scalars(
             select(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "churn_predictions", AssetEvent.source_run_id == dag_run.run_id)
+            .where(AssetModel.name == "s3_churn_predictions", AssetEvent.source_run_id == dag_run.run_id)
         ).all()
         uri, extra = event.asset.uri, event.extra
-    assert uri == f"{root}/predictions"
+    assert uri == predictions
     assert extra["model_version"] == champion and extra["review"] == "Accept"
     assert extra["review_file"] == summary["review_file"]
