@@ -70,3 +70,17 @@ connection of ``tests/conftest.py``), its locations built from the root by the t
 s3_batch_inference = partial(adapted_template, "churn_batch_inference", S3_BATCH_INFERENCE)
 
 s3_batch_inference()
+
+S3_INGEST = {
+    "DAG_ID": '"s3_churn_ingest"',
+    "DATA_ROOT": repr(S3_DATA_ROOT),
+    "SUITE": repr(str(TEMPLATES / "include" / "churn_expectations.json")),
+    "VALIDATED_DATA": 'Asset(name="s3_churn_validated_data", uri=data_uri(DATA_ROOT, "raw", "customers"))',
+    "LANDED_NAME": '"s3_churn_landed_customers"',
+    "AWS_CONN_ID": '"aws_test"',
+}
+"""The ingest template deployed with its data root on S3, like ``S3_BATCH_INFERENCE``."""
+
+s3_ingest = partial(adapted_template, "churn_ingest", S3_INGEST)
+
+s3_ingest()

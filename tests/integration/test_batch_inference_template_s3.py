@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
@@ -16,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests._support.churn_sample import train_and_register, write_customers
-from tests.dags.adapted_template_dags import S3_DATA_ROOT, s3_batch_inference
+from tests.dags.adapted_template_dags import s3_batch_inference
 
 ROWS = 2_000
 REVIEW_TIMEOUT_S = 1.5  # the adapted DAG's REVIEW_TIMEOUT
@@ -25,22 +24,6 @@ REVIEW_TIMEOUT_S = 1.5  # the adapted DAG's REVIEW_TIMEOUT
 @pytest.fixture(scope="module")
 def champion(mlflow_server) -> str:
     return str(train_and_register(mlflow_server.url, "churn", alias="champion", n_rows=3_000)["version"])
-
-
-@pytest.fixture
-def s3_root(aws_connection, mlflow_connection, s3_server) -> Iterator[str]:
-    """The S3 data root the adapted template fixes, its bucket created empty; the worker itself has
-    no AWS credentials (``aws_connection`` removes them)."""
-    client = s3_server.client()
-    bucket = urlsplit(S3_DATA_ROOT).netloc
-    client.create_bucket(Bucket=bucket)
-    try:
-        yield S3_DATA_ROOT
-    finally:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                client.delete_object(Bucket=bucket, Key=item["Key"])
-        client.delete_bucket(Bucket=bucket)
 
 
 def _time_out_the_review_in_background(dag_id: str) -> threading.Thread:

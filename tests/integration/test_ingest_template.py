@@ -9,6 +9,7 @@ import importlib.util
 import uuid
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
@@ -17,6 +18,7 @@ from airflow_ai_provider.landing import event_payload
 from airflow_ai_provider.storage import list_files
 from tests._support.churn_sample import write_customers
 from tests.conftest import REPO_ROOT
+from tests.dags.adapted_template_dags import s3_ingest
 
 
 def _fresh_template() -> ModuleType:
@@ -53,26 +55,20 @@ def _keys(s3_server, bucket: str, prefix: str) -> list[str]:
     )
 
 
-def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(
-    s3_template, mlflow_connection, s3_server, s3_bucket
-):
+def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(s3_root, s3_server):
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    landing = s3_template.LANDING
-    assert landing == f"s3://{s3_bucket}/churn/landing/customers"
-    assert s3_template.LANDED_FILES.uri == landing
+    dag = s3_ingest()
+    s3_bucket = urlsplit(s3_root).netloc
+    landing = dag.get_task("ingest").python_callable.__globals__["LANDING"]
+    assert landing == f"{s3_root}/landing/customers"
     write_customers(
-        s3_template.LANDING,
-        600,
-        seed=5,
-        n_files=2,
-        with_label=True,
-        storage_options=_storage_options(s3_server),
+        landing, 600, seed=5, n_files=2, with_label=True, storage_options=_storage_options(s3_server)
     )
 
-    dag_run = s3_template.dag.test()
+    dag_run = dag.test()
 
     assert dag_run.state == "success"
     run_folder = dag_run.run_id.replace(":", "-").replace("+", "-")
@@ -84,7 +80,7 @@ def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(
         (event,) = session.scalars(
             select(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "churn_validated_data", AssetEvent.source_run_id == dag_run.run_id)
+            .where(AssetModel.name == "s3_churn_validated_data", AssetEvent.source_run_id == dag_run.run_id)
         ).all()
         uri, extra = event.asset.uri, event.extra
     assert uri == f"s3://{s3_bucket}/churn/raw/customers"
