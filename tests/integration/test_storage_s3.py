@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_ai_provider import storage
 from airflow_ai_provider.exceptions import AiProviderConfigError, StorageUnavailableError
+from tests._support.http_proxy import Rule, http_proxy
 from tests._support.servers import S3Server, start_s3_server, stop_server
 
 #: ``[ai_provider] service_timeout`` of the bounded-time tests.
@@ -194,6 +195,30 @@ def test_an_unreachable_endpoint_fails_retryably_in_bounded_time_naming_it(
     assert f": object storage at {endpoint} could not be reached: " in message
     assert secret not in message and "\n" not in message
     assert elapsed < BOUND
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_a_throttled_or_unavailable_store_fails_retryably_naming_it(
+    call, monkeypatch, service_timeout, s3_server, s3_bucket
+):
+    """A loopback proxy in front of the moto server answers every request 503, as S3 does when it
+    throttles (SlowDown) or is unavailable: that is worth a retry, never bad input."""
+    s3_server.client().put_object(Bucket=s3_bucket, Key="throttled/a.csv", Body=b"a\n1\n")
+    rules = [
+        Rule(method, "", "fail", status=503, times=10_000)
+        for method in ("GET", "HEAD", "PUT", "POST", "DELETE")
+    ]
+    with http_proxy(s3_server.endpoint_url, rules) as proxy:
+        for name, value in {**s3_server.env(), "AWS_ENDPOINT_URL": proxy.url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        with pytest.raises(StorageUnavailableError) as caught:
+            CALLS[call](f"s3://{s3_bucket}/throttled")
+
+    assert not isinstance(caught.value, AirflowFailException)  # Airflow retries it
+    assert f"s3://{s3_bucket}/throttled" in str(caught.value)
+    assert f"object storage at {proxy.url}" in str(caught.value)
+    assert proxy.seen  # the requests reached the proxy, which answered 503
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,23 @@ from urllib.parse import urlparse
 from airflow_ai_provider.runtime.contract.errors import JobInputError, error_chain
 from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds
 
-#: Text in a pyarrow error that means the store did not answer (not that the request was refused).
+#: Text in a pyarrow error that means the store did not answer, or answered "not now" (throttled,
+#: unavailable, a server error): worth a retry, unlike a refused request.
 UNREACHABLE_MARKERS = (
     "NETWORK_CONNECTION",
     "Couldn't connect",
     "curlCode",
     "Connection refused",
     "timed out",
+    "SLOW_DOWN",
+    "SERVICE_UNAVAILABLE",
+    "THROTTLING",
+    "INTERNAL_FAILURE",
+    "REQUEST_TIMEOUT",
+    "HTTP status 500",
+    "HTTP status 502",
+    "HTTP status 503",
+    "HTTP status 504",
 )
 DEFAULT_REGION = "us-east-1"
 
@@ -86,6 +96,7 @@ def s3_filesystem_options(environ: Mapping[str, str], bounds: ServiceBounds) -> 
 
 
 def is_unreachable(err: BaseException) -> bool:
-    """Whether a storage error (or one it was raised from) means the store did not answer."""
+    """Whether a storage error (or one it was raised from) means the store did not answer or asked to
+    be tried again later (throttling, unavailable, a server error)."""
     texts = [" ".join(str(seen).split()) for seen in error_chain(err)]
     return any(marker in text for text in texts for marker in UNREACHABLE_MARKERS)
