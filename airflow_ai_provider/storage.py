@@ -21,6 +21,7 @@ temporary file is one.
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Iterator
@@ -207,7 +208,8 @@ def write_bytes(uri: str, data: bytes, *, aws_conn_id: str | None = None) -> Non
     """Write the file ``uri`` atomically, replacing it: readers see the old file or the whole new one.
 
     Locally a hidden temporary file in the same folder is renamed over the target (removed again
-    if the write fails); on S3 an object is visible only once its upload completed.
+    if the write fails, and the temporary files a killed earlier write of the same file left are
+    removed once this one is in place); on S3 an object is visible only once its upload completed.
     """
     store = _store(uri, aws_conn_id)
     fs = store.fs
@@ -227,6 +229,9 @@ def write_bytes(uri: str, data: bytes, *, aws_conn_id: str | None = None) -> Non
             with suppress(OSError):
                 fs.delete_file(temporary)
             raise
+        for leftover in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
+            with suppress(OSError):  # what a killed earlier write of this file left behind
+                os.remove(leftover)
 
 
 # --- internals ---------------------------------------------------------------------------------------

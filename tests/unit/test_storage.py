@@ -151,6 +151,17 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary_file(tmp_pa
     assert os.listdir(tmp_path) == ["review.parquet"]
 
 
+def test_a_write_removes_the_temporary_files_a_killed_earlier_write_of_that_file_left(tmp_path):
+    target = tmp_path / "review.parquet"
+    (tmp_path / ".review.parquet.0123abcd.tmp").write_bytes(b"half")  # a write killed mid-way
+    (tmp_path / ".other.parquet.0123abcd.tmp").write_bytes(b"half")  # another file's: not ours
+
+    storage.write_bytes(str(target), b"whole")
+
+    assert target.read_bytes() == b"whole"
+    assert sorted(os.listdir(tmp_path)) == [".other.parquet.0123abcd.tmp", "review.parquet"]
+
+
 def test_reading_a_missing_file_or_a_folder_fails_once_naming_it(tmp_path):
     with pytest.raises(
         AirflowFailException, match=rf"^cannot read file://{tmp_path}/none.csv: no such file$"
