@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from tests._support.airflow_records import asset_event
 from tests._support.churn_sample import train_and_register, write_customers
 from tests.dags.adapted_template_dags import s3_batch_inference
 
@@ -65,10 +66,6 @@ def _objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
 
 
 def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(s3_root, champion, s3_server):
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     from tests._support.airflow_records import dag_run_outcomes
 
     dag = s3_batch_inference()
@@ -121,13 +118,7 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
     assert summary["low_confidence_rows"] == len(below)
 
     # The predictions Asset the run announced is the S3 one, with the version that scored.
-    with create_session() as session:
-        (event,) = session.scalars(
-            select(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "s3_churn_predictions", AssetEvent.source_run_id == dag_run.run_id)
-        ).all()
-        uri, extra = event.asset.uri, event.extra
+    uri, extra = asset_event("s3_churn_predictions", dag_run.run_id)
     assert uri == predictions
     assert extra["model_version"] == champion and extra["review"] == "Accept"
     assert extra["review_file"] == summary["review_file"]

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_ai_provider.landing import event_payload
 from airflow_ai_provider.storage import list_files
+from tests._support.airflow_records import asset_event
 from tests._support.churn_sample import write_customers
 from tests.conftest import REPO_ROOT
 from tests.dags.adapted_template_dags import s3_ingest
@@ -56,10 +57,6 @@ def _keys(s3_server, bucket: str, prefix: str) -> list[str]:
 
 
 def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(s3_root, s3_server):
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     dag = s3_ingest()
     s3_bucket = urlsplit(s3_root).netloc
     landing = dag.get_task("ingest").python_callable.__globals__["LANDING"]
@@ -76,13 +73,7 @@ def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(s3_root, 
     moved = _keys(s3_server, s3_bucket, f"churn/raw/customers/{run_folder}/")
     assert {"customers-00000.parquet", "customers-00001.parquet"} <= set(moved)
     assert any(key.startswith("_validation/") for key in moved)  # the reports, next to the data
-    with create_session() as session:
-        (event,) = session.scalars(
-            select(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "s3_churn_validated_data", AssetEvent.source_run_id == dag_run.run_id)
-        ).all()
-        uri, extra = event.asset.uri, event.extra
+    uri, extra = asset_event("s3_churn_validated_data", dag_run.run_id)
     assert uri == f"s3://{s3_bucket}/churn/raw/customers"
     assert extra["input_uri"] == f"s3://{s3_bucket}/churn/raw/customers/{run_folder}"
     assert extra["row_count"] == 600

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests._support.airflow_records import task_tries
+from tests._support.airflow_records import asset_event, task_tries
 
 MODEL = "diabetes"
 
@@ -60,10 +60,6 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     import os
     import shutil
 
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     from tests._support.airflow_records import dag_run_outcomes
     from tests.dags.adapted_template_dags import SHARDS, diabetes_batch_inference
 
@@ -100,13 +96,7 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     assert not (folder / "review").exists()
 
     # Published: the predictions Asset names the regression model's version and carries no review.
-    with create_session() as session:
-        (event,) = session.scalars(
-            select(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetModel.name == "diabetes_predictions", AssetEvent.source_run_id == dag_run.run_id)
-        ).all()
-        extra = event.extra
+    _, extra = asset_event("diabetes_predictions", dag_run.run_id)
     assert extra["model_name"] == MODEL and extra["model_version"] == registered_regressor["version"]
     assert extra["rows"] == len(patients)
     assert extra["low_confidence_rows"] == 0 and extra["review"] == "none"
