@@ -15,10 +15,11 @@
 #
 # Usage: docker/build_runtime_image.sh            # prints the image reference on the last line
 #   IMAGE_NAME=my-runtime EXTRA_PACKAGES="xgboost==2.1.1" docker/build_runtime_image.sh
+#   RUNTIME_SOURCE=/path/to/checkout docker/build_runtime_image.sh   # build from another checkout
 # Needs root (debootstrap), podman (scripts/install_podman.sh) and uv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO="$PWD"
+REPO="${RUNTIME_SOURCE:-$PWD}"
 
 IMAGE_NAME="${IMAGE_NAME:-airflow-ai-provider-runtime}"
 EXTRA_PACKAGES="${EXTRA_PACKAGES:-}"

@@ -3,8 +3,8 @@
 # and the runtime (lint-imports, contracts in pyproject.toml), and the whole pytest suite, twice:
 #   1. in .venv, the locked environment (uv.lock);
 #   2. as users install it (scripts/test_newest.sh): the built wheel pip-installed into a fresh venv
-#      with Airflow 3.3.2 and the newest releases the declared ranges allow. The podman tests are left
-#      out there: the runtime image they play is built from uv.lock either way.
+#      with Airflow 3.3.2 and the newest releases the declared ranges allow (the runtime image the
+#      podman tests play stays pinned to uv.lock: it is what the image build installs).
 # With pytest arguments (a subset), only the locked run is made, unless TEST_NEWEST=1; TEST_NEWEST=0
 # skips the second run. In CI (or as root without podman) podman is installed first, so the pod
 # manifests run for real (tests/podman); elsewhere those tests skip when podman is absent.
@@ -26,6 +26,5 @@ echo "test.sh: the suite in the locked environment (.venv)"
 .venv/bin/pytest "$@"
 if [ "$newest" = 1 ]; then
     echo "test.sh: the suite as pip installs it, newest releases (scripts/test_newest.sh)"
-    if [ $# -eq 0 ]; then set -- tests/unit tests/integration tests/e2e; fi
     bash scripts/test_newest.sh "$@"
 fi

@@ -46,6 +46,8 @@ case "$package" in
     *) echo "test_newest.sh: airflow_ai_provider imports from $package, not the installed wheel" >&2; exit 2 ;;
 esac
 export PATH="$WORK/venv/bin:$PATH"
+# The podman tests build the runtime image (pinned to uv.lock) from the checkout, which the copy lacks.
+export RUNTIME_SOURCE="$REPO" UV="$REPO/.tools/bin/uv"
 set +e
 "$WORK/venv/bin/python" -m pytest -p no:cacheprovider "$@"
 status=$?
