@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests._support.airflow_records import asset_event
+from tests._support.airflow_records import asset_event, wait_awaiting_input
 from tests._support.churn_sample import train_and_register, write_customers
 from tests.dags.adapted_template_dags import s3_batch_inference
 
@@ -34,24 +34,10 @@ def _time_out_the_review_in_background(dag_id: str) -> threading.Thread:
     def sweep() -> None:
         from airflow.jobs.job import Job
         from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-        from sqlalchemy import select
 
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with create_session() as session:
-                waiting = session.scalar(
-                    select(TaskInstance.run_id).where(
-                        TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
-                    )
-                )
-            if waiting:
-                time.sleep(REVIEW_TIMEOUT_S + 0.5)
-                SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
-                return
-            time.sleep(0.5)
+        wait_awaiting_input(dag_id, timeout=300)
+        time.sleep(REVIEW_TIMEOUT_S + 0.5)
+        SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
 
     thread = threading.Thread(target=sweep, daemon=True)
     thread.start()

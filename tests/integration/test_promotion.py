@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from airflow_ai_provider.exceptions import ConcurrentPromotionError
-from tests._support.airflow_records import dag_run_mlflow_runs
+from tests._support.airflow_records import dag_run_mlflow_runs, wait_awaiting_input
 from tests._support.churn_sample import train_and_register
 
 
@@ -88,30 +88,10 @@ def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_vers
 def _answer_in_background(respond) -> threading.Thread:
     """``dag.test()`` must own the main thread (signals); the human answers from another one."""
     thread = threading.Thread(
-        target=lambda: respond(_wait_awaiting_input("approve_then_promote")), daemon=True
+        target=lambda: respond(wait_awaiting_input("approve_then_promote")), daemon=True
     )
     thread.start()
     return thread
-
-
-def _wait_awaiting_input(dag_id: str, timeout: float = 120) -> str:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with create_session() as session:
-            run_id = session.scalar(
-                select(TaskInstance.run_id).where(
-                    TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
-                )
-            )
-        if run_id:
-            return run_id
-        time.sleep(0.5)
-    raise AssertionError(f"no task of {dag_id} started waiting for input")
 
 
 @pytest.fixture
