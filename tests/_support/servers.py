@@ -104,6 +104,16 @@ class S3Server(_Server):
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
         )
 
+    def storage_options(self) -> dict[str, str]:
+        """fsspec/pandas ``storage_options`` that write to this server
+        (:func:`tests._support.churn_sample.write_customers`)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "key": self.access_key,
+            "secret": self.secret_key,
+            "region_name": self.region,
+        }
+
     def env(self) -> dict[str, str]:
         """Environment variables that point AWS SDKs (and MLflow's S3 store) at this server.
 

@@ -64,14 +64,7 @@ class Stack:
 
     def storage_options(self) -> dict[str, str] | None:
         """What :func:`tests._support.churn_sample.write_customers` needs to write to the data root."""
-        if not self.s3:
-            return None
-        return {
-            "endpoint_url": self.s3.endpoint_url,
-            "key": self.s3.access_key,
-            "secret": self.s3.secret_key,
-            "region_name": self.s3.region,
-        }
+        return self.s3.storage_options() if self.s3 else None
 
     def list_files(self, prefix: str) -> list[str]:
         """URIs of every file under the folder URI ``prefix`` (recursive), sorted; S3 through boto3

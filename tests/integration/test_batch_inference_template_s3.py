@@ -64,12 +64,7 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
         ROWS,
         seed=21,
         n_files=2,
-        storage_options={
-            "endpoint_url": s3_server.endpoint_url,
-            "key": s3_server.access_key,
-            "secret": s3_server.secret_key,
-            "region_name": s3_server.region,
-        },
+        storage_options=s3_server.storage_options(),
     )
 
     sweeper = _time_out_the_review_in_background(dag.dag_id)

@@ -40,15 +40,6 @@ def s3_template(monkeypatch, aws_connection, s3_server, s3_bucket) -> ModuleType
     return _fresh_template()
 
 
-def _storage_options(s3_server) -> dict:
-    return {
-        "endpoint_url": s3_server.endpoint_url,
-        "key": s3_server.access_key,
-        "secret": s3_server.secret_key,
-        "region_name": s3_server.region,
-    }
-
-
 def _keys(s3_server, bucket: str, prefix: str) -> list[str]:
     listing = s3_server.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
     return sorted(
@@ -62,7 +53,7 @@ def test_ingest_on_an_s3_data_root_moves_validates_and_announces_on_s3(s3_root, 
     landing = dag.get_task("ingest").python_callable.__globals__["LANDING"]
     assert landing == f"{s3_root}/landing/customers"
     write_customers(
-        landing, 600, seed=5, n_files=2, with_label=True, storage_options=_storage_options(s3_server)
+        landing, 600, seed=5, n_files=2, with_label=True, storage_options=s3_server.storage_options()
     )
 
     dag_run = dag.test()
@@ -94,7 +85,7 @@ def _landing_event(template: ModuleType) -> dict:
 
 
 def test_a_run_the_watcher_started_takes_only_the_announced_files_from_s3(s3_template, s3_server, s3_bucket):
-    options = _storage_options(s3_server)
+    options = s3_server.storage_options()
     write_customers(s3_template.LANDING, 100, seed=1, n_files=2, storage_options=options)
     events = _landing_event(s3_template)
     s3_server.client().put_object(Bucket=s3_bucket, Key="churn/landing/customers/late.csv", Body=b"id\n1\n")
