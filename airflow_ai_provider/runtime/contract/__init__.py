@@ -27,6 +27,11 @@ DEFAULT_RESULT_PATH: Final = "/airflow/xcom/return.json"
 SERVICE_TIMEOUT_ENV: Final = "AI_PROVIDER_SERVICE_TIMEOUT"
 #: A per-task-instance marker in the environment of every process of a local job.
 MARKER_ENV: Final = "AI_PROVIDER_TASK_MARKER"
+#: The worker's model cache for the runtime: ``<folder>`` or ``<folder>:<max MB>`` (unset: no cache).
+MODEL_CACHE_ENV: Final = "AI_PROVIDER_MODEL_CACHE"
+#: ``1``: the runtime ends with the interpreter's normal shutdown (``atexit`` handlers) instead of
+#: ``os._exit`` right after the result is written.
+FULL_EXIT_ENV: Final = "AI_PROVIDER_RUNTIME_FULL_EXIT"
 #: The guard that closes a dead task's MLflow runs, and the line the task writes when it closed them.
 RUN_GUARD_MODULE: Final = f"{RUNTIME_MODULE}.run_guard"
 RUN_GUARD_DONE: Final = "done"

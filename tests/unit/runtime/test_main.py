@@ -177,3 +177,43 @@ def test_result_replaces_an_existing_file_atomically(tmp_path):
     path.write_text("old")
     cli.write_json_atomic(str(path), {"status": "success"})
     assert read_result(path) == {"status": "success"}
+
+
+def _standalone_with_atexit(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the runtime as ``python -m`` does, with an ``atexit`` handler registered before the job."""
+    flag = tmp_path / "atexit-ran"
+    code = (
+        "import atexit, pathlib, sys\n"
+        f"atexit.register(lambda: pathlib.Path({str(flag)!r}).write_text('ran'))\n"
+        "from airflow_ai_provider.runtime.__main__ import run_standalone\n"
+        "run_standalone(sys.argv[1:])\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("AI_PROVIDER_", "MLFLOW_"))}
+    environment.update(env or {})
+    result = tmp_path / "r.json"
+    return subprocess.run(
+        [sys.executable, "-c", code, "infer", "--spec-json", "{not json", "--result-path", str(result)],
+        cwd=REPO,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_runtime_ends_without_interpreter_teardown_once_the_result_is_written(tmp_path):
+    done = _standalone_with_atexit(tmp_path)
+
+    assert done.returncode == 2, done.stderr
+    assert last_stderr_line(done).startswith("airflow-ai-runtime error: job spec is not valid JSON")
+    assert read_result(tmp_path / "r.json")["status"] == "failed"
+    assert not (tmp_path / "atexit-ran").exists(), "atexit handlers ran: the process was torn down"
+
+
+def test_full_exit_option_keeps_the_normal_interpreter_shutdown(tmp_path):
+    done = _standalone_with_atexit(tmp_path, {"AI_PROVIDER_RUNTIME_FULL_EXIT": "1"})
+
+    assert done.returncode == 2, done.stderr
+    assert read_result(tmp_path / "r.json")["status"] == "failed"
+    assert (tmp_path / "atexit-ran").read_text() == "ran"
