@@ -19,3 +19,16 @@ def test_invalid_expectation_arguments_are_named(mlflow_store, small_data):
     assert message.startswith(
         "expectation #1 expect_column_values_to_be_between has invalid kwargs ['min_value']"
     )
+
+
+def test_runner_loads_batches_without_fingerprinting_every_row():
+    """Great Expectations would hash every row of each batch it loads (twice per validation) for a
+    fingerprint the job never reports; the runner's batches carry no such fingerprint."""
+    from airflow_ai_provider.runtime.validation.gx_suite import GxRunner
+    from tests._support.churn_sample import make_customers
+
+    runner = GxRunner(max_examples=5)
+    batch = runner.definition.get_batch(batch_parameters={"dataframe": make_customers(100, with_label=False)})
+
+    assert "pandas_data_fingerprint" not in batch.batch_markers
+    assert batch.batch_markers["ge_load_time"]
