@@ -9,13 +9,13 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ConcurrentPromotionError
+from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError
 from airflow_ai_provider.mlflow_registry import check_alias_name
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities import Experiment
-
     from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.hooks.mlflow_entities import Experiment
+    from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient as MlflowClient
 
 MAX_VERSION_TAG_KEY_LENGTH = 250
 MAX_VERSION_TAG_VALUE_LENGTH = 100_000
@@ -175,14 +175,12 @@ class _AliasMover:
 
     def claim(self, epoch: int) -> None:
         """Create the claim of ``epoch``, or fail with :class:`ConcurrentPromotionError`."""
-        from mlflow.exceptions import MlflowException
-
         name = self.move.claim_name(epoch)
         try:
             self.client.create_experiment(
                 name, artifact_location=self.hook.artifact_location(name), tags=self.move.claim_tags(epoch)
             )
-        except MlflowException as err:
+        except MlflowApiError as err:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             holder = self.claim_at(epoch)

@@ -124,7 +124,7 @@ def _trace(args: argparse.Namespace, states: DagRunLookup, hook: MlflowHook | No
     if hook is None:
         client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri)
         return trace(client, args.target, states)
-    with hook.client() as client:
+    with hook.mlflow_client() as client:
         return trace(client, args.target, states)
 
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
 from airflow_ai_provider.hooks.mlflow import filter_value
+from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient as MlflowClient
 
 # MLflow's own alias rules (mlflow/utils/validation.py: _validate_model_alias_name and
 # _validate_model_alias_name_reserved), repeated so that a DAG file is checked without importing
@@ -77,13 +77,11 @@ def resolve_model(hook: MlflowHook, reference: str) -> ModelReference:
     :param reference: the model reference.
     :raises ModelReferenceError: the model, alias or version does not exist (not retried).
     """
-    from mlflow.exceptions import MlflowException
-
     spec = ModelReference.parse(reference, AiProviderConfigError)
     with hook.client() as client:
         try:
             model = client.get_registered_model(spec.name)
-        except MlflowException as err:
+        except MlflowApiError as err:
             if err.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise ModelReferenceError(
                     f"registered model {spec.name!r} does not exist in MLflow at {hook.registry_uri}"
@@ -96,12 +94,10 @@ def _resolve_existing(
     client: MlflowClient, spec: ModelReference, aliases: Mapping[str, Any]
 ) -> ModelReference:
     """``spec`` of a model known to exist, whose aliases (as read) are ``aliases``."""
-    from mlflow.exceptions import MlflowException
-
     if spec.alias:
         try:
             version = client.get_model_version_by_alias(spec.name, spec.alias)
-        except MlflowException:
+        except MlflowApiError:
             raise ModelReferenceError(
                 f"model {spec.name!r} has no alias {spec.alias!r} "
                 f"(its aliases: {', '.join(sorted(aliases)) or 'none'})"
@@ -110,7 +106,7 @@ def _resolve_existing(
     if spec.version:
         try:
             client.get_model_version(spec.name, spec.version)
-        except MlflowException:
+        except MlflowApiError:
             raise ModelReferenceError(
                 f"model {spec.name!r} has no version {spec.version}: check the registry"
             ) from None
@@ -166,8 +162,6 @@ def _pin_once(hook: MlflowHook, spec: ModelReference, parent_run_id: str, resolv
     MLflow params are write-once, so a caller that resolved something else (the alias moved
     mid-run) gets a conflict and takes the recorded value instead.
     """
-    from mlflow.exceptions import MlflowException
-
     key = f"{PIN_PARAM_PREFIX}/{spec.name}/{spec.alias or 'latest'}"
     with hook.client() as client:
         recorded = client.get_run(parent_run_id).data.params.get(key)
@@ -177,7 +171,7 @@ def _pin_once(hook: MlflowHook, spec: ModelReference, parent_run_id: str, resolv
         try:
             client.log_param(parent_run_id, key, value)
             return value
-        except MlflowException:
+        except MlflowApiError:
             recorded = client.get_run(parent_run_id).data.params.get(key)
             if recorded is None:
                 raise

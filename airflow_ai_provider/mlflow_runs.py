@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.hooks.mlflow import filter_value
+from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError, RunTag
 from airflow_ai_provider.runtime.contract import Tag
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
     from airflow_ai_provider.hooks.mlflow import MlflowHook
+    from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient as MlflowClient
 
 
 @dataclass(frozen=True)
@@ -98,16 +98,15 @@ def start_task_run(hook: MlflowHook, who: RunIdentity, experiment_name: str) -> 
             Tag.MAP_INDEX: str(who.map_index),
         }
         existing = _find_runs(client, experiment_id, keys)
+        this_try = {Tag.PARENT_RUN_ID: parent_id, "airflow.try_number": str(who.try_number), **who.extra_tags}
         if existing:
             run_id = existing[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, Tag.PARENT_RUN_ID, parent_id)
+            client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in this_try.items()])
         else:
             name = who.task_id if who.map_index < 0 else f"{who.task_id}[{who.map_index}]"
-            tags = {**keys, Tag.PARENT_RUN_ID: parent_id, Tag.RUN_NAME: name}
+            tags = {**keys, Tag.RUN_NAME: name, **this_try}
             run_id = client.create_run(experiment_id, tags=tags).info.run_id
-        for key, value in {"airflow.try_number": str(who.try_number), **who.extra_tags}.items():
-            client.set_tag(run_id, key, value)
     return TaskRun(experiment_id, parent_id, run_id, hook.run_url(experiment_id, run_id))
 
 
@@ -117,8 +116,6 @@ def finish_task_run(hook: MlflowHook, run: TaskRun, who: RunIdentity, *, succeed
     A failed run's end is recorded with the short failure-path budget
     (:data:`~airflow_ai_provider.hooks.mlflow.FAILURE_PATH_TIMEOUT`).
     """
-    from mlflow.exceptions import MlflowException
-
     status = "FINISHED" if succeeded else "FAILED"
     with hook.client(on_failure=not succeeded) as client:
         parents = _find_runs(client, run.experiment_id, _dag_run_tags(who))
@@ -126,7 +123,7 @@ def finish_task_run(hook: MlflowHook, run: TaskRun, who: RunIdentity, *, succeed
         if elected != run.parent_run_id:
             client.set_tag(run.run_id, Tag.PARENT_RUN_ID, elected)
         for loser in parents[1:]:  # created by a task that raced; its children re-parent likewise
-            with contextlib.suppress(MlflowException):
+            with contextlib.suppress(MlflowApiError):
                 client.delete_run(loser.info.run_id)
         client.set_terminated(run.run_id, status=status)
         client.set_terminated(elected, status=status)

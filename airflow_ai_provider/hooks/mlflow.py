@@ -21,18 +21,20 @@ from airflow_ai_provider.exceptions import (
     MlflowUnavailableError,
     ModelReferenceError,
 )
+from airflow_ai_provider.hooks.mlflow_entities import ACCESS, TIMEOUT, UNREACHABLE, MlflowApiError
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.contract.environment import scoped_environ
 from airflow_ai_provider.runtime.contract.timeouts import (
     MLFLOW_ACCESS_CODES,
     ServiceBounds,
-    is_timeout,
     mlflow_wait,
 )
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+
+    from airflow_ai_provider.hooks.mlflow_native import NativeClient
+    from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient
 
 # MLflow's client retries an unresponsive server for minutes by default; a try should fail within
 # ``[ai_provider] service_timeout`` with a clear message and let Airflow's own retries take over.
@@ -61,7 +63,7 @@ def filter_value(value: str) -> str:
     return f"'{value}'"
 
 
-def answered_error(err: MlflowException, doing: str, registry_uri: str) -> Exception:
+def answered_error(err: MlflowApiError, doing: str, registry_uri: str) -> Exception:
     """Classify an error the server answered while ``doing``: bad input is not retried, anything else is."""
     text = first_line(err)
     if err.error_code == "RESOURCE_DOES_NOT_EXIST":
@@ -209,16 +211,20 @@ class MlflowHook(BaseHook):
         it derives its MLflow and S3 timeouts from."""
         return {SERVICE_TIMEOUT_ENV: str(self.service_bounds.budget), **self.settings.credentials}
 
+    def _http_env(self, on_failure: bool) -> dict[str, str]:
+        """MLflow's HTTP bounds for one call; ``MLFLOW_HTTP_*`` variables already set win."""
+        bounds = self.service_bounds
+        if on_failure:
+            bounds = ServiceBounds(min(bounds.budget, FAILURE_PATH_TIMEOUT))
+        return {k: os.environ.get(k, v) for k, v in bounds.mlflow_env().items()}
+
     @contextmanager
     def _authenticated(self, on_failure: bool = False) -> Iterator[None]:
         """Expose credentials and HTTP bounds to MLflow for one call, then restore ``os.environ`` exactly.
 
         ``MLFLOW_HTTP_*`` variables already in the environment win over the derived bounds.
         """
-        bounds = self.service_bounds
-        if on_failure:
-            bounds = ServiceBounds(min(bounds.budget, FAILURE_PATH_TIMEOUT))
-        overrides = {k: v for k, v in bounds.mlflow_env().items() if k not in os.environ}
+        overrides = {k: v for k, v in self._http_env(on_failure).items() if k not in os.environ}
         overrides.update(self.settings.credentials)
         with scoped_environ(overrides):
             yield
@@ -228,44 +234,70 @@ class MlflowHook(BaseHook):
         self._unanswered = None
 
     @contextmanager
-    def client(self, *, on_failure: bool = False) -> Iterator[MlflowClient]:
-        """An ``MlflowClient`` for this connection; connection failures become one-line errors.
+    def client(self, *, on_failure: bool = False) -> Iterator[MlflowRestClient | NativeClient]:
+        """A client for this connection; connection failures become one-line errors.
 
-        Each request waits at most ``[ai_provider] service_timeout`` in all (its attempts included).
-        Once the server did not answer in time, later calls of this try fail at once. ``on_failure``:
-        the call records a failure, and gets one attempt of at most :data:`FAILURE_PATH_TIMEOUT` s.
+        For ``http(s)://`` stores it is :class:`~airflow_ai_provider.hooks.mlflow_rest.MlflowRestClient`
+        (no mlflow import); for any other store MLflow's ``MlflowClient``, wrapped so that it raises
+        :class:`~airflow_ai_provider.hooks.mlflow_entities.MlflowApiError` too. Each request waits at
+        most ``[ai_provider] service_timeout`` in all (its attempts included). Once the server did not
+        answer in time, later calls of this try fail at once. ``on_failure``: the call records a
+        failure, and gets one attempt of at most :data:`FAILURE_PATH_TIMEOUT` s.
 
         :raises MlflowUnavailableError: the server refused, dropped or did not answer (retried).
         :raises AiProviderConfigError: the server refused the credentials (not retried).
         """
-        from mlflow import MlflowClient
+        from airflow_ai_provider.hooks.mlflow_rest import open_client
 
         if self._unanswered is not None:
             raise MlflowUnavailableError(f"{self._unanswered} (not asked again in this try)")
         store = self._sqlite_dir
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
-        with self._authenticated(on_failure), self.errors():
-            yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        http = self._http_env(on_failure)
+        stores = (self.tracking_uri, self.registry_uri)
+        with (
+            self._authenticated(on_failure),
+            self.errors(),
+            open_client(*stores, self.settings.credentials, http) as client,
+        ):
+            yield client
+
+    @contextmanager
+    def mlflow_client(self) -> Iterator[MlflowClient]:
+        """MLflow's own ``MlflowClient`` for the lineage command line: bounds, credentials and mapping as
+        for :meth:`client`, but any other ``MlflowException`` passes unchanged (imports mlflow)."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from airflow_ai_provider.hooks.mlflow_native import api_error
+
+        with self._authenticated():
+            try:
+                yield MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            except MlflowException as err:
+                mapped = self.mlflow_error(api_error(err))
+                if mapped is None:
+                    raise
+                raise mapped from None
 
     @contextmanager
     def errors(self, doing: str | None = None) -> Iterator[None]:
         """Raise the provider's error for an MLflow failure inside the block (:meth:`mlflow_error`).
 
         Without ``doing`` only connection failures and refused credentials are mapped; any other
-        MLflow error passes unchanged, for the caller to handle.
+        MLflow error (:class:`~airflow_ai_provider.hooks.mlflow_entities.MlflowApiError`) passes
+        unchanged, for the caller to handle.
         """
-        from mlflow.exceptions import MlflowException
-
         try:
             yield
-        except MlflowException as err:
+        except MlflowApiError as err:
             mapped = self.mlflow_error(err, doing)
             if mapped is None:
                 raise
             raise mapped from None
 
-    def mlflow_error(self, err: MlflowException, doing: str | None = None) -> Exception | None:
+    def mlflow_error(self, err: MlflowApiError, doing: str | None = None) -> Exception | None:
         """The control plane's one mapping of an MLflow failure to a one-line provider error.
 
         - refused credentials (an access error code, HTTP 401/403): :class:`AiProviderConfigError`
@@ -275,25 +307,18 @@ class MlflowHook(BaseHook):
         - any other error the server answered: classified by :func:`answered_error` while ``doing``
           something, else ``None`` (not mapped).
         """
-        from mlflow.exceptions import RestException
-
-        if isinstance(err, RestException):
-            if err.error_code in MLFLOW_ACCESS_CODES:
-                return self._access_refused(err)
-        else:
-            message = str(err)
-            if re.search(r"error code (401|403)\b", message):
-                return self._access_refused(err)
-            if is_timeout(err):
-                self._unanswered = (
-                    f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
-                    "([ai_provider] service_timeout)"
-                )
-                return MlflowUnavailableError(f"{self._unanswered}: {first_line(err)}")
-            if "Max retries exceeded" in message or "Connection" in message:
-                return MlflowUnavailableError(
-                    f"MLflow tracking server {self.tracking_uri} is unreachable: {first_line(err)}"
-                )
+        if err.kind == ACCESS:
+            return self._access_refused(err)
+        if err.kind == TIMEOUT:
+            self._unanswered = (
+                f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "
+                "([ai_provider] service_timeout)"
+            )
+            return MlflowUnavailableError(f"{self._unanswered}: {first_line(err)}")
+        if err.kind == UNREACHABLE:
+            return MlflowUnavailableError(
+                f"MLflow tracking server {self.tracking_uri} is unreachable: {first_line(err)}"
+            )
         return None if doing is None else answered_error(err, doing, self.registry_uri)
 
     def _access_refused(self, err: Exception) -> AiProviderConfigError:
@@ -320,8 +345,6 @@ class MlflowHook(BaseHook):
     # Experiments and runs in the UI.
 
     def get_or_create_experiment(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
         with self.client() as client:
             experiment = client.get_experiment_by_name(name)
             if experiment is not None and experiment.lifecycle_stage == "deleted":
@@ -333,7 +356,7 @@ class MlflowHook(BaseHook):
                 return experiment.experiment_id
             try:
                 return client.create_experiment(name, artifact_location=self.artifact_location(name))
-            except MlflowException as err:
+            except MlflowApiError as err:
                 if err.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
                 return client.get_experiment_by_name(name).experiment_id
@@ -364,7 +387,7 @@ class MlflowHook(BaseHook):
 
 
 class ScopedClient:
-    """An ``MlflowClient`` stand-in that opens :meth:`MlflowHook.client` around each method call.
+    """A client stand-in that opens :meth:`MlflowHook.client` around each method call.
 
     :param hook: the connection whose credentials and bounds each call uses.
     """

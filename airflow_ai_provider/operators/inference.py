@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.config import ExecutionMode
+from airflow_ai_provider.hooks.mlflow_entities import Dataset, DatasetInput, InputTag
 from airflow_ai_provider.mlflow_registry import pin_model
 from airflow_ai_provider.operators.arguments import JobArguments, check_shard, uri_list
 from airflow_ai_provider.operators.base import AiJobOperator
@@ -196,8 +197,6 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
 
     def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
         """Besides metrics and tags, log the input as an MLflow dataset with its digest."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
         super().record_result(run, result)
         inputs = uri_list(self.input_uri)
         source = ",".join(inputs)

@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow_ai_provider.alias_ledger import AliasMove, move_alias
 from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
 from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.hooks.mlflow_entities import RunTag
 from airflow_ai_provider.links import MlflowRunLink
 from airflow_ai_provider.mlflow_registry import (
     PREVIOUS_ALIAS_SUFFIX,
@@ -195,8 +196,9 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
                 **{key.removeprefix("ai."): value for key, value in approval.items()},
             }
             with hook.client() as client:
-                for key, value in result.items():
-                    client.set_tag(run.run_id, f"ai.{key}", str(value))
+                client.log_batch(
+                    run.run_id, tags=[RunTag(f"ai.{key}", str(value)) for key, value in result.items()]
+                )
             for outlet in self.outlets or []:
                 if isinstance(outlet, Asset):
                     context["outlet_events"][outlet].extra = result

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_ai_provider.execution.run_guard import TaskRunGuard
 from airflow_ai_provider.hooks.mlflow import MlflowHook
+from airflow_ai_provider.hooks.mlflow_entities import Metric, RunTag
 from airflow_ai_provider.links import MLFLOW_RUN_URL_KEY
 from airflow_ai_provider.mlflow_runs import RunIdentity, TaskRun, fail_task_run, start_task_run
 from airflow_ai_provider.runtime.contract import Artifact, Tag
@@ -109,8 +110,6 @@ class MlflowTaskRunMixin:
 
     def record_result(self, run: TaskRun, result: dict[str, Any]) -> None:
         """Log the result's numeric metrics, :meth:`result_tags` and the whole result JSON."""
-        from mlflow.entities import Metric, RunTag
-
         now_ms = int(time.time() * 1000)
         metrics = {key: value for key, value in result.get("metrics", {}).items() if is_number(value)}
         metrics.update({key: result[key] for key in ("rows_in", "rows_out") if is_number(result.get(key))})

@@ -89,10 +89,9 @@ def test_oversized_version_tag_is_refused_before_anything_is_written():
     ],
 )
 def test_registry_errors_are_classified_bad_input_or_retried(code, kind):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos import databricks_pb2
+    from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError
 
-    answered = MlflowException(f"{code}: it failed\nsecond line", error_code=getattr(databricks_pb2, code))
+    answered = MlflowApiError(f"{code}: it failed\nsecond line", code)
     error = answered_error(answered, "doing", "uri")
     assert type(error) is kind
     assert isinstance(error, AirflowFailException) is (kind is not MlflowUnavailableError)

@@ -201,12 +201,11 @@ def test_bad_model_reference_is_named_in_the_error(registered, reference, messag
 
 
 def test_error_mapping_classifies_answered_errors_only_for_a_named_action(store):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos import databricks_pb2
+    from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError
 
     hook = MlflowHook()
-    answered = MlflowException("no such model", error_code=databricks_pb2.RESOURCE_DOES_NOT_EXIST)
-    with pytest.raises(MlflowException) as unmapped, hook.errors():
+    answered = MlflowApiError("no such model", "RESOURCE_DOES_NOT_EXIST", 404)
+    with pytest.raises(MlflowApiError) as unmapped, hook.errors():
         raise answered
     assert unmapped.value is answered  # the caller handles what the server answered
     expected = r"^reading churn: no such model \(registry sqlite:"
