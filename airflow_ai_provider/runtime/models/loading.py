@@ -8,6 +8,8 @@ MLflow reads them itself.
 from __future__ import annotations
 
 import os
+import tempfile
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,7 @@ from airflow_ai_provider.runtime.contract.errors import (
 )
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.spec import MlflowRef
+from airflow_ai_provider.runtime.models import cache
 from airflow_ai_provider.runtime.scratch import storage_full
 
 
@@ -42,32 +45,80 @@ def load_model(
     """Load ``models:/<name>/<version>`` as a pyfunc model, with one-line errors for what can go wrong.
 
     The version is looked up first (:func:`registry_version`) so that an unknown model or version is
-    named as such. The model is downloaded into ``scratch_dir`` (a full disk there is a one-line
-    :class:`~.scratch.StorageFullError` naming it); ``trusted_types`` are added to the skops trusted
-    types of a scikit-learn model saved with skops (needed when its ``MLmodel`` lacks them).
+    named as such. The files come from the worker's model cache when ``$AI_PROVIDER_MODEL_CACHE``
+    names one (:mod:`.cache`: a hit downloads nothing), else they are downloaded into ``scratch_dir``
+    (a full disk there is a one-line :class:`~.scratch.StorageFullError` naming it).
+    ``trusted_types`` are added to the skops trusted types of a scikit-learn model saved with skops
+    (needed when its ``MLmodel`` lacks them). ``info`` says ``model_cache`` (``hit``, ``miss`` or
+    ``off``) and how long the download and the deserialization took.
     """
     import mlflow
 
     version = registry_version(ref, mlflow_ref)
+    settings = cache.CacheSettings.from_env()
+    cached = None
+    if settings is not None:
+        key = cache.CacheKey(
+            mlflow_ref.registry_uri or mlflow_ref.tracking_uri,
+            ref.name,
+            str(ref.version),
+            str(getattr(version, "source", "") or ""),
+            str(getattr(version, "run_id", "") or ""),
+        )
+        cached = cache.ModelCache(settings).get(key, lambda folder: _download(ref, mlflow_ref, folder))
     try:
-        local = mlflow.artifacts.download_artifacts(
+        if cached is not None:
+            local, download_s = cached.path, cached.download_s
+        else:
+            started = time.perf_counter()
+            local = _download(ref, mlflow_ref, scratch_dir)
+            download_s = time.perf_counter() - started
+        started = time.perf_counter()
+        local, flavors = _trust_types(local, trusted_types, ref, scratch_dir, in_place=cached is None)
+        pyfunc = _deserialize(mlflow, local, ref)
+        deserialize_s = time.perf_counter() - started
+    finally:
+        if cached is not None:
+            cached.release()
+    info = {
+        "name": ref.name,
+        "version": str(ref.version),
+        "alias": ref.alias,
+        "uri": ref.uri,
+        "run_id": getattr(version, "run_id", None) or pyfunc.metadata.run_id,
+        "model_cache": "off" if settings is None else cached.status if cached is not None else "miss",
+        "download_s": round(download_s, 3),
+        "deserialize_s": round(deserialize_s, 3),
+    }
+    return LoadedModel(pyfunc, info, flavors)
+
+
+def _download(ref: ModelReference, mlflow_ref: MlflowRef, folder: str) -> str:
+    """Download the version's artifacts into ``folder``; return the model's local path."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.download_artifacts(
             artifact_uri=ref.uri,
-            dst_path=scratch_dir,
+            dst_path=folder,
             tracking_uri=mlflow_ref.tracking_uri,
             registry_uri=mlflow_ref.registry_uri or mlflow_ref.tracking_uri,
         )
     except Exception as err:  # storage and HTTP errors of every artifact store
         full = storage_full(
             err,
-            f"the download of model {ref.name!r} version {ref.version} to {scratch_dir}",
+            f"the download of model {ref.name!r} version {ref.version} to {folder}",
             "free space there or set scratch_dir to a folder with room",
         )
         raise full or tracking.mlflow_error(
             err, f"cannot download model {ref.name!r} version {ref.version}", mlflow_ref.tracking_uri
         ) from None
-    flavors = _trust_types(local, trusted_types, ref)
+
+
+def _deserialize(mlflow: Any, local: str, ref: ModelReference) -> Any:
+    """``mlflow.pyfunc.load_model(local)``, with one-line errors."""
     try:
-        pyfunc = mlflow.pyfunc.load_model(local)
+        return mlflow.pyfunc.load_model(local)
     except ImportError as err:
         raise ModelLoadError(
             f"model {ref.name!r} version {ref.version} needs a package missing from the runtime: {one_line(err)}"
@@ -82,14 +133,6 @@ def load_model(
         raise ModelLoadError(
             f"cannot load model {ref.name!r} version {ref.version}: {one_line(err)}"
         ) from None
-    info = {
-        "name": ref.name,
-        "version": str(ref.version),
-        "alias": ref.alias,
-        "uri": ref.uri,
-        "run_id": getattr(version, "run_id", None) or pyfunc.metadata.run_id,
-    }
-    return LoadedModel(pyfunc, info, flavors)
 
 
 def registry_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
@@ -120,8 +163,16 @@ def registry_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     raise JobInputError(f"model {ref.name!r} has no version {ref.version} in {registry}")
 
 
-def _trust_types(local_path: str, trusted_types: list[str], ref: ModelReference) -> dict[str, Any]:
-    """Add ``trusted_types`` to a skops-saved scikit-learn model's flavor config; return the flavors."""
+def _trust_types(
+    local_path: str, trusted_types: list[str], ref: ModelReference, scratch_dir: str, *, in_place: bool
+) -> tuple[str, dict[str, Any]]:
+    """Add ``trusted_types`` to a skops-saved scikit-learn model's flavor config; return the folder to
+    load and the flavors.
+
+    With ``in_place`` the ``MLmodel`` is rewritten where it is; otherwise (a cache entry, which must
+    stay as its checksums say) the model is loaded from a folder in ``scratch_dir`` that links every
+    file of ``local_path`` but holds its own ``MLmodel``.
+    """
     from mlflow.models import Model
 
     mlmodel_path = os.path.join(local_path, "MLmodel")
@@ -134,8 +185,14 @@ def _trust_types(local_path: str, trusted_types: list[str], ref: ModelReference)
     sklearn = model.flavors.get("sklearn")
     if trusted_types and sklearn and sklearn.get("serialization_format") == "skops":
         sklearn["skops_trusted_types"] = sorted({*(sklearn.get("skops_trusted_types") or []), *trusted_types})
+        if not in_place:
+            overlay = tempfile.mkdtemp(prefix="ai-model-", dir=scratch_dir)
+            for name in os.listdir(local_path):
+                if name != "MLmodel":
+                    os.symlink(os.path.join(local_path, name), os.path.join(overlay, name))
+            local_path, mlmodel_path = overlay, os.path.join(overlay, "MLmodel")
         model.save(mlmodel_path)
-    return dict(model.flavors)
+    return local_path, dict(model.flavors)
 
 
 def _untrusted_types_message(err: BaseException) -> str | None:
