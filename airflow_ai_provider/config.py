@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from enum import Enum
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.runtime.contract import MODEL_CACHE_ENV
 from airflow_ai_provider.runtime.contract.timeouts import DEFAULT_SERVICE_TIMEOUT, parse_seconds
 
 CONFIG_SECTION = "ai_provider"
 DEFAULT_RUNTIME_IMAGE = "airflow-ai-provider-runtime:0.1.0"
+DEFAULT_MODEL_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"airflow-ai-model-cache-{os.getuid()}")
+DEFAULT_MODEL_CACHE_MAX_MB = 2048
 
 
 class ExecutionMode(str, Enum):
@@ -73,3 +78,45 @@ def service_timeout() -> int:
         raise AiProviderConfigError(
             f"invalid [ai_provider] service_timeout (AIRFLOW__AI_PROVIDER__SERVICE_TIMEOUT) {raw!r}: {err}"
         ) from None
+
+
+def model_cache_dir() -> str | None:
+    """The worker's model cache folder, shared by the local runtimes of every shard and task.
+
+    ``[ai_provider] model_cache_dir`` (env ``AIRFLOW__AI_PROVIDER__MODEL_CACHE_DIR``), default
+    ``<temp dir>/airflow-ai-model-cache-<uid>``; an empty value or ``off`` turns the cache off.
+
+    :raises AiProviderConfigError: the folder is not an absolute path.
+    """
+    raw = _conf_get("model_cache_dir", DEFAULT_MODEL_CACHE_DIR).strip()
+    if raw.lower() in ("", "off", "none", "false"):
+        return None
+    if not os.path.isabs(raw):
+        raise AiProviderConfigError(
+            f"invalid [ai_provider] model_cache_dir (AIRFLOW__AI_PROVIDER__MODEL_CACHE_DIR) {raw!r}: use an "
+            "absolute folder, or 'off'"
+        )
+    return raw
+
+
+def model_cache_max_mb() -> int:
+    """Megabytes the model cache may hold (``[ai_provider] model_cache_max_mb``, default 2048).
+
+    :raises AiProviderConfigError: the value is not a positive whole number.
+    """
+    raw = _conf_get("model_cache_max_mb", str(DEFAULT_MODEL_CACHE_MAX_MB)).strip()
+    if not raw.isdigit() or int(raw) <= 0:
+        raise AiProviderConfigError(
+            f"invalid [ai_provider] model_cache_max_mb (AIRFLOW__AI_PROVIDER__MODEL_CACHE_MAX_MB) {raw!r}: "
+            "use a positive number of megabytes"
+        )
+    return int(raw)
+
+
+def model_cache_env(folder: str | None = None) -> dict[str, str]:
+    """``$AI_PROVIDER_MODEL_CACHE`` for a runtime that caches models in ``folder`` (default
+    :func:`model_cache_dir`); empty when the cache is off."""
+    folder = folder or model_cache_dir()
+    if folder is None:
+        return {}
+    return {MODEL_CACHE_ENV: f"{folder}:{model_cache_max_mb()}"}

@@ -133,6 +133,30 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "60",
                         "default": "20",
                     },
+                    "model_cache_dir": {
+                        "description": (
+                            "Folder where local runtimes keep the model versions they downloaded, shared "
+                            "by every shard and task on the worker (checked by checksum on each use, "
+                            "filled once when shards start together). Unset: "
+                            "<temp dir>/airflow-ai-model-cache-<uid>; 'off' turns the cache off. The "
+                            "runtime gets it as AI_PROVIDER_MODEL_CACHE. Pods use a cache only when "
+                            "they mount a volume at /var/cache/airflow-ai-models (docs/kubernetes.md)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow-ai-models",
+                        "default": None,
+                    },
+                    "model_cache_max_mb": {
+                        "description": (
+                            "Megabytes the model cache may hold; after each download the least recently "
+                            "used versions are removed until it fits (never one a job is loading)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "8192",
+                        "default": "2048",
+                    },
                     "default_resources_infer": {
                         "description": (
                             "Kubernetes resources (JSON with ``requests`` and ``limits``) of batch inference "

@@ -11,6 +11,8 @@ ends the processes of this user that carry it, after the runtime exits and befor
 starts. The runtime's temporary files and model copies go to a per-task-instance scratch folder
 (``$TMPDIR`` of the runtime), the same for every try of a task instance: it is removed at the end
 of every try and at the start of the next, so a try killed with SIGKILL leaves nothing for long.
+Downloaded model versions are the exception: they go to the worker's model cache
+(``[ai_provider] model_cache_dir``, passed as ``$AI_PROVIDER_MODEL_CACHE``), shared by every task.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_ai_provider.config import model_cache_env
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
 from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV, processes
 
@@ -106,6 +109,7 @@ class LocalJobRunner:
         result_path = self.scratch / "return.json"
         env = {
             **os.environ,
+            **model_cache_env(),
             **self.env,
             RESULT_PATH_ENV: str(result_path),
             "PYTHONUNBUFFERED": "1",

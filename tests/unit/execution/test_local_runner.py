@@ -211,3 +211,48 @@ def test_task_timeout_in_airflow_ends_a_helper_that_started_a_new_session(airflo
         assert dag_run.state == "failed"
         assert with_marker(marker) == []
         assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("folder", "size", "seen"),
+    [
+        ("/srv/model-cache", "512", "/srv/model-cache:512"),
+        ("off", "512", ""),
+    ],
+)
+def test_the_runtime_gets_the_workers_model_cache_from_the_config(tmp_path, monkeypatch, folder, size, seen):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__MODEL_CACHE_DIR", folder)
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__MODEL_CACHE_MAX_MB", size)
+    monkeypatch.delenv("AI_PROVIDER_MODEL_CACHE", raising=False)
+    python = _fake_python(
+        tmp_path,
+        """echo "{\\"status\\": \\"success\\", \\"seen\\": \\"$AI_PROVIDER_MODEL_CACHE\\"}" > "$AI_PROVIDER_RESULT_PATH" """,
+    )
+    assert LocalJobRunner([python], {}, logging.getLogger("x")).run()["seen"] == seen
+
+
+def test_the_default_model_cache_is_a_private_folder_under_the_workers_temp_dir(monkeypatch):
+    import tempfile
+
+    from airflow_ai_provider.config import model_cache_env
+
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__MODEL_CACHE_DIR", raising=False)
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__MODEL_CACHE_MAX_MB", raising=False)
+    expected = f"{tempfile.gettempdir()}/airflow-ai-model-cache-{os.getuid()}:2048"
+    assert model_cache_env() == {"AI_PROVIDER_MODEL_CACHE": expected}
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("MODEL_CACHE_DIR", "relative/cache", "model_cache_dir"),
+        ("MODEL_CACHE_MAX_MB", "-5", "model_cache_max_mb"),
+    ],
+)
+def test_a_bad_model_cache_option_is_one_line_naming_it(monkeypatch, option, value, named):
+    from airflow_ai_provider.config import model_cache_env
+    from airflow_ai_provider.exceptions import AiProviderConfigError
+
+    monkeypatch.setenv(f"AIRFLOW__AI_PROVIDER__{option}", value)
+    with pytest.raises(AiProviderConfigError, match=f"invalid \\[ai_provider\\] {named} "):
+        model_cache_env()
