@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from airflow_ai_provider.config import service_timeout
+from airflow_ai_provider.config import model_cache_env, service_timeout
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 
 if TYPE_CHECKING:
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from airflow_ai_provider.runtime.contract.spec import JobSpec
 
 LABEL_PREFIX = "ai.airflow.apache.org/"
+#: Mount a volume here (emptyDir, hostPath or PVC) and the pod's runtime keeps its model cache on it.
+MODEL_CACHE_MOUNT = "/var/cache/airflow-ai-models"
 _LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -129,3 +131,13 @@ def task_env(context: Context | None) -> dict[str, str]:
         SERVICE_TIMEOUT_ENV: str(service_timeout()),
     }
     return {**env, **trace_env(trace_carrier(ti), openlineage_parent_id(ti))}
+
+
+def pod_model_cache_env(container: dict[str, Any]) -> dict[str, str]:
+    """``$AI_PROVIDER_MODEL_CACHE`` for a main ``container`` that mounts a writable volume at
+    :data:`MODEL_CACHE_MOUNT` (the cache goes to its ``models`` subfolder, which the runtime's user
+    creates; size limit ``[ai_provider] model_cache_max_mb``); empty when nothing is mounted there."""
+    for mount in container.get("volumeMounts") or []:
+        if str(mount.get("mountPath", "")).rstrip("/") == MODEL_CACHE_MOUNT and not mount.get("readOnly"):
+            return model_cache_env(f"{MODEL_CACHE_MOUNT}/models")
+    return {}

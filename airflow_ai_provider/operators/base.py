@@ -26,7 +26,13 @@ from airflow_ai_provider.kubernetes import (
 )
 from airflow_ai_provider.kubernetes.pod_checks import check_built_pod, resources_dict
 from airflow_ai_provider.kubernetes.pod_defaults import merge_resources, secure_pod
-from airflow_ai_provider.kubernetes.pod_env import pod_annotations, pod_labels, task_env, task_keys
+from airflow_ai_provider.kubernetes.pod_env import (
+    pod_annotations,
+    pod_labels,
+    pod_model_cache_env,
+    task_env,
+    task_keys,
+)
 from airflow_ai_provider.kubernetes.pod_failures import raise_pod_failure
 from airflow_ai_provider.links import MlflowRunLink
 from airflow_ai_provider.mlflow_runs import RunIdentity, TaskRun, finish_task_run
@@ -206,7 +212,7 @@ class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
                 gpu_node_selector=gpu_node_selector,
                 labels=pod_labels(keys, self.job_type, self._job_spec),
                 annotations=pod_annotations(keys, self._job_spec),
-                env=task_env(context),
+                env={**task_env(context), **pod_model_cache_env(main)},
                 run_as_user=configured_run_as_user(),
                 scratch_size_limit=configured_scratch_size_limit(),
             )

@@ -124,3 +124,28 @@ def test_strict_schema_validation_rejects_an_unknown_field():
     manifest["spec"]["containers"][0]["gpus"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_a_pod_that_mounts_a_cache_volume_keeps_its_model_cache_there(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__MODEL_CACHE_MAX_MB", "4096")
+    op = _operator(
+        volumes=[k8s.V1Volume(name="models", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="5Gi"))],
+        volume_mounts=[k8s.V1VolumeMount(name="models", mount_path="/var/cache/airflow-ai-models")],
+    )
+    manifest = _build(op)
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    env = {e["name"]: e.get("value") for e in manifest["spec"]["containers"][0]["env"]}
+    assert env["AI_PROVIDER_MODEL_CACHE"] == "/var/cache/airflow-ai-models/models:4096"
+
+
+@pytest.mark.parametrize(
+    "mount",
+    [None, k8s.V1VolumeMount(name="models", mount_path="/var/cache/airflow-ai-models", read_only=True)],
+)
+def test_a_pod_without_a_writable_cache_volume_has_no_model_cache(mount):
+    extra = {}
+    if mount is not None:
+        extra = {"volumes": [k8s.V1Volume(name="models", empty_dir={})], "volume_mounts": [mount]}
+    manifest = _build(_operator(**extra))
+    names = [e["name"] for e in manifest["spec"]["containers"][0].get("env") or []]
+    assert "AI_PROVIDER_MODEL_CACHE" not in names
