@@ -41,7 +41,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     :param id_columns: input columns copied to the output to join predictions back: a list, or one
         column name as a string (a string with a comma is refused: pass a list). (templated)
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
-    :param batch_size: rows per Arrow record batch. (templated)
+    :param batch_size: rows per Arrow record batch; default: sized from the input's Parquet metadata
+        and the memory available, so a small input is one batch (CSV: 65536 rows). (templated)
     :param shard_index: this task's shard, ``0 <= shard_index < shard_count``. (templated)
     :param shard_count: number of shards the input is split into. (templated)
     :param fallback_model: model to use when ``model`` exists but cannot be loaded (a broken
@@ -100,7 +101,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         output_uri: str,
         id_columns: list[str] | None = None,
         input_format: str | None = None,
-        batch_size: int = 65_536,
+        batch_size: int | None = None,
         shard_index: int | str = 0,
         shard_count: int | str = 1,
         fallback_model: str | None = None,

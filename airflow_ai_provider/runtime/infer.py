@@ -8,7 +8,10 @@ Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
 
 - ``id_columns`` (list of str, or one name as a string, default none): input columns copied to the
   output next to the predictions.
-- ``batch_size`` (int, default 65536): rows per record batch.
+- ``batch_size`` (int, default none): rows per record batch. Without it the batches are sized from
+  the Parquet metadata and a memory budget (:func:`batch_rows`): a small input is read as one batch,
+  a large one in equal batches of up to :data:`BATCH_MEMORY_BYTES` in flight; CSV input is read in
+  batches of 65536 rows.
 - ``input_format`` (``"parquet"`` or ``"csv"``): overrides the format taken from file suffixes.
 - ``extra_columns`` (``"error"`` or ``"ignore"``, default ``"error"``): what to do with input
   columns that are neither model features nor id columns.
@@ -34,13 +37,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import Log, log_line, reports, storage
+from airflow_ai_provider.runtime import Log, log_line, memory, reports, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
@@ -50,6 +52,9 @@ from airflow_ai_provider.runtime.models.predictors import make_predictor, predic
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 LOG_EVERY_BATCHES = 10
+#: Memory the rows in flight may take when ``batch_size`` is not set (less when the machine or
+#: container has less to spare: a quarter of what is available).
+BATCH_MEMORY_BYTES = 160 << 20
 
 
 @dataclass
@@ -57,6 +62,7 @@ class _Stats:
     rows_in: int = 0
     rows_out: int = 0
     batches: int = 0
+    batch_rows: int = 0
     read_s: float = 0.0
     predict_s: float = 0.0
     write_s: float = 0.0
@@ -82,6 +88,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir
     )
     stats = _Stats()
+    early = _early_reader(metas, units, params, stats, log)
     try:
         with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
             load_started = time.perf_counter()
@@ -93,9 +100,9 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             stream_started = time.perf_counter()
             if units:
                 with _unique_ids(params, model_dir) as unique:
-                    _stream(metas, units, features, model, params, writer, stats, log, unique)
+                    _stream(metas, units, features, model, params, writer, stats, log, unique, early)
                     if unique is not None:
-                        _check_unique(unique, metas, units, params, spec, log)
+                        _check_unique(unique, metas, units, params, spec, log, stats.batch_rows)
             publish_started = time.perf_counter()
             output = writer.publish()
             stats.write_s += time.perf_counter() - publish_started
@@ -103,6 +110,9 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     except BaseException:
         writer.discard()
         raise
+    finally:
+        if early is not None:
+            early.close()
     if units and stats.rows_in == 0 and spec.shard.count == 1:
         raise JobInputError(f"input has no rows: {', '.join(spec.inputs)}")
     if output is not None:
@@ -123,6 +133,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         "predict_s": round(stats.predict_s, 3),
         "write_s": round(stats.write_s, 3),
         "batches": stats.batches,
+        "batch_rows": stats.batch_rows,
     }
     return reports.finish(result, started, metrics)
 
@@ -191,21 +202,31 @@ def _stream(
     stats: _Stats,
     log: Log,
     unique: DuplicateFinder | None = None,
+    early: storage.ReadAhead | None = None,
 ) -> None:
     """Read, predict and write the shard batch by batch, with the next batch read in the background.
 
     Writing stays in this thread: measured on 2 cores, a writer thread gained nothing once floats are
     written without dictionary encoding (0.2 s of 5.7 s for 2M rows), while reading ahead hides the
-    latency of object storage.
+    latency of object storage. ``early`` is the reader :func:`_early_reader` started before the model
+    loaded; it is used when it reads the columns needed, its batches cast here.
     """
     first = metas[units[0].file_index].schema
     predictor = make_predictor(model, features.names, first, params.predict_proba)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *features.names]))
-    batches = storage.iter_batches(metas, units, columns, features.types, params.batch_size)
+    if early is not None and sorted(early.columns) == sorted(columns):
+        reader, cast = early, features.types
+    else:
+        if early is not None:
+            early.close()
+        stats.batch_rows = batch_rows(metas, units, columns, params, log)
+        batches = storage.iter_batches(metas, units, columns, features.types, stats.batch_rows)
+        reader, cast = storage.ReadAhead(batches, columns), {}
     started = time.perf_counter()
-    with contextlib.closing(_read_ahead(batches, stats)) as reader:
+    with contextlib.closing(reader):
         for batch in reader:
+            batch = storage.cast_batch(batch, cast) if cast else batch
             begin = time.perf_counter()
             try:
                 predicted = predictor.predict(batch)
@@ -227,6 +248,38 @@ def _stream(
             if stats.batches % LOG_EVERY_BATCHES == 0:
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
+    stats.read_s = reader.seconds
+
+
+def _early_reader(
+    metas: list[storage.FileMeta], units: list[storage.Unit], params: InferParams, stats: _Stats, log: Log
+) -> storage.ReadAhead | None:
+    """The shard's batches, read from now on, while the model loads, when the columns to read are
+    known before the model is: Parquet input with ``extra_columns='error'``, where every column is
+    a feature or an id column (or the job fails on its columns before a batch is used)."""
+    if not units or metas[units[0].file_index].file.format != "parquet" or params.extra_columns != "error":
+        return None
+    columns = list(metas[units[0].file_index].schema.names)
+    stats.batch_rows = batch_rows(metas, units, columns, params, log)
+    return storage.ReadAhead(storage.iter_batches(metas, units, columns, {}, stats.batch_rows), columns)
+
+
+def batch_rows(
+    metas: list[storage.FileMeta],
+    units: list[storage.Unit],
+    columns: list[str],
+    params: InferParams,
+    log: Log,
+) -> int:
+    """``batch_size`` when set, else rows per batch sized from the input's metadata so that the rows in
+    flight take at most :data:`BATCH_MEMORY_BYTES`, or a quarter of the memory available if less."""
+    if params.batch_size is not None:
+        return params.batch_size
+    available = memory.available_bytes()
+    budget = BATCH_MEMORY_BYTES if available is None else min(BATCH_MEMORY_BYTES, available // 4)
+    rows = storage.auto_batch_rows(metas, units, columns, budget)
+    log(f"batches of {rows} rows (sized from the input metadata, {budget >> 20} MiB for rows in flight)")
+    return rows
 
 
 @contextlib.contextmanager
@@ -260,13 +313,14 @@ def _check_unique(
     params: InferParams,
     spec: JobSpec,
     log: Log,
+    rows: int,
 ) -> None:
     """Fail, before the part file is published, when some ids repeat in this shard."""
     candidates = unique.repeated_hashes()
     if not len(candidates):
         return
     log(f"repeated id hashes found; reading {', '.join(params.id_columns)} again to count duplicates")
-    for batch in storage.iter_batches(metas, units, params.id_columns, {}, params.batch_size):
+    for batch in storage.iter_batches(metas, units, params.id_columns, {}, rows):
         unique.count_values(_id_frame(batch, params.id_columns), candidates)
     repeated = unique.repeated()
     if not repeated:
@@ -279,27 +333,6 @@ def _check_unique(
         f"{spec.shard.count}: {len(repeated)} id value(s) appear more than once ({extra} duplicate rows), e.g. "
         f"{example} {count} times: deduplicate the input, or drop check_unique_ids to score duplicates as they are"
     )
-
-
-def _read_ahead(batches: Iterator[pa.RecordBatch], stats: _Stats) -> Iterator[pa.RecordBatch]:
-    """Yield from ``batches`` while the next batch is already being read in a background thread."""
-    done = object()
-
-    def next_batch() -> Any:
-        begin = time.perf_counter()
-        try:
-            return next(batches, done)
-        finally:
-            stats.read_s += time.perf_counter() - begin
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader") as pool:
-        upcoming = pool.submit(next_batch)
-        while True:
-            batch = upcoming.result()
-            if batch is done:
-                return
-            upcoming = pool.submit(next_batch)
-            yield batch
 
 
 def _input_entries(metas: list[storage.FileMeta], units: list[storage.Unit]) -> list[dict[str, Any]]:

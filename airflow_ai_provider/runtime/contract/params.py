@@ -107,7 +107,7 @@ class InferParams(JobParams):
     """The ``infer`` parameters."""
 
     id_columns: list[str] = field(default_factory=list)
-    batch_size: int = 65_536
+    batch_size: int | None = None  # sized from the input's metadata and a memory budget
     input_format: str | None = None
     extra_columns: str = "error"
     predict_proba: bool = True

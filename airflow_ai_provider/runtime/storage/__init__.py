@@ -28,6 +28,9 @@ from airflow_ai_provider.runtime.storage.locations import (
 from airflow_ai_provider.runtime.storage.part_writer import PartWriter
 from airflow_ai_provider.runtime.storage.reading import (
     InputData,
+    ReadAhead,
+    auto_batch_rows,
+    cast_batch,
     column_types,
     iter_batches,
     missing_values,
@@ -47,7 +50,10 @@ __all__ = [
     "InputFile",
     "Location",
     "PartWriter",
+    "ReadAhead",
     "Unit",
+    "auto_batch_rows",
+    "cast_batch",
     "check_bucket",
     "check_scratch_dir",
     "column_types",

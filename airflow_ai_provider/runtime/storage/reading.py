@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -15,6 +19,15 @@ from airflow_ai_provider.runtime.storage.units import Unit, input_digest, plan_u
 #: Read buffer per column: with ``pre_buffer=False`` Parquet is decoded page by page, so memory
 #: follows the batch size, not the row-group size.
 PARQUET_BUFFER_SIZE = 1 << 20
+#: Rows per batch when the rows cannot be sized from Parquet metadata (CSV input).
+DEFAULT_BATCH_ROWS = 65_536
+#: Bounds of an automatically sized batch.
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1024, 1 << 20
+#: Copies of a batch's rows held at once while streaming: the batch being predicted, the batch read
+#: ahead, the model's input matrix and the output columns.
+COPIES_IN_FLIGHT = 4
+#: Row groups sampled for the bytes per row of the columns read.
+SAMPLED_ROW_GROUPS = 16
 
 
 # --- streaming reads -------------------------------------------------------------------------------
@@ -37,9 +50,39 @@ def iter_batches(
             batches = _csv_batches(meta, columns, types, batch_size)
         try:
             for batch in batches:
-                yield _cast(batch, types)
+                yield cast_batch(batch, types)
         except (OSError, pa.ArrowException) as err:
             raise read_error(err, meta) from None
+
+
+def auto_batch_rows(metas: list[FileMeta], units: list[Unit], columns: list[str], memory_bytes: int) -> int:
+    """Rows per batch for streaming ``columns`` of the shard's ``units`` within ``memory_bytes``.
+
+    The bytes per row come from the Parquet metadata (uncompressed size of the columns read, at least
+    8 bytes per column); :data:`COPIES_IN_FLIGHT` copies of a batch must fit in ``memory_bytes``. The
+    shard's rows are then cut into batches of equal size, so a small input is read as one batch (no
+    small last batch) and a large one in batches as large as memory allows. CSV input, whose rows are
+    not known before reading, gets :data:`DEFAULT_BATCH_ROWS`.
+    """
+    parquet = [unit for unit in units if unit.row_group is not None]
+    rows = sum(unit.weight for unit in parquet)
+    if rows == 0:
+        return DEFAULT_BATCH_ROWS
+    wanted = set(columns)
+    step = max(1, len(parquet) // SAMPLED_ROW_GROUPS)
+    sampled_rows = sampled_bytes = 0
+    for unit in parquet[::step]:
+        group = metas[unit.file_index].parquet_metadata.row_group(unit.row_group)
+        sampled_rows += group.num_rows
+        for position in range(group.num_columns):
+            chunk = group.column(position)
+            if chunk.path_in_schema.split(".")[0] in wanted:
+                sampled_bytes += chunk.total_uncompressed_size
+    row_bytes = max(sampled_bytes / max(sampled_rows, 1), 8.0 * len(columns), 1.0)
+    fit = int(memory_bytes // (COPIES_IN_FLIGHT * row_bytes))
+    largest = min(max(fit, MIN_BATCH_ROWS), MAX_BATCH_ROWS)
+    batches = -(-rows // largest)
+    return -(-rows // batches)
 
 
 def _parquet_batches(meta: FileMeta, row_groups: list[int], columns: list[str], batch_size: int) -> Iterator:
@@ -65,7 +108,57 @@ def _csv_batches(
         )
 
 
-def _cast(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
+class ReadAhead:
+    """Iterates ``batches`` with the next batch already being read in a background thread, from the
+    moment it is made: the first batch is read while the caller does other work (loads the model).
+
+    A read's error is raised where that batch is taken. :meth:`close` waits for a read in flight and
+    closes ``batches`` (and so its files); :attr:`seconds` is the time spent reading.
+
+    :param batches: the record batches, e.g. from :func:`iter_batches`.
+    :param columns: the columns ``batches`` holds, for the caller to check against what it needs.
+    """
+
+    _done = object()
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], columns: list[str] | None = None) -> None:
+        self.columns = list(columns or [])
+        self.seconds = 0.0
+        self._batches = batches
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reader")
+        self._upcoming = self._pool.submit(self._next)
+
+    def _next(self) -> Any:
+        begin = time.perf_counter()
+        try:
+            return next(self._batches, self._done)
+        finally:
+            self.seconds += time.perf_counter() - begin
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while not self._closed:
+            batch = self._upcoming.result()
+            if batch is self._done:
+                return
+            self._upcoming = self._pool.submit(self._next)
+            yield batch
+
+    def close(self) -> None:
+        """Stop reading: wait for a read in flight, then close the batch iterator."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):  # best effort: its error was raised where it happened
+                close()
+
+
+def cast_batch(batch: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """``batch`` with its columns in ``types`` cast to those types (:class:`JobInputError` naming a
+    column that does not convert)."""
     if all(
         name not in batch.schema.names or batch.schema.field(name).type == kind
         for name, kind in types.items()

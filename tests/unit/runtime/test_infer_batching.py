@@ -1,0 +1,139 @@
+"""The infer job's batches: sized from the input's metadata and memory, the first read while the model loads."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from airflow_ai_provider.runtime import infer, memory
+from airflow_ai_provider.runtime.contract.errors import JobInputError
+from airflow_ai_provider.runtime.models import predictors
+from airflow_ai_provider.runtime.storage import reading
+from tests.unit.runtime.conftest import customers, read_output, write_parquet
+from tests.unit.runtime.test_infer import assert_same_predictions, expected
+
+
+@pytest.fixture
+def predicted_rows(monkeypatch) -> list[int]:
+    """The rows of every batch the fast predictor is given (the real predictor still predicts)."""
+    rows: list[int] = []
+    original = predictors.ProbaPredictor.predict
+
+    def counting(self, batch):
+        rows.append(batch.num_rows)
+        return original(self, batch)
+
+    monkeypatch.setattr(predictors.ProbaPredictor, "predict", counting)
+    return rows
+
+
+def test_small_input_without_batch_size_is_predicted_in_one_batch(registry, tmp_path, predicted_rows):
+    frame = customers(5000, seed=21)
+    source = write_parquet(tmp_path / "in.parquet", frame, row_group_size=2000)
+
+    result = infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    assert predicted_rows == [5000]
+    assert (result.metrics["batches"], result.metrics["batch_rows"]) == (1, 5000)
+    assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
+
+
+def test_input_larger_than_the_memory_budget_is_predicted_in_equal_batches(
+    registry, tmp_path, predicted_rows, monkeypatch
+):
+    frame = customers(6000, seed=22)
+    source = write_parquet(tmp_path / "in.parquet", frame)
+    # Four columns of 8 bytes or more, 4 copies in flight: 40 KiB holds fewer rows than MIN_BATCH_ROWS (1024).
+    monkeypatch.setattr(infer, "BATCH_MEMORY_BYTES", 40 << 10)
+
+    result = infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    assert predicted_rows == [1000] * 6  # 6000 rows in batches of at most 1024, evened out
+    assert result.metrics["batch_rows"] == 1000
+    assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
+
+
+def test_the_memory_budget_shrinks_to_a_quarter_of_what_is_available(registry, tmp_path, monkeypatch):
+    source = write_parquet(tmp_path / "in.parquet", customers(6000, seed=23))
+    metas, units, columns = plan_of(source)
+    budgets: list[int] = []
+    real = reading.auto_batch_rows
+
+    def recording(metas, units, columns, memory_bytes):
+        budgets.append(memory_bytes)
+        return real(metas, units, columns, memory_bytes)
+
+    monkeypatch.setattr(infer.storage, "auto_batch_rows", recording)
+    params = infer.InferParams.from_spec({})
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 << 20)
+    infer.batch_rows(metas, units, columns, params, print)
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)
+    infer.batch_rows(metas, units, columns, params, print)
+
+    assert budgets == [2 << 20, infer.BATCH_MEMORY_BYTES]
+    assert infer.batch_rows(metas, units, columns, infer.InferParams.from_spec({"batch_size": 7}), print) == 7
+
+
+def plan_of(source) -> tuple:
+    from airflow_ai_provider.runtime import storage
+
+    metas = storage.read_metadata(storage.list_inputs([str(source)]))
+    return metas, storage.plan_units(metas), list(metas[0].schema.names)
+
+
+def test_explicit_batch_size_is_kept(registry, tmp_path, predicted_rows):
+    source = write_parquet(tmp_path / "in.parquet", customers(1000, seed=24))
+
+    infer.run(registry.spec("churn", str(source), tmp_path / "out", params={"batch_size": 300}), log=print)
+
+    assert predicted_rows == [300, 300, 300, 100]
+
+
+def test_extra_column_fails_before_any_batch_is_used_and_stops_the_early_reader(registry, tmp_path):
+    source = write_parquet(tmp_path / "in.parquet", customers(2000, seed=25).assign(segment="b2c"))
+
+    with pytest.raises(JobInputError, match="extra column"):
+        infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not any(thread.name.startswith("reader") and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_available_memory_is_the_containers_headroom_when_it_has_a_limit(tmp_path):
+    (tmp_path / "max").write_text("1000000\n")
+    (tmp_path / "current").write_text("400000\n")
+    (tmp_path / "no-limit").write_text("max\n")
+    with_limit = ((str(tmp_path / "max"), str(tmp_path / "current")),)
+    without = ((str(tmp_path / "no-limit"), str(tmp_path / "current")),)
+    missing = ((str(tmp_path / "absent"), str(tmp_path / "absent")),)
+
+    assert memory.available_bytes(with_limit) == 600000
+    machine = memory.available_bytes(missing)
+    assert machine is not None and machine > 600000  # MemAvailable of this machine
+    assert abs(memory.available_bytes(without) - machine) < 256 << 20  # no limit: MemAvailable again
+
+
+def test_first_batch_of_a_parquet_input_is_read_while_the_model_loads(registry, tmp_path, monkeypatch):
+    frame = customers(3000, seed=26)
+    source = write_parquet(tmp_path / "in.parquet", frame)
+    first_read = threading.Event()
+    real_batches, real_load = infer.storage.iter_batches, infer.load_model
+    seen_during_load: list[bool] = []
+
+    def watched_batches(*args, **kwargs):
+        for batch in real_batches(*args, **kwargs):
+            first_read.set()
+            yield batch
+
+    def watched_load(*args, **kwargs):
+        seen_during_load.append(first_read.wait(10))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(infer.storage, "iter_batches", watched_batches)
+    monkeypatch.setattr(infer, "load_model", watched_load)
+
+    infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    assert seen_during_load == [True]
+    assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
