@@ -57,7 +57,7 @@ def retried_inference() -> DAG:
     with DAG("retried_inference", schedule=None) as dag:
         BatchInferenceOperator(
             task_id="score",
-            model="churn@champion",
+            model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
             input_uri=f"{data}/scoring",
             output_uri=f"file://{data}/predictions/{{{{ run_id }}}}",
             id_columns=["customer_id"],

@@ -1,0 +1,98 @@
+"""The Airflow task process of an AI operator never imports mlflow, pandas, pyarrow, scikit-learn or
+Great Expectations: it books runs, pins models, sets tags and records results through MLflow's REST API.
+
+Each case runs a real DAG with ``dag.test()`` (local execution mode, the session's real ``mlflow
+server``) in a fresh Python process, which is the task's worker process; the runtime subprocess it
+starts may import whatever the job needs. The fresh process then reports which of those libraries
+its ``sys.modules`` holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from airflow_ai_provider.runtime.profile import PROFILE_ARTIFACT, build_profile
+from tests._support.churn_sample import FEATURES, make_customers, train_and_register, write_customers
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("mlflow", "pandas", "pyarrow", "sklearn", "great_expectations")
+MARKER = "LIGHT-WORKER-REPORT "
+#: Interpreter start, Airflow imports, DAG parsing and the job itself, on a busy two-core machine.
+WORKER_BOUND = 600
+
+_WORKER = f"""
+import importlib, json, sys
+module, factory = sys.argv[1].split(":")
+dag_run = getattr(importlib.import_module(module), factory)().test()
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r}))
+print({MARKER!r} + json.dumps({{"state": str(dag_run.state), "loaded": loaded}}), flush=True)
+"""
+
+
+def _run_worker(dag: str, env: dict[str, str]) -> dict[str, object]:
+    """Run ``dag`` (``module:factory``) with ``dag.test()`` in a fresh process; its report."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER, dag],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_BOUND,
+    )
+    reports = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    assert done.returncode == 0 and reports, f"worker failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return json.loads(reports[-1].removeprefix(MARKER))
+
+
+@pytest.fixture(scope="module")
+def champion(mlflow_server) -> str:
+    """A churn model with versions ``champion`` and ``challenger`` (for the gate and promotion), each
+    with the reference profile the drift job compares with."""
+    from mlflow import MlflowClient
+
+    name = f"light-{uuid.uuid4().hex[:8]}"
+    profile = build_profile(make_customers(2_000, seed=0), list(FEATURES))  # for the drift job
+    for alias, seed in (("champion", 0), ("challenger", 1)):
+        model = train_and_register(mlflow_server.url, name, alias=alias, n_rows=2_000, max_iter=10, seed=seed)
+        MlflowClient(tracking_uri=mlflow_server.url).log_dict(model["run_id"], profile, PROFILE_ARTIFACT)
+    return name
+
+
+CASES = {
+    "inference": "tests.dags.ai_test_dags:retried_inference",
+    "training": "tests.dags.training_dags:retried_training",
+    "quality_gate": "tests.dags.evaluation_dags:evaluation_gate",
+    "drift": "tests.dags.evaluation_dags:drift_check",
+    "promotion": "tests.dags.promotion_dags:promote_then_check",
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_worker_process_of_an_ai_task_imports_no_heavy_library(
+    case, champion, mlflow_connection, tmp_path, monkeypatch
+):
+    write_customers(tmp_path / "scoring", 2_000, seed=3)
+    write_customers(tmp_path / "training", 1_000, seed=5, with_label=True)
+    write_customers(tmp_path / "holdout", 1_000, seed=6, with_label=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "AI_TEST_DATA": str(tmp_path),
+        "AI_TEST_MODEL": f"{champion}@champion" if case == "inference" else champion,
+        "AI_TEST_MODEL_NAME": f"{champion}-retrained",
+        "AI_TEST_CHALLENGER": f"{champion}@challenger",
+        "AI_TEST_HOLDOUT": str(tmp_path / "holdout"),
+        "AI_TEST_DRIFT_MODEL": f"{champion}@champion",
+        "AI_TEST_CURRENT": str(tmp_path / "scoring"),
+    }
+    env.pop("AI_TEST_FAKE_PYTHON", None)
+    report = _run_worker(CASES[case], env)
+    assert report["state"] == "success", report
+    assert report["loaded"] == []
