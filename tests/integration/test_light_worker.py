@@ -96,3 +96,18 @@ def test_the_worker_process_of_an_ai_task_imports_no_heavy_library(
     report = _run_worker(CASES[case], env)
     assert report["state"] == "success", report
     assert report["loaded"] == []
+
+
+def test_the_worker_process_of_a_data_validation_task_on_s3_imports_no_heavy_library(
+    mlflow_connection, aws_connection, s3_server, s3_bucket
+):
+    suite = REPO_ROOT / "dag_templates" / "include" / "churn_expectations.json"
+    s3_server.client().put_object(
+        Bucket=s3_bucket, Key="suites/churn_expectations.json", Body=suite.read_bytes()
+    )
+    options = {"endpoint_url": s3_server.endpoint_url, "key": "testing", "secret": "testing"}
+    write_customers(f"s3://{s3_bucket}/customers", 2_000, seed=11, storage_options=options)
+    env = {**os.environ, "AI_TEST_BUCKET": s3_bucket, "AI_TEST_BATCH_SIZE": "1000"}
+    report = _run_worker("tests.dags.validation_dags:s3_data_validation", env)
+    assert report["state"] == "success", report
+    assert report["loaded"] == []
