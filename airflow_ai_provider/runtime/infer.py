@@ -18,6 +18,10 @@ Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
 - ``predict_proba`` (bool, default true): use a scikit-learn classifier's ``predict_proba`` directly.
 - ``skops_trusted_types`` (list of str): extra trusted types for scikit-learn models saved with skops.
 - ``scratch_dir`` (str, default ``$TMPDIR``): where the model and S3-bound temporary files go.
+- ``model_threads`` (int, default none): threads the model's native libraries (OpenMP, BLAS) may use
+  while predicting, set with ``threadpoolctl``; by default they use one per core. Shards that run
+  side by side on one machine share its cores: ``cores // concurrent shards`` avoids oversubscribing
+  them (see ``docs/performance.md``, *Shard scaling*).
 - ``check_unique_ids`` (bool, default false): fail when a value of the ``id_columns`` (all of them
   together) appears more than once in the shard, across batches and files. Each row's ids are hashed
   and spilled to ``scratch_dir`` while predicting (:class:`~.uniqueness.DuplicateFinder`, bounded
@@ -224,7 +228,7 @@ def _stream(
         batches = storage.iter_batches(metas, units, columns, features.types, stats.batch_rows)
         reader, cast = storage.ReadAhead(batches, columns), {}
     started = time.perf_counter()
-    with contextlib.closing(reader):
+    with contextlib.closing(reader), _thread_limit(params.model_threads, log):
         for batch in reader:
             batch = storage.cast_batch(batch, cast) if cast else batch
             begin = time.perf_counter()
@@ -249,6 +253,23 @@ def _stream(
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
     stats.read_s = reader.seconds
+
+
+@contextlib.contextmanager
+def _thread_limit(threads: int | None, log: Log) -> Iterator[None]:
+    """Cap the threads of the native libraries the model uses (OpenMP, BLAS) to ``threads``."""
+    if threads is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on it; another flavor's image may lack it
+        log(f"model_threads={threads} not applied: threadpoolctl is not installed in this environment")
+        yield
+        return
+    with threadpool_limits(limits=threads):
+        log(f"model threads capped to {threads}")
+        yield
 
 
 def _early_reader(

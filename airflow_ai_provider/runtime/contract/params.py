@@ -114,6 +114,7 @@ class InferParams(JobParams):
     skops_trusted_types: list[str] = field(default_factory=list)
     scratch_dir: str | None = None
     check_unique_ids: bool = False
+    model_threads: int | None = None
 
     job: ClassVar[str] = "infer"
 
@@ -128,6 +129,7 @@ class InferParams(JobParams):
             "skops_trusted_types": string_list,
             "scratch_dir": text,
             "check_unique_ids": boolean,
+            "model_threads": positive_int(1024),
         }
 
     @classmethod

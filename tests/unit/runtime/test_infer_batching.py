@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -137,3 +138,33 @@ def test_first_batch_of_a_parquet_input_is_read_while_the_model_loads(registry, 
 
     assert seen_during_load == [True]
     assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
+
+
+def openmp_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "openmp"]
+
+
+def test_model_threads_caps_the_models_openmp_threads_while_predicting(registry, tmp_path, monkeypatch):
+    source = write_parquet(tmp_path / "in.parquet", customers(1000, seed=27))
+    seen: list[list[int]] = []
+    original = predictors.ProbaPredictor.predict
+
+    def recording(self, batch):
+        seen.append(openmp_threads())
+        return original(self, batch)
+
+    monkeypatch.setattr(predictors.ProbaPredictor, "predict", recording)
+    infer.run(registry.spec("churn", str(source), tmp_path / "out", params={"model_threads": 1}), log=print)
+    infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    assert seen[0] and set(seen[0]) == {1}
+    assert seen[1] == openmp_threads()  # uncapped: the library's own count, restored after the capped run
+    if (os.cpu_count() or 1) > 1:
+        assert set(seen[1]) != {1}
+
+
+def test_model_threads_must_be_a_positive_integer():
+    with pytest.raises(JobInputError, match="model_threads must be a positive integer, got 0"):
+        infer.InferParams.from_spec({"model_threads": 0})
