@@ -54,7 +54,9 @@ class MlflowRestClient:
     answer, and is tried at most ``attempts`` times in all (a refused or dropped connection, a
     timeout, HTTP 429 or 5xx); so one call waits at most ``attempts * timeout`` seconds. Failures
     raise :class:`~airflow_ai_provider.hooks.mlflow_entities.MlflowApiError`; its message names the
-    endpoint and the server's first line, never a header or credential.
+    endpoint and the server's first line, never a header or credential. Its ``kind``: ``timeout``,
+    ``unreachable`` (also a 429/5xx answer on every attempt), ``access`` (401, 403 or an access
+    error code; not sent again) or ``answered`` (any other error the server answered).
 
     :param tracking_uri: ``http(s)://`` address of the tracking server, without credentials.
     :param registry_uri: the model registry's address (the tracking server when ``None``).

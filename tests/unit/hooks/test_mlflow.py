@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from airflow_ai_provider.exceptions import AiProviderConfigError, ModelReferenceError
+from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError, ModelReferenceError
 from airflow_ai_provider.hooks.mlflow import MlflowHook
 from airflow_ai_provider.mlflow_registry import pin_model, resolve_model
 from airflow_ai_provider.mlflow_runs import RunIdentity, finish_task_run, start_task_run
@@ -211,3 +211,40 @@ def test_error_mapping_classifies_answered_errors_only_for_a_named_action(store)
     expected = r"^reading churn: no such model \(registry sqlite:"
     with pytest.raises(ModelReferenceError, match=expected), hook.errors("reading churn"):
         raise answered
+
+
+def test_an_http_store_gets_the_rest_client_and_any_other_store_mlflows_own_raising_the_same_error(
+    store, monkeypatch
+):
+    from airflow_ai_provider.hooks.mlflow_entities import ANSWERED, MlflowApiError
+    from airflow_ai_provider.hooks.mlflow_native import NativeClient
+    from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient
+
+    with MlflowHook().client() as client:
+        assert isinstance(client, NativeClient)
+        with pytest.raises(MlflowApiError) as unknown:
+            client.get_run("0" * 32)
+    assert (unknown.value.error_code, unknown.value.kind) == ("RESOURCE_DOES_NOT_EXIST", ANSWERED)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with MlflowHook().client() as client:
+        assert isinstance(client, MlflowRestClient)
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected", "message"),
+    [
+        ("access", AiProviderConfigError, "refused the credentials of connection 'mlflow_default'"),
+        ("timeout", MlflowUnavailableError, "did not answer within"),
+        ("unreachable", MlflowUnavailableError, "is unreachable"),
+    ],
+)
+def test_each_kind_of_failure_maps_to_one_provider_error_without_a_named_action(kind, expected, message):
+    from airflow_ai_provider.hooks.mlflow_entities import MlflowApiError
+
+    hook = MlflowHook()
+    with pytest.raises(expected, match=message) as raised, hook.errors():
+        raise MlflowApiError("it failed", kind=kind)
+    assert type(raised.value) is expected
+    if kind == "timeout":  # later calls of this try fail at once, without asking again
+        with pytest.raises(MlflowUnavailableError, match="not asked again in this try"), hook.client():
+            pass
