@@ -41,7 +41,9 @@ class DataValidationOperator(JobArguments, AiJobOperator):
         (templated)
     :param input_format: ``parquet`` or ``csv``; default from the file extension.
     :param batch_size: rows validated at a time; an input of at most this many rows is validated in
-        one batch, where every expectation type works. (templated)
+        one batch, where every expectation type works. Default: sized from the input's metadata so
+        that a batch fits ``memory_budget_mb`` (an input that fits is one batch). (templated)
+    :param memory_budget_mb: memory one batch may take when ``batch_size`` is not given; default 1024.
     :param report_uri: folder for the reports; default ``<first input folder>/_validation/<suite>/``.
         (templated)
     :param max_examples: unexpected values kept per expectation in the result; default 5.
@@ -52,6 +54,7 @@ class DataValidationOperator(JobArguments, AiJobOperator):
     job_params_class = ValidateParams
     job_arguments = (
         "batch_size",
+        "memory_budget_mb",
         "input_format",
         "report_uri",
         "max_examples",
@@ -76,7 +79,8 @@ class DataValidationOperator(JobArguments, AiJobOperator):
         expectations: list[dict[str, Any]] | dict[str, Any] | str | None = None,
         suite_name: str | None = None,
         input_format: str | None = None,
-        batch_size: int = 200_000,
+        batch_size: int | None = None,
+        memory_budget_mb: int | None = None,
         report_uri: str | None = None,
         max_examples: int | None = None,
         scratch_dir: str | None = None,
@@ -99,6 +103,7 @@ class DataValidationOperator(JobArguments, AiJobOperator):
             suite_name=suite_name,
             input_format=input_format,
             batch_size=batch_size,
+            memory_budget_mb=memory_budget_mb,
             report_uri=report_uri,
             max_examples=max_examples,
             scratch_dir=scratch_dir,

@@ -209,7 +209,8 @@ class TrainParams(JobParams):
 class ValidateParams(JobParams):
     """The ``validate`` parameters besides the suite (read by :mod:`.expectations`)."""
 
-    batch_size: int = 200_000
+    batch_size: int | None = None  # sized from the input's metadata and memory_budget_mb
+    memory_budget_mb: int | None = None
     input_format: str | None = None
     report_uri: str | None = None
     max_examples: int = 5
@@ -222,6 +223,7 @@ class ValidateParams(JobParams):
     def checks(cls) -> dict[str, Check]:
         return {
             "batch_size": positive_int(),
+            "memory_budget_mb": positive_int(1 << 20),
             "input_format": choice(*FORMATS),
             "report_uri": text,
             "max_examples": positive_int(10_000),

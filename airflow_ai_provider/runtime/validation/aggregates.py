@@ -23,12 +23,19 @@ from airflow_ai_provider.runtime.contract.errors import one_line
 from airflow_ai_provider.runtime.validation.gx_suite import evr, exception_info
 from airflow_ai_provider.runtime.validation.plan import NUMERIC_METRICS, STREAMED
 
+#: Rows per record batch read from the files: a frame of more rows is gathered from several.
+READ_ROWS = 65_536
+
 
 def frames(data: storage.InputData, batch_size: int, columns: list[str] | None = None) -> Iterator[Any]:
-    """Pandas frames of exactly ``batch_size`` rows (the last one fewer), across file boundaries."""
+    """Pandas frames of exactly ``batch_size`` rows (the last one fewer), across file boundaries.
+
+    Record batches of at most :data:`READ_ROWS` rows are gathered into one Arrow table per frame and
+    converted once, each column's Arrow memory released as it converts.
+    """
     pending: list[pa.RecordBatch] = []
     rows = 0
-    for batch in data.batches(columns, batch_size=batch_size):
+    for batch in data.batches(columns, batch_size=min(batch_size, READ_ROWS)):
         while batch.num_rows:
             take = min(batch_size - rows, batch.num_rows)
             pending.append(batch.slice(0, take))
@@ -36,17 +43,16 @@ def frames(data: storage.InputData, batch_size: int, columns: list[str] | None =
             batch = batch.slice(take)
             if rows == batch_size:
                 yield _to_pandas(pending)
-                pending, rows = [], 0
+                rows = 0
     if pending:
         yield _to_pandas(pending)
 
 
 def _to_pandas(batches: list[pa.RecordBatch]) -> Any:
-    import pandas as pd
-
-    if len(batches) == 1:
-        return batches[0].to_pandas()
-    return pd.concat([batch.to_pandas() for batch in batches], ignore_index=True)
+    """One pandas frame of ``batches``, which it empties so that the conversion can free them."""
+    table = pa.Table.from_batches(batches)
+    batches.clear()
+    return table.to_pandas(self_destruct=True, split_blocks=True)
 
 
 def plain(value: Any) -> Any:

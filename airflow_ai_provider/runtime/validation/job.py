@@ -1,11 +1,13 @@
 """The ``validate`` job: check Parquet or CSV data against a Great Expectations 1.x suite.
 
-The input is read in batches of ``params.batch_size`` rows (small record batches are coalesced, so a
-batch can span files), converted to pandas and validated with an ephemeral Great Expectations
-context, so memory follows the batch size, not the input size. How each expectation is judged:
+The input is read in batches (small record batches are coalesced, so a batch can span files), only
+the columns the suite reads, converted to pandas and validated with an ephemeral Great Expectations
+context, so memory follows the batch size, not the input size. A batch holds ``params.batch_size``
+rows when given, else as many as fit in ``params.memory_budget_mb`` by the input's metadata
+(:mod:`.sizing`): an input that fits is one batch. How each expectation is judged:
 
-- **Input of one batch** (at most ``batch_size`` rows): the whole suite is validated by Great
-  Expectations in one call; every expectation type works.
+- **Input of one batch**: the whole suite is validated by Great Expectations in one call; every
+  expectation type works (schema expectations see every column of the input).
 - **Input of several batches** (see :mod:`.plan`):
 
   - *row expectations* (column map, column pair map and multicolumn map expectations, e.g.
@@ -25,12 +27,12 @@ context, so memory follows the batch size, not the input size. How each expectat
     (``expect_column_{min,max,sum,mean,stdev}_to_be_between``,
     ``expect_column_proportion_of_non_null_values_to_be_between``): computed exactly with running
     totals (standard deviation by Chan's pairwise update) and judged by the expectation's own rule;
-  - *schema expectations* (columns exist, match a set or list, column count): judged on the first
-    batch;
+  - *schema expectations* (columns exist, match a set or list, column count): judged on the
+    input's columns (an empty frame of its schema);
   - *every other expectation* needs all rows at once (median, quantiles, distinct values, most common
     value, z-scores, increasing/decreasing order, ...): the job refuses it with a one-line error
-    before validating, naming the expectations. Raise ``batch_size`` above the row count to validate
-    such a suite in one batch.
+    before validating, naming the expectations. Raise ``memory_budget_mb`` or ``batch_size`` until
+    the input fits one batch to validate such a suite.
 
 Whatever the outcome, the full result (Great Expectations' suite validation result JSON,
 ``validation_result.json``) and Great Expectations' own data docs page for it
@@ -44,7 +46,7 @@ values.
 Parameters (``spec.params``, checked by :class:`~airflow_ai_provider.runtime.contract.params.ValidateParams`):
 ``suite_uri`` (JSON or YAML file: path, ``file://`` or ``s3://``, see :mod:`.suite_files`) or
 ``expectations`` (inline suite, see :mod:`airflow_ai_provider.runtime.contract.suite`), ``suite_name``,
-``batch_size`` (default 200000), ``input_format``, ``report_uri``, ``max_examples`` (unexpected values
+``batch_size`` (default: sized by :mod:`.sizing`), ``memory_budget_mb`` (default 1024), ``input_format``, ``report_uri``, ``max_examples`` (unexpected values
 kept per expectation, default 5), ``scratch_dir`` (default ``$TMPDIR``).
 """
 
@@ -54,6 +56,8 @@ import tempfile
 import time
 from itertools import chain
 from typing import Any
+
+import pyarrow as pa
 
 from airflow_ai_provider.runtime import Log, log_line, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
@@ -76,7 +80,7 @@ from airflow_ai_provider.runtime.validation.gx_suite import (
     suite_result,
     to_gx_suite,
 )
-from airflow_ai_provider.runtime.validation.plan import Plan
+from airflow_ai_provider.runtime.validation.plan import Plan, needed_columns
 from airflow_ai_provider.runtime.validation.report import (
     default_report_uri,
     failure_line,
@@ -84,6 +88,7 @@ from airflow_ai_provider.runtime.validation.report import (
     store_reports,
     summarize,
 )
+from airflow_ai_provider.runtime.validation.sizing import BatchPlan, plan_batches
 from airflow_ai_provider.runtime.validation.suite_files import load_suite
 from airflow_ai_provider.runtime.validation.uniqueness import Uniqueness, count_duplicates
 
@@ -107,13 +112,16 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     runner = GxRunner(params.max_examples)
     plan = Plan.build(suite)
     gx_import_s = time.perf_counter() - import_started
+    columns = needed_columns(suite, data.columns)
+    batching = plan_batches(data, columns, params.batch_size, params.memory_budget_mb)
     log(
-        f"suite {suite.name}: {len(suite.expectations)} expectations; input {len(data.metas)} "
-        f"{data.metas[0].file.format} file(s), batches of {params.batch_size} rows"
+        f"suite {suite.name}: {len(suite.expectations)} expectations on {len(columns)} of "
+        f"{len(data.columns)} columns; input {len(data.metas)} {data.metas[0].file.format} file(s), "
+        f"{batching.describe()}"
     )
     validate_started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ai-validate-", dir=params.scratch_dir) as scratch:
-        results, rows, batches = _validate(data, suite, plan, runner, params, scratch, log)
+        results, rows, batches = _validate(data, suite, plan, runner, columns, batching, params, scratch, log)
     validate_s = time.perf_counter() - validate_started
 
     markers = {"input_digest": data.digest, "rows": rows, "batches": batches}
@@ -137,6 +145,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         "successful_expectations": len(summaries) - len(failed),
         "rows": rows,
         "batches": batches,
+        "batch_rows": min(batching.rows, rows),
         "report_uri": report_uri,
         "results": summaries,
     }
@@ -165,38 +174,41 @@ def _validate(
     suite: SuiteDef,
     plan: Plan,
     runner: GxRunner,
+    columns: list[str],
+    batching: BatchPlan,
     params: ValidateParams,
     scratch: str,
     log: Log,
 ) -> tuple[list[Any], int, int]:
     """Validate batch by batch; return the results in suite order, the row and batch counts."""
-    stream = frames(data, params.batch_size)
+    stream = frames(data, batching.rows, columns)
     first = next(stream, None)
     if first is None:
-        first = data.schema.empty_table().to_pandas()
+        first = _empty(data, columns)
     second = next(stream, None)
+    schema_results: dict[int, Any] = {}
+    if plan.schema and (second is not None or columns != data.columns):
+        schema_results = runner.validate(_empty(data), to_gx_suite(suite, plan.schema))
     if second is None:  # one batch: Great Expectations judges every expectation itself
-        by_position = runner.validate(first, to_gx_suite(suite))
+        rest = [p for p in range(len(suite.expectations)) if p not in schema_results]
+        by_position = {**runner.validate(first, to_gx_suite(suite, rest)), **schema_results}
         return [by_position[p] for p in range(len(suite.expectations))], len(first), 1
     if plan.whole:
         labels = ", ".join(suite.expectations[p].label for p in plan.whole)
         raise JobInputError(
             f"expectation(s) {labels} need all rows at once and the input has more than "
-            f"batch_size={params.batch_size} rows: raise batch_size above the row count or "
-            "drop them (row, uniqueness, row count and min/max/sum/mean/stdev expectations work on any size)"
+            f"{_one_batch(batching)}: {_fit_advice(batching)} or drop them (row, uniqueness, row count "
+            "and min/max/sum/mean/stdev expectations work on any size)"
         )
     configs = {p: gx_configuration(suite.expectations[p], p) for p in range(len(suite.expectations))}
     row_suite = to_gx_suite(suite, plan.row) if plan.row else None
     totals = {p: MapTotals(configs[p], params.max_examples) for p in plan.row}
-    schema_results: dict[int, Any] = {}
     streamed_columns = {configs[p].kwargs["column"] for p in plan.streamed if configs[p].kwargs.get("column")}
     numeric = {f.name: is_numeric(f.type) for f in data.schema}
     stats = {name: ColumnStats(numeric[name]) for name in streamed_columns}
     unique = {p: Uniqueness(configs[p], scratch, params.max_examples) for p in plan.unique}
     rows = batches = 0
     for frame in chain([first, second], stream):
-        if batches == 0 and plan.schema:
-            schema_results = runner.validate(frame, to_gx_suite(suite, plan.schema))
         if row_suite is not None:
             for position, outcome in runner.validate(frame, row_suite).items():
                 totals[position].add(outcome, rows)
@@ -207,7 +219,7 @@ def _validate(
         rows += len(frame)
         batches += 1
         log(f"batch {batches}: {rows} rows validated")
-    count_duplicates(data, unique, params.batch_size, log)
+    count_duplicates(data, unique, batching.rows, log)
 
     results: list[Any] = []
     for position in range(len(suite.expectations)):
@@ -220,3 +232,23 @@ def _validate(
         else:
             results.append(streamed_result(configs[position], stats, rows))
     return results, rows, batches
+
+
+def _empty(data: storage.InputData, columns: list[str] | None = None) -> Any:
+    """An empty pandas frame of the input's schema (of ``columns`` when given)."""
+    schema = data.schema
+    if columns is not None:
+        schema = pa.schema([schema.field(name) for name in columns])
+    return schema.empty_table().to_pandas()
+
+
+def _one_batch(batching: BatchPlan) -> str:
+    if batching.budget_mb is None:
+        return f"batch_size={batching.rows} rows"
+    return f"the {batching.rows} rows that fit in one batch (memory_budget_mb={batching.budget_mb})"
+
+
+def _fit_advice(batching: BatchPlan) -> str:
+    if batching.budget_mb is None:
+        return "raise batch_size above the row count"
+    return "raise memory_budget_mb until the input fits one batch, set batch_size above the row count,"

@@ -36,6 +36,8 @@ STREAMED = {
 }
 #: Streamed metrics that only numbers have.
 NUMERIC_METRICS = frozenset({"column.sum", "column.mean", "column.standard_deviation"})
+#: Table expectations that read no column's values.
+TABLE_ONLY = frozenset({"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"})
 #: Map expectations that still compare a row with other rows (order, column statistics).
 NOT_ROW_LOCAL = frozenset(
     {
@@ -83,3 +85,21 @@ class Plan:
             else:
                 plan.whole.append(position)
         return plan
+
+
+def needed_columns(suite: SuiteDef, names: list[str]) -> list[str]:
+    """The columns of ``names`` whose values the suite reads, in input order.
+
+    Schema and row count expectations read none; an expectation whose columns cannot be told (no
+    column argument, or a ``row_condition`` naming other columns) makes every column needed.
+    """
+    wanted: set[str] = set()
+    for expectation in suite.expectations:
+        if expectation.kwargs.get("row_condition"):
+            return list(names)
+        if expectation.type in SCHEMA_EXPECTATIONS or expectation.type in TABLE_ONLY:
+            continue
+        if not expectation.columns:
+            return list(names)
+        wanted.update(expectation.columns)
+    return [name for name in names if name in wanted] or list(names[:1])
