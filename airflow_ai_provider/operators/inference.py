@@ -60,6 +60,9 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         scored and written as they are: one output row per input row, duplicates included.
     :param skops_trusted_types: extra trusted types for scikit-learn models saved with skops.
     :param scratch_dir: folder for the downloaded model and temporary files; default ``$TMPDIR``.
+    :param model_threads: threads the model's native libraries (OpenMP, BLAS) may use while
+        predicting; default one per core. Shards that run side by side on one machine share its
+        cores: ``cores // concurrent shards`` avoids oversubscribing them. (templated)
 
     Arguments the runtime checks (``id_columns``, ``batch_size``, ``shard_index``/``shard_count``,
     ``extra_columns``, ...) are checked with the runtime's own check when the DAG is parsed
@@ -77,6 +80,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         "check_unique_ids",
         "skops_trusted_types",
         "scratch_dir",
+        "model_threads",
     )
     uri_arguments = ("input_uri", "output_uri")
     model_arguments = ("model",)
@@ -91,6 +95,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         "shard_index",
         "shard_count",
         "fallback_model",
+        "model_threads",
     )
 
     def __init__(
@@ -109,6 +114,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         check_unique_ids: bool = False,
         skops_trusted_types: list[str] | None = None,
         scratch_dir: str | None = None,
+        model_threads: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -126,6 +132,7 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             check_unique_ids=check_unique_ids,
             skops_trusted_types=skops_trusted_types,
             scratch_dir=scratch_dir,
+            model_threads=model_threads,
         )
         check_shard(self.task_id, shard_index, shard_count, rendered=False)
 
