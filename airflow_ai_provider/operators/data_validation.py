@@ -43,7 +43,8 @@ class DataValidationOperator(JobArguments, AiJobOperator):
     :param batch_size: rows validated at a time; an input of at most this many rows is validated in
         one batch, where every expectation type works. Default: sized from the input's metadata so
         that a batch fits ``memory_budget_mb`` (an input that fits is one batch). (templated)
-    :param memory_budget_mb: memory one batch may take when ``batch_size`` is not given; default 1024.
+    :param memory_budget_mb: MiB one batch may take when ``batch_size`` is not given; default 1024, or a
+        quarter of the memory available to the job if less.
     :param report_uri: folder for the reports; default ``<first input folder>/_validation/<suite>/``.
         (templated)
     :param max_examples: unexpected values kept per expectation in the result; default 5.

@@ -46,7 +46,8 @@ values.
 Parameters (``spec.params``, checked by :class:`~airflow_ai_provider.runtime.contract.params.ValidateParams`):
 ``suite_uri`` (JSON or YAML file: path, ``file://`` or ``s3://``, see :mod:`.suite_files`) or
 ``expectations`` (inline suite, see :mod:`airflow_ai_provider.runtime.contract.suite`), ``suite_name``,
-``batch_size`` (default: sized by :mod:`.sizing`), ``memory_budget_mb`` (default 1024), ``input_format``, ``report_uri``, ``max_examples`` (unexpected values
+``batch_size`` (default: sized by :mod:`.sizing`), ``memory_budget_mb`` (default 1024, or a quarter of the
+memory available if less), ``input_format``, ``report_uri``, ``max_examples`` (unexpected values
 kept per expectation, default 5), ``scratch_dir`` (default ``$TMPDIR``).
 """
 

@@ -1,7 +1,8 @@
 """Rows per batch of the ``validate`` job, from the input's metadata and a memory budget.
 
 An explicit ``batch_size`` is used as given. Otherwise a batch holds as many rows as fit in
-``memory_budget_mb``: one row's estimated working set is its Arrow width (:func:`row_width`) times
+``memory_budget_mb`` (default :data:`DEFAULT_BUDGET_MB`, or a quarter of the memory available to the
+process if less: :func:`~airflow_ai_provider.runtime.memory.available_bytes`): one row's estimated working set is its Arrow width (:func:`row_width`) times
 :data:`WORKING_SET_FACTOR` (the Arrow batch, its pandas frame and Great Expectations' masks and
 temporaries). An input that fits is one batch, so Great Expectations' per-batch cost is paid once and
 every expectation type works; a larger one is cut into batches of the budget's size, so memory
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import storage
+from airflow_ai_provider.runtime import memory, storage
 
 #: Peak memory of validating a batch as a multiple of its Arrow size: the Arrow batch while it
 #: converts, the pandas frame, and Great Expectations' per-expectation masks, filters and copies.
@@ -71,7 +72,10 @@ def plan_batches(
     """Rows per batch: ``batch_size`` when given, else sized from the metadata and ``budget_mb``."""
     if batch_size is not None:
         return BatchPlan(batch_size)
-    budget_mb = budget_mb or DEFAULT_BUDGET_MB
+    if budget_mb is None:
+        available = memory.available_bytes()
+        budget_mb = DEFAULT_BUDGET_MB if available is None else min(DEFAULT_BUDGET_MB, available // 4 >> 20)
+        budget_mb = max(1, budget_mb)
     budget = budget_mb * (1 << 20) / WORKING_SET_FACTOR
     width = max(1.0, row_width(data, columns))
     rows = max(1, int(budget // width))

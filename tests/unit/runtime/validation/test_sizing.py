@@ -83,6 +83,22 @@ def test_input_larger_than_the_budget_is_cut_by_the_budget(tmp_path):
     assert plan_batches(data, data.columns, None, 2).rows == int(2 * MIB / WORKING_SET_FACTOR // width)
 
 
+def test_default_budget_shrinks_to_a_quarter_of_the_memory_available(tmp_path, monkeypatch):
+    """The available memory is replaced (a container limit cannot be set here); the sizing is real."""
+    from airflow_ai_provider.runtime import memory
+
+    path = write_parquet(tmp_path / "c.parquet", make_customers(20_000, seed=2, with_label=False))
+    data = storage.InputData.open([str(path)])
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * MIB)
+
+    plan = plan_batches(data, data.columns, None, None)
+
+    assert plan.budget_mb == 2
+    assert plan.rows == plan_batches(data, data.columns, None, 2).rows < 20_000
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)
+    assert plan_batches(data, data.columns, None, None).budget_mb == 1024
+
+
 def test_explicit_batch_size_is_used_as_given(tmp_path):
     path = write_parquet(tmp_path / "c.parquet", make_customers(6_000, seed=2, with_label=False))
     data = storage.InputData.open([str(path)])
