@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from airflow_ai_provider.runtime import tracking
@@ -22,7 +24,7 @@ from airflow_ai_provider.runtime.contract.errors import (
 )
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.spec import MlflowRef
-from airflow_ai_provider.runtime.models import cache
+from airflow_ai_provider.runtime.models import cache, light
 from airflow_ai_provider.runtime.scratch import storage_full
 
 
@@ -44,18 +46,20 @@ def load_model(
 ) -> LoadedModel:
     """Load ``models:/<name>/<version>`` as a pyfunc model, with one-line errors for what can go wrong.
 
-    The version is looked up first (:func:`registry_version`) so that an unknown model or version is
-    named as such. The files come from the worker's model cache when ``$AI_PROVIDER_MODEL_CACHE``
-    names one (:mod:`.cache`: a hit downloads nothing), else they are downloaded into ``scratch_dir``
-    (a full disk there is a one-line :class:`~.scratch.StorageFullError` naming it).
-    ``trusted_types`` are added to the skops trusted types of a scikit-learn model saved with skops
-    (needed when its ``MLmodel`` lacks them). ``info`` says ``model_cache`` (``hit``, ``miss`` or
-    ``off``) and how long the download and the deserialization took.
+    The version is looked up first so that an unknown model or version is named as such. The files
+    come from the worker's model cache when ``$AI_PROVIDER_MODEL_CACHE`` names one (:mod:`.cache`),
+    else they are downloaded into ``scratch_dir`` (a full disk there is a one-line
+    :class:`~.scratch.StorageFullError` naming it). A cache hit of a scikit-learn model imports no
+    MLflow: one REST call looks the version up and :mod:`.light` loads the estimator. ``trusted_types``
+    are added to the skops trusted types of a scikit-learn model saved with skops (needed when its
+    ``MLmodel`` lacks them). ``info`` says ``model_cache`` (``hit``, ``miss`` or ``off``) and how long
+    the download and the deserialization took.
     """
-    import mlflow
-
-    version = registry_version(ref, mlflow_ref)
     settings = cache.CacheSettings.from_env()
+    version = _light_version(ref, mlflow_ref) if settings is not None else None
+    if version is None:
+        version = registry_version(ref, mlflow_ref)
+    run_id = str(getattr(version, "run_id", "") or "")
     cached = None
     if settings is not None:
         key = cache.CacheKey(
@@ -63,29 +67,42 @@ def load_model(
             ref.name,
             str(ref.version),
             str(getattr(version, "source", "") or ""),
-            str(getattr(version, "run_id", "") or ""),
+            run_id,
         )
         cached = cache.ModelCache(settings).get(key, lambda folder: _download(ref, mlflow_ref, folder))
+    os.makedirs(scratch_dir, exist_ok=True)
+    started = time.perf_counter()
     try:
         if cached is not None:
             local, download_s = cached.path, cached.download_s
         else:
-            started = time.perf_counter()
             local = _download(ref, mlflow_ref, scratch_dir)
             download_s = time.perf_counter() - started
         started = time.perf_counter()
-        local, flavors = _trust_types(local, trusted_types, ref, scratch_dir, in_place=cached is None)
-        pyfunc = _deserialize(mlflow, local, ref)
+        light_model = _load_light(local, ref, scratch_dir, trusted_types) if cached else None
+        if light_model is not None:
+            pyfunc, flavors = light_model
+        else:
+            import mlflow
+
+            local, flavors = _trust_types(local, trusted_types, ref, scratch_dir, in_place=cached is None)
+            pyfunc = _deserialize(lambda: mlflow.pyfunc.load_model(local), ref)
         deserialize_s = time.perf_counter() - started
-    finally:
+    except BaseException:
         if cached is not None:
+            cached.release()
+        raise
+    if cached is not None:
+        if light_model is not None:  # its first pyfunc predict reads the entry: hold it while it lives
+            pyfunc.cache_entry = cached
+        else:
             cached.release()
     info = {
         "name": ref.name,
         "version": str(ref.version),
         "alias": ref.alias,
         "uri": ref.uri,
-        "run_id": getattr(version, "run_id", None) or pyfunc.metadata.run_id,
+        "run_id": run_id or pyfunc.metadata.run_id,
         "model_cache": "off" if settings is None else cached.status if cached is not None else "miss",
         "download_s": round(download_s, 3),
         "deserialize_s": round(deserialize_s, 3),
@@ -93,10 +110,50 @@ def load_model(
     return LoadedModel(pyfunc, info, flavors)
 
 
+def _light_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
+    """The version's ``source`` and ``run_id`` through one REST call (no MLflow import); ``None`` when
+    that did not answer plainly (then :func:`registry_version` asks, and names the problem)."""
+    if not str(ref.version).isdigit():
+        return None
+    tracking.probe_servers(mlflow_ref)
+    record = tracking.light_model_version(mlflow_ref, ref.name, str(ref.version))
+    if record is None:
+        return None
+    return SimpleNamespace(source=record.get("source"), run_id=record.get("run_id"))
+
+
+def _load_light(
+    local: str, ref: ModelReference, scratch_dir: str, trusted_types: list[str]
+) -> tuple[Any, dict[str, Any]] | None:
+    """A cached scikit-learn model loaded by :mod:`.light`, and its flavors; ``None`` for other models.
+
+    Its pyfunc ``predict`` loads MLflow's pyfunc model from the entry (with ``trusted_types`` in its
+    ``MLmodel``, see :func:`_trust_types`) the first time it is called.
+    """
+    mlmodel = light.read_mlmodel(local)
+    conf = light.sklearn_conf(mlmodel) if mlmodel is not None else None
+    if conf is None:
+        return None
+    flavors = dict(mlmodel["flavors"])
+    if trusted_types and conf.get("serialization_format") == "skops":
+        types = sorted({*(conf.get("skops_trusted_types") or []), *trusted_types})
+        flavors["sklearn"] = {**conf, "skops_trusted_types": types}
+
+    def full_pyfunc() -> Any:
+        import mlflow
+
+        folder, _ = _trust_types(local, trusted_types, ref, scratch_dir, in_place=False)
+        return _deserialize(lambda: mlflow.pyfunc.load_model(folder), ref)
+
+    pyfunc = _deserialize(lambda: light.load_sklearn(local, mlmodel, conf, trusted_types, full_pyfunc), ref)
+    return pyfunc, flavors
+
+
 def _download(ref: ModelReference, mlflow_ref: MlflowRef, folder: str) -> str:
     """Download the version's artifacts into ``folder``; return the model's local path."""
     import mlflow
 
+    tracking.configure_mlflow(mlflow_ref)
     try:
         return mlflow.artifacts.download_artifacts(
             artifact_uri=ref.uri,
@@ -115,10 +172,10 @@ def _download(ref: ModelReference, mlflow_ref: MlflowRef, folder: str) -> str:
         ) from None
 
 
-def _deserialize(mlflow: Any, local: str, ref: ModelReference) -> Any:
-    """``mlflow.pyfunc.load_model(local)``, with one-line errors."""
+def _deserialize(load: Callable[[], Any], ref: ModelReference) -> Any:
+    """``load()`` (a flavor's loader), with one-line errors."""
     try:
-        return mlflow.pyfunc.load_model(local)
+        return load()
     except ImportError as err:
         raise ModelLoadError(
             f"model {ref.name!r} version {ref.version} needs a package missing from the runtime: {one_line(err)}"

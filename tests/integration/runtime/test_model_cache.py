@@ -217,3 +217,23 @@ def test_a_killed_fill_leaves_a_temp_folder_that_the_next_fill_removes(ref, mlfl
 
     assert entry is not None and entry.status == "miss"
     assert not [p for p in root.iterdir() if p.name.startswith(".fill-")]
+
+
+def test_a_hit_imports_no_mlflow_until_the_pyfunc_predicts(churn, mlflow_server, tmp_path):
+    code = f"""
+import os, sys
+os.environ[{MODEL_CACHE_ENV!r}] = {str(tmp_path / "cache")!r}
+from airflow_ai_provider.runtime.contract.model_reference import ModelReference
+from airflow_ai_provider.runtime.contract.spec import MlflowRef
+from airflow_ai_provider.runtime.models import loading
+ref = ModelReference({churn["name"]!r}, {str(churn["version"])!r})
+loaded = loading.load_model(ref, MlflowRef(tracking_uri={mlflow_server.url!r}), {str(tmp_path / "s")!r}, [])
+print(loaded.info["model_cache"], "mlflow" in sys.modules, type(loaded.pyfunc.get_raw_model()).__name__)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AI_PROVIDER_", "MLFLOW_"))}
+    run = [sys.executable, "-c", code]
+    filled = subprocess.run(run, cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(run, cwd=REPO, env=env, check=True, capture_output=True, text=True, timeout=120)
+
+    assert filled.stdout.split()[:2] == ["miss", "True"]
+    assert again.stdout.split() == ["hit", "False", "HistGradientBoostingClassifier"]
