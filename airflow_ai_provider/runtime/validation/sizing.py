@@ -101,11 +101,18 @@ def row_width(data: storage.InputData, columns: list[str]) -> float:
             group = metadata.row_group(index)
             for leaf in range(group.num_columns):
                 chunk = group.column(leaf)
-                name = chunk.path_in_schema.split(".", 1)[0]
+                name = _owner(chunk.path_in_schema, schema.names)
                 if name in sizes:
                     sizes[name] += max(chunk.total_uncompressed_size, _stats_bytes(chunk) * group.num_rows)
     per_row = {name: size / rows if rows else 0.0 for name, size in sizes.items()}
     return sum(_fixed_or(schema.field(name).type, per_row[name] + OFFSET_BYTES) for name in columns)
+
+
+def _owner(path: str, names: list[str]) -> str | None:
+    """The column of ``names`` a Parquet leaf ``path`` (``a``, ``a.list.element``) belongs to; the
+    longest name wins, so a column named ``a.b`` is not taken for a leaf of column ``a``."""
+    owners = [name for name in names if path == name or path.startswith(name + ".")]
+    return max(owners, key=len) if owners else None
 
 
 def _fixed_or(kind: pa.DataType, variable: float) -> float:

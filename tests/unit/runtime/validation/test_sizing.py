@@ -220,3 +220,20 @@ def test_csv_input_that_fits_the_budget_is_one_batch(tmp_path):
     assert plan_batches(data, data.columns, None, None).rows == WHOLE_INPUT
     small = plan_batches(data, data.columns, None, 1)  # 1 MiB: the file is larger than a quarter of it
     assert small.rows == int(MIB / WORKING_SET_FACTOR // row_width(data, data.columns)) < 10_000
+
+
+def test_row_width_of_nested_and_dotted_columns_counts_their_own_leaves(tmp_path):
+    table = pa.table(
+        {
+            "tags": pa.array([["red", "green", "blue"]] * 5_000),
+            "a": pa.array(["x"] * 5_000),
+            "a.b": pa.array([f"long-value-{i:08d}" for i in range(5_000)]),
+        }
+    )
+    path = tmp_path / "n.parquet"
+    pq.write_table(table, path, use_dictionary=False)
+    data = storage.InputData.open([str(path)])
+
+    assert row_width(data, ["a.b"]) >= len("long-value-00000000") + 4
+    assert row_width(data, ["a"]) < 12
+    assert row_width(data, ["tags"]) >= len("redgreenblue")
