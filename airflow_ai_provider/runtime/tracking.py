@@ -7,7 +7,6 @@ retried), an overloaded, failing or silent server is retryable.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Iterator
@@ -143,54 +142,19 @@ def run_client(ref: MlflowRef, what: str) -> Iterator[Any]:
 
 
 def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
-    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure."""
+    """Log ``texts`` (artifact name to text) into the spec's MLflow run, one mapped error on failure.
+
+    An HTTP tracking server whose run stores its artifacts on the server (``mlflow-artifacts:``) or in
+    a local folder gets them without MLflow's client (:mod:`.mlflow_rest`); other stores through it.
+    """
+    from airflow_ai_provider.runtime import mlflow_rest
+
+    missing = f"MLflow run {ref.run_id} does not exist in {ref.tracking_uri}"
+    try:
+        if mlflow_rest.log_texts(ref, texts):
+            return
+    except (mlflow_rest.RestError, OSError) as err:
+        raise mlflow_error(err, what, ref.tracking_uri, missing) from None
     with run_client(ref, what) as mlflow:
         for name, text in texts.items():
             mlflow.log_text(ref.run_id, text, name)
-
-
-def light_model_version(ref: MlflowRef, name: str, version: str) -> dict[str, Any] | None:
-    """The registry's ``model_version`` record through one REST call, without importing MLflow.
-
-    For ``http(s)`` registries, with the credentials (``MLFLOW_TRACKING_TOKEN``, or
-    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) and TLS settings (``MLFLOW_TRACKING_INSECURE_TLS``,
-    ``MLFLOW_TRACKING_SERVER_CERT_PATH``) MLflow reads, within one MLflow request timeout. ``None``
-    whenever the answer is not a plain success (another registry kind, a client certificate, an
-    error or no answer): the caller then asks through MLflow's client, which names the problem.
-    """
-    import base64
-    import ssl
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    registry = ref.registry_uri or ref.tracking_uri
-    if urlparse(registry).scheme not in ("http", "https") or os.environ.get(
-        "MLFLOW_TRACKING_CLIENT_CERT_PATH"
-    ):
-        return None
-    query = urllib.parse.urlencode({"name": name, "version": version})
-    request = urllib.request.Request(f"{registry.rstrip('/')}/api/2.0/mlflow/model-versions/get?{query}")
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    elif user and password:
-        basic = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {basic}")
-    context = None
-    if urlparse(registry).scheme == "https":
-        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").strip().lower() == "true":
-            context = ssl._create_unverified_context()  # asked for, as in MLflow
-        else:
-            context = ssl.create_default_context(
-                cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None
-            )
-    try:
-        with urllib.request.urlopen(
-            request, timeout=process_bounds().mlflow_timeout, context=context
-        ) as answer:
-            record = json.loads(answer.read()).get("model_version")
-    except (OSError, ValueError, AttributeError):  # HTTP and transport errors, an unexpected answer
-        return None
-    return record if isinstance(record, dict) and record.get("version") == str(version) else None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from airflow_ai_provider.runtime import tracking
+from airflow_ai_provider.runtime import mlflow_rest, tracking
 from airflow_ai_provider.runtime.contract.errors import (
     JobInputError,
     ModelLoadError,
@@ -116,7 +116,7 @@ def _light_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     if not str(ref.version).isdigit():
         return None
     tracking.probe_servers(mlflow_ref)
-    record = tracking.light_model_version(mlflow_ref, ref.name, str(ref.version))
+    record = mlflow_rest.model_version(mlflow_ref, ref.name, str(ref.version))
     if record is None:
         return None
     return SimpleNamespace(source=record.get("source"), run_id=record.get("run_id"))
