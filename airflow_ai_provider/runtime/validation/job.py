@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from itertools import chain
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -209,7 +209,10 @@ def _validate(
     stats = {name: ColumnStats(numeric[name]) for name in streamed_columns}
     unique = {p: Uniqueness(configs[p], scratch, params.max_examples) for p in plan.unique}
     rows = batches = 0
-    for frame in chain([first, second], stream):
+    # each frame is held only while it is validated: not by this function, nor while the next is read
+    held = [first, second]
+    first = second = None
+    for frame in _taken(held, stream):
         if row_suite is not None:
             for position, outcome in runner.validate(frame, row_suite).items():
                 totals[position].add(outcome, rows)
@@ -219,6 +222,7 @@ def _validate(
             tracker.update(frame)
         rows += len(frame)
         batches += 1
+        del frame
         log(f"batch {batches}: {rows} rows validated")
     count_duplicates(data, unique, batching.rows, log)
 
@@ -233,6 +237,13 @@ def _validate(
         else:
             results.append(streamed_result(configs[position], stats, rows))
     return results, rows, batches
+
+
+def _taken(held: list[Any], stream: Iterator[Any]) -> Iterator[Any]:
+    """The frames of ``held`` (taken out of it one by one), then those of ``stream``."""
+    while held:
+        yield held.pop(0)
+    yield from stream
 
 
 def _empty(data: storage.InputData, columns: list[str] | None = None) -> Any:

@@ -5,8 +5,8 @@ An explicit ``batch_size`` is used as given. Otherwise a batch holds as many row
 process if less: :func:`~airflow_ai_provider.runtime.memory.available_bytes`): one row's estimated working set is its Arrow width (:func:`row_width`) times
 :data:`WORKING_SET_FACTOR` (the Arrow batch, its pandas frame and Great Expectations' masks and
 temporaries). An input that fits is one batch, so Great Expectations' per-batch cost is paid once and
-every expectation type works; a larger one is cut into batches of the budget's size, so memory
-follows the budget, not the input.
+every expectation type works; a larger one is cut into equal batches no larger than the budget
+allows, so memory follows the budget, not the input.
 
 - Parquet: fixed-width columns count their byte width; text, binary and nested columns their
   column chunks' uncompressed size per row (at least the longer of the chunks' min/max statistics)
@@ -80,8 +80,8 @@ def plan_batches(
     width = max(1.0, row_width(data, columns))
     rows = max(1, int(budget // width))
     if data.metas[0].file.format == "parquet":
-        total = sum(sum(meta.row_group_rows) for meta in data.metas)
-        rows = min(rows, max(total, 1))
+        total = max(1, sum(sum(meta.row_group_rows) for meta in data.metas))
+        rows = -(-total // -(-total // rows))  # equal batches, none larger than the budget allows
     elif sum(meta.file.size for meta in data.metas) <= budget:
         rows = WHOLE_INPUT
     return BatchPlan(rows, width, budget_mb)

@@ -78,9 +78,11 @@ def test_input_larger_than_the_budget_is_cut_by_the_budget(tmp_path):
 
     plan = plan_batches(data, data.columns, None, 1)
 
-    assert plan.rows == int(MIB / WORKING_SET_FACTOR // width)
-    assert 1_000 < plan.rows < 20_000
-    assert plan_batches(data, data.columns, None, 2).rows == int(2 * MIB / WORKING_SET_FACTOR // width)
+    fit = int(MIB / WORKING_SET_FACTOR // width)
+    assert 1_000 < plan.rows <= fit < 20_000
+    assert plan.rows == math.ceil(20_000 / math.ceil(20_000 / fit))  # equal batches, no small last one
+    assert plan_batches(data, data.columns, None, 2).rows <= int(2 * MIB / WORKING_SET_FACTOR // width)
+    assert plan_batches(data, data.columns, None, 2).rows > plan.rows
 
 
 def test_default_budget_shrinks_to_a_quarter_of_the_memory_available(tmp_path, monkeypatch):
@@ -191,12 +193,13 @@ def test_job_without_batch_size_validates_an_input_that_fits_in_one_batch(mlflow
 def test_job_with_a_small_budget_validates_in_batches_of_the_budget(mlflow_store, tmp_path):
     data = split_write(tmp_path / "customers", corrupted())
     opened = storage.InputData.open([str(data)])
-    expected_rows = int(MIB / WORKING_SET_FACTOR // row_width(opened, opened.columns))
+    fit = int(MIB / WORKING_SET_FACTOR // row_width(opened, opened.columns))
+    expected_rows = math.ceil(6_000 / math.ceil(6_000 / fit))
 
     result = validate.run(spec(data, mlflow_store, memory_budget_mb=1), log=print)
 
     assert result.details["batch_rows"] == expected_rows
-    assert result.details["batches"] == math.ceil(6_000 / expected_rows) > 1
+    assert result.details["batches"] == math.ceil(6_000 / fit) > 1
     results = by_label(result)
     assert results["expect_column_values_to_be_unique(customer_id)"]["unexpected_count"] == 2
     assert results["expect_column_values_to_be_between(monthly_charges)"]["unexpected_count"] == 2
