@@ -21,8 +21,9 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from airflow_ai_provider.runtime.contract.errors import JobServiceError
 from airflow_ai_provider.runtime.contract.spec import MlflowRef
-from airflow_ai_provider.runtime.contract.timeouts import process_bounds
+from airflow_ai_provider.runtime.contract.timeouts import failure_text, process_bounds
 from airflow_ai_provider.runtime.scratch import write_atomic
 
 #: MLflow's error code for an HTTP status that came without one.
@@ -42,6 +43,11 @@ class RestError(Exception):
         super().__init__(f"{error_code or 'HTTP ' + str(status)}: {message}")
         self.status = status
         self.error_code = error_code
+
+
+def unavailable(what: str, uri: str, err: OSError) -> JobServiceError:
+    """The retryable error for a server that did not answer these calls (with their own wait)."""
+    return JobServiceError(f"{what}: MLflow at {uri} {failure_text(err, process_bounds().mlflow_worst_case)}")
 
 
 def usable(uri: str) -> bool:
@@ -83,7 +89,10 @@ def call(
 
 def model_version(ref: MlflowRef, name: str, version: str) -> dict[str, Any] | None:
     """The registry's ``model_version`` record; ``None`` for any answer but a plain success (the caller
-    then asks through MLflow's client, which names the problem)."""
+    then asks through MLflow's client, which names the problem).
+
+    :raises OSError: the registry did not answer (refused, timed out) after every attempt.
+    """
     registry = ref.registry_uri or ref.tracking_uri
     if not usable(registry):
         return None
@@ -91,7 +100,7 @@ def model_version(ref: MlflowRef, name: str, version: str) -> dict[str, Any] | N
         answer = call(
             registry, "GET", "/api/2.0/mlflow/model-versions/get", {"name": name, "version": version}
         )
-    except (RestError, OSError, ValueError):
+    except (RestError, ValueError):
         return None
     record = answer.get("model_version")
     return record if isinstance(record, dict) and record.get("version") == str(version) else None

@@ -22,6 +22,7 @@ from airflow_ai_provider.runtime.contract.timeouts import (
     mlflow_unavailable,
     process_bounds,
 )
+from airflow_ai_provider.runtime.scratch import storage_full
 
 ENV_DEFAULTS = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 #: Text of MLflow's own HTTP layer when it gave up on a server that did not answer.
@@ -153,8 +154,11 @@ def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
     try:
         if mlflow_rest.log_texts(ref, texts):
             return
-    except (mlflow_rest.RestError, OSError) as err:
+    except mlflow_rest.RestError as err:
         raise mlflow_error(err, what, ref.tracking_uri, missing) from None
+    except OSError as err:  # no answer, or a local artifact folder that cannot be written
+        full = storage_full(err, f"the artifacts of MLflow run {ref.run_id}", "free space there")
+        raise full or mlflow_rest.unavailable(what, ref.tracking_uri, err) from None
     with run_client(ref, what) as mlflow:
         for name, text in texts.items():
             mlflow.log_text(ref.run_id, text, name)

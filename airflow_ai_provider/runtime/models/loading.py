@@ -112,11 +112,16 @@ def load_model(
 
 def _light_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     """The version's ``source`` and ``run_id`` through one REST call (no MLflow import); ``None`` when
-    that did not answer plainly (then :func:`registry_version` asks, and names the problem)."""
+    the registry answered anything but the record (then :func:`registry_version` asks, and names the
+    problem). A registry that does not answer is a retryable :class:`JobServiceError`."""
     if not str(ref.version).isdigit():
         return None
     tracking.probe_servers(mlflow_ref)
-    record = mlflow_rest.model_version(mlflow_ref, ref.name, str(ref.version))
+    try:
+        record = mlflow_rest.model_version(mlflow_ref, ref.name, str(ref.version))
+    except OSError as err:  # no answer: retryable, without asking again through MLflow's client
+        what = f"cannot look up model {ref.name!r}"
+        raise mlflow_rest.unavailable(what, mlflow_ref.registry_uri or mlflow_ref.tracking_uri, err) from None
     if record is None:
         return None
     return SimpleNamespace(source=record.get("source"), run_id=record.get("run_id"))

@@ -237,3 +237,25 @@ print(loaded.info["model_cache"], "mlflow" in sys.modules, type(loaded.pyfunc.ge
 
     assert filled.stdout.split()[:2] == ["miss", "True"]
     assert again.stdout.split() == ["hit", "False", "HistGradientBoostingClassifier"]
+
+
+def test_a_registry_that_does_not_answer_fails_a_cached_load_once_and_retryably(tmp_path, monkeypatch):
+    import socket
+
+    from airflow_ai_provider.runtime.contract.errors import JobServiceError
+
+    monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("AI_PROVIDER_SERVICE_TIMEOUT", "3")
+    asked_again: list[str] = []
+    monkeypatch.setattr(loading, "registry_version", lambda *args: asked_again.append("client"))
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(JobServiceError) as caught:
+            loading.load_model(ModelReference("churn", "1"), MlflowRef(tracking_uri=url), str(tmp_path), [])
+
+    assert f"cannot look up model 'churn': MLflow at {url} did not answer within 3 s" in str(caught.value)
+    assert caught.value.retryable and not asked_again, "no second wait through MLflow's client"
+    assert time.monotonic() - started < 30
