@@ -111,3 +111,37 @@ def test_the_worker_process_of_a_data_validation_task_on_s3_imports_no_heavy_lib
     report = _run_worker("tests.dags.validation_dags:s3_data_validation", env)
     assert report["state"] == "success", report
     assert report["loaded"] == []
+
+
+_KUBERNETES_WORKER = f"""
+import json, sys, tempfile, threading
+from pathlib import Path
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodManager
+from tests.unit.operators import test_kubernetes_execution as k8s
+fake = k8s.FakeKubernetes()
+threading.Thread(target=fake.server.serve_forever, daemon=True).start()
+PodManager.extract_xcom = lambda self, pod, **kwargs: fake.xcom(pod.metadata.name)
+fake.result = k8s._validation_result()
+result = k8s._operator(fake, Path(tempfile.mkdtemp())).execute(k8s._context())
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r}))
+print({MARKER!r} + json.dumps({{"state": result["status"], "loaded": loaded}}), flush=True)
+"""
+
+
+def test_the_worker_process_of_a_task_in_kubernetes_mode_imports_no_heavy_library(mlflow_server):
+    """Kubernetes mode through KubernetesPodOperator's own code against the loopback fake API server
+    of ``tests/unit/operators/test_kubernetes_execution.py`` (no real cluster can run here), with the
+    task's MLflow bookkeeping on the real ``mlflow server``."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
+    env.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _KUBERNETES_WORKER],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_BOUND,
+    )
+    reports = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
+    assert done.returncode == 0 and reports, f"worker failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert json.loads(reports[-1].removeprefix(MARKER)) == {"state": "success", "loaded": []}
