@@ -133,6 +133,7 @@ class MlflowHook(BaseHook):
     Task runs are booked by :mod:`airflow_ai_provider.mlflow_runs`, model references resolved and
     pinned by :mod:`airflow_ai_provider.mlflow_registry`, aliases moved by
     :mod:`airflow_ai_provider.alias_ledger`; all of them through :meth:`client` and :meth:`errors`.
+    An ``http(s)://`` server is spoken to over its REST API, so a task process never imports mlflow.
 
     :param mlflow_conn_id: connection id of type ``mlflow``.
     """
