@@ -206,7 +206,8 @@ class ModelCache:
 
     def _prepare(self) -> None:
         """Create the cache folder (private to this user) and its lock folder; refuse a foreign one."""
-        (self.root / ".locks").mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.root / ".locks").mkdir(mode=0o700, exist_ok=True)
         info = self.root.lstat()
         if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
             raise OSError(errno.EPERM, f"model cache {self.root} is not a folder owned by this user")

@@ -75,6 +75,7 @@ def test_second_load_is_a_hit_that_downloads_nothing(ref, mlflow_ref, downloads,
     second = loading.load_model(ref, mlflow_ref, str(tmp_path / "b"), [])
 
     assert (first.info["model_cache"], second.info["model_cache"]) == ("miss", "hit")
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700, "the cache is private to its user"
     assert len(downloads) == 1 and second.info["download_s"] == 0
     assert not list((tmp_path / "b").iterdir()), "a hit writes nothing to the scratch folder"
     sample = make_customers(50, seed=3, with_label=False).drop(columns=[ID_COLUMN])
