@@ -285,7 +285,7 @@ def render(figures: dict[str, Any], rounds: int) -> str:
         f"{rss10:,.0f} MB at 10x), {verdict(rss_ratio <= 1.2)}. The naive path grows with the input "
         f"({nv1['peak_rss_mb']:,.0f} MB at 1x, {nv10['peak_rss_mb']:,.0f} MB at 10x).",
         f"- Batches: at 1x {m1['batches']} batch of {m1['batch_rows']:,} rows, at 10x {m10['batches']} of "
-        f"{m10['batch_rows']:,} (sized from the metadata: 4 copies of a batch in at most 160 MiB). Stage "
+        f"{m10['batch_rows']:,} (sized from the metadata: 6 copies of a batch in at most 160 MiB). Stage "
         f"times at 10x (reading overlaps predicting): read {m10['read_s']:.2f} s, predict "
         f"{m10['predict_s']:.2f} s, write {m10['write_s']:.2f} s; at 1x: read {m1['read_s']:.2f} s (during "
         f"the model load), predict {m1['predict_s']:.2f} s, write {m1['write_s']:.2f} s.",
