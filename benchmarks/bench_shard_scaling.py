@@ -44,6 +44,26 @@ SHARDS = (1, 2, 4)
 COMMAND = "flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_shard_scaling.py"
 
 
+WHY = [
+    "Why: one shard already keeps both cores busy (scikit-learn's tree predictor runs an OpenMP team of "
+    "one thread per core), so on this machine more shards cannot add throughput; they can only lose "
+    "it. Uncapped, N shards run 2N model threads on 2 cores: an OpenMP parallel region ends when its "
+    "slowest thread does, and a thread descheduled for another process holds up its whole team (its "
+    "other threads spin, then sleep), so every region pays for the oversubscription. Capped to "
+    "`cores // shards` threads (`model_threads`), the shards share the cores without that and the data "
+    "phase comes back close to one shard's. The wall clock still grows with the shard count: each "
+    "process pays its own interpreter start, imports and model load (about 3 s of CPU) on the same 2 "
+    "cores.",
+    "",
+    "What to set: shards that run side by side on one machine (local mode, several mapped shards on "
+    "one worker) should set `model_threads` to `cores // concurrent shards`; more concurrent shards "
+    "than cores do not pay off for a model that already uses every core. Shards pay off when each has "
+    "cores of its own (kubernetes mode, one pod per shard): there, set `model_threads` to the pod's CPU "
+    "limit, since OpenMP counts the CPUs the process may run on, not a CPU quota. The runtime does not "
+    "cap threads by itself: it cannot know how many shards share its machine.",
+]
+
+
 def configurations(cores: int) -> list[tuple[int, int | None]]:
     """(shards, model threads) pairs: each shard count uncapped, and capped when the cap changes it."""
     found: list[tuple[int, int | None]] = []
@@ -116,7 +136,7 @@ def render(figures: dict[tuple[int, int | None], dict[str, Any]], rounds: int, m
             f"| {row['stream_rows_per_s']:,.0f} | {row['stream_rows_per_s'] / base['stream_rows_per_s']:.2f}x "
             f"| {row['load_s']:.1f} | {row['peak_rss_mb']:,.0f} |"
         )
-    lines += ["", *meta["notes"], "", f"- Date and machine: {meta['date']}; {meta['machine']}"]
+    lines += ["", *meta["notes"], "", *WHY, "", f"- Date and machine: {meta['date']}; {meta['machine']}"]
     lines += [
         f"- Load average {meta['load_before']} before, {meta['load_after']} after (shared machine: "
         f"{meta['busy']})",
