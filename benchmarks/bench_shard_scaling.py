@@ -58,9 +58,10 @@ WHY = [
     "What to set: shards that run side by side on one machine (local mode, several mapped shards on "
     "one worker) should set `model_threads` to `cores // concurrent shards`; more concurrent shards "
     "than cores do not pay off for a model that already uses every core. Shards pay off when each has "
-    "cores of its own (kubernetes mode, one pod per shard): there, set `model_threads` to the pod's CPU "
-    "limit, since OpenMP counts the CPUs the process may run on, not a CPU quota. The runtime does not "
-    "cap threads by itself: it cannot know how many shards share its machine.",
+    "cores of its own (kubernetes mode, one pod per shard). scikit-learn already sizes its OpenMP team "
+    "within a container's CPU quota; a library that counts the node's CPUs instead (some BLAS, "
+    "xgboost, torch builds) needs `model_threads` set to the pod's CPU limit. The runtime does not cap "
+    "threads by itself: it cannot know how many shards share its machine.",
 ]
 
 
