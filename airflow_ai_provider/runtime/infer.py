@@ -19,9 +19,10 @@ Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
 - ``skops_trusted_types`` (list of str): extra trusted types for scikit-learn models saved with skops.
 - ``scratch_dir`` (str, default ``$TMPDIR``): where the model and S3-bound temporary files go.
 - ``model_threads`` (int, default none): threads the model's native libraries (OpenMP, BLAS) may use
-  while predicting, set with ``threadpoolctl``; by default they use one per core. Shards that run
-  side by side on one machine share its cores: ``cores // concurrent shards`` avoids oversubscribing
-  them (see ``docs/performance.md``, *Shard scaling*).
+  while predicting, set with ``threadpoolctl``; by default each library picks (scikit-learn: one per
+  core, within a container's CPU quota). Shards that run side by side on one machine share its
+  cores: ``cores // concurrent shards`` avoids oversubscribing them (see ``docs/performance.md``,
+  *Shard scaling*).
 - ``check_unique_ids`` (bool, default false): fail when a value of the ``id_columns`` (all of them
   together) appears more than once in the shard, across batches and files. Each row's ids are hashed
   and spilled to ``scratch_dir`` while predicting (:class:`~.uniqueness.DuplicateFinder`, bounded
