@@ -42,6 +42,7 @@ LITERAL_CASES = [
     (RetrainModelOperator, {"alias": "latest"}, "alias 'latest' is not valid"),
     (RetrainModelOperator, {"feature_columns": ["churned"]}, "label column 'churned' is also listed in feature_columns"),
     (DataValidationOperator, {"batch_size": 0}, "batch_size must be a positive integer, got 0"),
+    (DataValidationOperator, {"memory_budget_mb": 0}, "memory_budget_mb must be a positive integer, got 0"),
     (DataValidationOperator, {"input_format": "json"}, "input_format must be one of parquet, csv, got 'json'"),
     (QualityGateOperator, {"min_metrics": {"accuracy": "high"}}, "min_metrics['accuracy'] must be a number"),
     (QualityGateOperator, {"max_metrics": {"acc": 1}}, "max_metrics names metric(s) 'acc'"),
@@ -81,6 +82,13 @@ def test_templated_arguments_wait_for_rendering_and_are_checked_then():
     operator.check_rendered_arguments({})
     assert operator.job_params() == {"id_columns": ["customer_id"], "batch_size": 64, "extra_columns": "error",
                                      "check_unique_ids": False}  # fmt: skip
+
+
+def test_validation_batches_are_left_to_the_job_unless_given():
+    sized = DataValidationOperator(task_id="job", **BASE[DataValidationOperator])
+    budget = DataValidationOperator(task_id="job", memory_budget_mb=256, **BASE[DataValidationOperator])
+    assert "batch_size" not in sized.job_params() and "memory_budget_mb" not in sized.job_params()
+    assert budget.job_params()["memory_budget_mb"] == 256
 
 
 def test_upstream_output_as_an_argument_waits_for_rendering():
