@@ -28,6 +28,8 @@ MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1024, 1 << 20
 #: Measured with ``benchmarks/bench_batch_inference.py`` (2M rows, 21 float columns): peak RSS grew by
 #: about 1 KB a row of 190 Arrow bytes between batches of 143k and 222k rows, so 6.
 COPIES_IN_FLIGHT = 6
+#: Copies when the whole shard is one batch: no batch read ahead, no blocks kept from earlier batches.
+COPIES_ONE_BATCH = 4
 #: Row groups sampled for the bytes per row of the columns read.
 SAMPLED_ROW_GROUPS = 16
 
@@ -61,10 +63,10 @@ def auto_batch_rows(metas: list[FileMeta], units: list[Unit], columns: list[str]
     """Rows per batch for streaming ``columns`` of the shard's ``units`` within ``memory_bytes``.
 
     The bytes per row come from the Parquet metadata (uncompressed size of the columns read, at least
-    8 bytes per column); :data:`COPIES_IN_FLIGHT` copies of a batch must fit in ``memory_bytes``. The
-    shard's rows are then cut into batches of equal size, so a small input is read as one batch (no
-    small last batch) and a large one in batches as large as memory allows. CSV input, whose rows are
-    not known before reading, gets :data:`DEFAULT_BATCH_ROWS`.
+    8 bytes per column). A shard whose rows fit in ``memory_bytes`` as :data:`COPIES_ONE_BATCH`
+    copies is read as one batch; otherwise :data:`COPIES_IN_FLIGHT` copies of a batch must fit, and
+    the rows are cut into batches of equal size (no small last batch). CSV input, whose rows are not
+    known before reading, gets :data:`DEFAULT_BATCH_ROWS`.
     """
     parquet = [unit for unit in units if unit.row_group is not None]
     rows = sum(unit.weight for unit in parquet)
@@ -81,6 +83,8 @@ def auto_batch_rows(metas: list[FileMeta], units: list[Unit], columns: list[str]
             if chunk.path_in_schema.split(".")[0] in wanted:
                 sampled_bytes += chunk.total_uncompressed_size
     row_bytes = max(sampled_bytes / max(sampled_rows, 1), 8.0 * len(columns), 1.0)
+    if rows <= MAX_BATCH_ROWS and rows * row_bytes * COPIES_ONE_BATCH <= memory_bytes:
+        return rows
     fit = int(memory_bytes // (COPIES_IN_FLIGHT * row_bytes))
     largest = min(max(fit, MIN_BATCH_ROWS), MAX_BATCH_ROWS)
     batches = -(-rows // largest)

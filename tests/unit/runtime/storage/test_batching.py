@@ -137,3 +137,14 @@ def test_closing_read_ahead_waits_for_the_read_in_flight_and_closes_the_batches(
 
     assert closed.is_set()
     assert not any(thread.name.startswith("reader") and thread.is_alive() for thread in threading.enumerate())
+
+
+def test_a_shard_that_fits_as_one_batch_without_read_ahead_is_one_batch(tmp_path):
+    metas, units, columns = parquet_input(tmp_path / "a.parquet", 5000)
+    per_row = row_bytes(metas, columns)
+    # Room for 4 copies of the whole shard but not for 6: one batch, since nothing is read ahead.
+    between = int(5000 * per_row * (reading.COPIES_ONE_BATCH + reading.COPIES_IN_FLIGHT) / 2)
+    short = int(5000 * per_row * (reading.COPIES_ONE_BATCH - 1))
+
+    assert storage.auto_batch_rows(metas, units, columns, memory_bytes=between) == 5000
+    assert storage.auto_batch_rows(metas, units, columns, memory_bytes=short) < 5000
