@@ -284,11 +284,12 @@ def render(figures: dict[str, Any], rounds: int) -> str:
         f"- Must reach: runtime peak RSS at 10x <= 1.2x of 1x: {rss_ratio:.2f}x ({rss1:,.0f} MB at 1x, "
         f"{rss10:,.0f} MB at 10x), {verdict(rss_ratio <= 1.2)}. The naive path grows with the input "
         f"({nv1['peak_rss_mb']:,.0f} MB at 1x, {nv10['peak_rss_mb']:,.0f} MB at 10x).",
-        f"- Batches: at 1x {m1['batches']} batch of {m1['batch_rows']:,} rows, at 10x {m10['batches']} of "
-        f"{m10['batch_rows']:,} (sized from the metadata: 6 copies of a batch in at most 160 MiB). Stage "
-        f"times at 10x (reading overlaps predicting): read {m10['read_s']:.2f} s, predict "
-        f"{m10['predict_s']:.2f} s, write {m10['write_s']:.2f} s; at 1x: read {m1['read_s']:.2f} s (during "
-        f"the model load), predict {m1['predict_s']:.2f} s, write {m1['write_s']:.2f} s.",
+        f"- Batches (sized from the metadata within 160 MiB: one batch when the shard fits as 4 copies, "
+        f"else 6 copies a batch): {m1['batches']} of {m1['batch_rows']:,} rows at 1x, {m10['batches']} of "
+        f"{m10['batch_rows']:,} at 10x. Stage times at 10x (reading overlaps predicting): read "
+        f"{m10['read_s']:.2f} s, predict {m10['predict_s']:.2f} s, write {m10['write_s']:.2f} s; at 1x: read "
+        f"{m1['read_s']:.2f} s (the first batch during the model load), predict {m1['predict_s']:.2f} s, "
+        f"write {m1['write_s']:.2f} s.",
         "",
         f"- Date: {figures['date']}",
         f"- Machine: {figures['machine']}; load average {load} before, {load_after} after "
