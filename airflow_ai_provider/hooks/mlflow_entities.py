@@ -4,61 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_ACCESS_CODES
+from airflow_ai_provider.runtime.contract.mlflow_http import (  # noqa: F401 (the kinds, for the hooks)
+    ACCESS,
+    ANSWERED,
+    TIMEOUT,
+    UNREACHABLE,
+    MlflowHttpError,
+)
 
-if TYPE_CHECKING:
-    import requests
-
-#: How an MLflow call failed, as :meth:`~airflow_ai_provider.hooks.mlflow.MlflowHook.mlflow_error` maps it.
-ANSWERED, ACCESS, TIMEOUT, UNREACHABLE = "answered", "access", "timeout", "unreachable"
-
-
-class MlflowApiError(Exception):
-    """An MLflow call failed: the server answered an error, refused access, timed out or was unreachable.
-
-    Raised by the control plane's MLflow clients (REST or MLflow's own for non-HTTP stores) instead
-    of MLflow's exceptions. The message never carries credentials or request headers.
-
-    :param message: the server's message, or what went wrong.
-    :param error_code: MLflow's error code (``RESOURCE_DOES_NOT_EXIST``...), when the server gave one.
-    :param http_status: the HTTP status of the answer, when there was one.
-    :param kind: :data:`ANSWERED`, :data:`ACCESS`, :data:`TIMEOUT` or :data:`UNREACHABLE`.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        error_code: str | None = None,
-        http_status: int | None = None,
-        kind: str = ANSWERED,
-    ) -> None:
-        super().__init__(message)
-        self.error_code = error_code
-        self.http_status = http_status
-        self.kind = kind
-
-
-def answer_error(response: requests.Response, where: str) -> MlflowApiError:
-    """The error of an HTTP answer that is not a success; its message is the server's, cut to one line."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    code = body.get("error_code")
-    text = str(body.get("message") or response.text or response.reason or "").strip().splitlines()
-    message = (
-        f"{code}: {text[0] if text else ''}"
-        if code
-        else f"HTTP {response.status_code}: {text[0] if text else ''}"
-    )
-    access = response.status_code in (401, 403) or code in MLFLOW_ACCESS_CODES
-    return MlflowApiError(
-        f"{message[:300]} ({where})", code, response.status_code, ACCESS if access else ANSWERED
-    )
+#: The control plane's one MLflow error: the HTTP transport's (``runtime.contract.mlflow_http``), also
+#: raised for MLflow's own client of non-HTTP stores (:mod:`.mlflow_native`). Its ``kind`` is how
+#: :meth:`~airflow_ai_provider.hooks.mlflow.MlflowHook.mlflow_error` maps it.
+MlflowApiError = MlflowHttpError
 
 
 class PagedList(list):

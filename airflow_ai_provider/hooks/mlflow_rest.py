@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit
-
-import requests
 
 from airflow_ai_provider.hooks.mlflow_entities import (
-    TIMEOUT,
-    UNREACHABLE,
     DatasetInput,
     Experiment,
     Metric,
@@ -26,8 +19,8 @@ from airflow_ai_provider.hooks.mlflow_entities import (
     RegisteredModel,
     Run,
     RunTag,
-    answer_error,
 )
+from airflow_ai_provider.runtime.contract.mlflow_http import MlflowHttp, usable
 
 if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow_native import NativeClient
@@ -35,8 +28,6 @@ if TYPE_CHECKING:
 #: MLflow's limits of one ``runs/log-batch`` call.
 MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_ENTITIES_PER_BATCH = 1000, 100, 1000
 ACTIVE_ONLY = 1
-#: Answers worth another attempt: throttled or failing servers.
-_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 def _kv(items: Mapping[str, Any] | None) -> list[dict[str, str]]:
@@ -48,22 +39,19 @@ def _now_ms() -> int:
 
 
 class MlflowRestClient:
-    """The subset of ``MlflowClient`` the control plane uses, over MLflow's REST API with ``requests``.
+    """The subset of ``MlflowClient`` the control plane uses, over MLflow's REST API.
 
-    Every request waits at most ``timeout`` seconds for the connection and for each read of the
-    answer, and is tried at most ``attempts`` times in all (a refused or dropped connection, a
-    timeout, HTTP 429 or 5xx); so one call waits at most ``attempts * timeout`` seconds. Failures
-    raise :class:`~airflow_ai_provider.hooks.mlflow_entities.MlflowApiError`; its message names the
-    endpoint and the server's first line, never a header or credential. Its ``kind``: ``timeout``,
-    ``unreachable`` (also a 429/5xx answer on every attempt), ``access`` (401, 403 or an access
-    error code; not sent again) or ``answered`` (any other error the server answered).
+    Requests go through the one transport of both planes,
+    :class:`~airflow_ai_provider.runtime.contract.mlflow_http.MlflowHttp`: each waits at most
+    ``timeout`` seconds for the connection and for each read, and is sent at most ``attempts`` times
+    (a refused or dropped connection, a timeout, HTTP 429 or 5xx), so one call waits at most
+    ``attempts * timeout`` seconds. Failures raise
+    :class:`~airflow_ai_provider.hooks.mlflow_entities.MlflowApiError` (its ``kind``: ``timeout``,
+    ``unreachable``, ``access`` or ``answered``), never naming a header or credential.
 
     :param tracking_uri: ``http(s)://`` address of the tracking server, without credentials.
     :param registry_uri: the model registry's address (the tracking server when ``None``).
-    :param env: where credentials and TLS settings are read, under MLflow's variable names:
-        ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` (basic auth), ``MLFLOW_TRACKING_TOKEN`` (bearer),
-        ``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH`` and
-        ``MLFLOW_TRACKING_CLIENT_CERT_PATH``.
+    :param env: credentials and TLS settings under MLflow's variable names (see ``MlflowHttp``).
     :param timeout: seconds per wait (connect, each read).
     :param attempts: tries per request.
     """
@@ -77,71 +65,13 @@ class MlflowRestClient:
         timeout: float,
         attempts: int,
     ) -> None:
-        self.tracking_uri = tracking_uri.rstrip("/")
-        self.registry_uri = (registry_uri or tracking_uri).rstrip("/")
-        self.timeout = timeout
-        self.attempts = max(1, attempts)
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy or netrc credentials from the worker's environment
-        if env.get("MLFLOW_TRACKING_TOKEN"):
-            self._session.headers["Authorization"] = f"Bearer {env['MLFLOW_TRACKING_TOKEN']}"
-        elif env.get("MLFLOW_TRACKING_USERNAME"):
-            self._session.auth = (env["MLFLOW_TRACKING_USERNAME"], env.get("MLFLOW_TRACKING_PASSWORD", ""))
-        if str(env.get("MLFLOW_TRACKING_INSECURE_TLS", "")).lower() == "true":
-            self._session.verify = False
-        elif env.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
-            self._session.verify = env["MLFLOW_TRACKING_SERVER_CERT_PATH"]
-        if env.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
-            self._session.cert = env["MLFLOW_TRACKING_CLIENT_CERT_PATH"]
+        self._http = MlflowHttp(tracking_uri, registry_uri, env, timeout=timeout, attempts=attempts)
+        self.tracking_uri, self.registry_uri = self._http.tracking_uri, self._http.registry_uri
+        self._call = self._http.call
         self._artifact_uris: dict[str, str] = {}
 
     def close(self) -> None:
-        self._session.close()
-
-    # ----------------------------------------------------------------------------------------------
-    # Transport.
-
-    def _request(self, method: str, url: str, where: str, **kwargs: Any) -> requests.Response:
-        """Send one request with the bounds; the successful answer, or :class:`MlflowApiError`."""
-        failure: MlflowApiError | None = None
-        for _ in range(self.attempts):
-            try:
-                response = self._session.request(method, url, timeout=self.timeout, **kwargs)
-            except requests.Timeout:
-                failure = MlflowApiError(
-                    f"MLflow at {self.tracking_uri} timed out: no answer within {self.timeout} s ({where})",
-                    kind=TIMEOUT,
-                )
-                continue
-            except requests.ConnectionError as err:
-                reason = type(err.__context__ or err).__name__
-                failure = MlflowApiError(
-                    f"MLflow at {self.tracking_uri} is unreachable: connection refused or dropped "
-                    f"({reason}, {where})",
-                    kind=UNREACHABLE,
-                )
-                continue
-            if response.ok:
-                return response
-            failure = answer_error(response, where)
-            if response.status_code not in _RETRY_STATUS:
-                raise failure
-            failure.kind = UNREACHABLE  # throttled or failing on every attempt: infrastructure
-        assert failure is not None
-        raise failure
-
-    def _call(
-        self, method: str, endpoint: str, body: dict[str, Any] | None = None, *, registry: bool = False
-    ) -> dict[str, Any]:
-        """Call ``/api/2.0/mlflow/<endpoint>``: GET sends ``body`` as query parameters, others as JSON."""
-        base = self.registry_uri if registry else self.tracking_uri
-        url = f"{base}/api/2.0/mlflow/{endpoint}"
-        body = {key: value for key, value in (body or {}).items() if value is not None}
-        if method == "GET":
-            response = self._request(method, url, endpoint, params=body)
-        else:
-            response = self._request(method, url, endpoint, json=body)
-        return response.json() if response.content else {}
+        self._http.close()
 
     # ----------------------------------------------------------------------------------------------
     # Experiments.
@@ -291,22 +221,12 @@ class MlflowRestClient:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         """Store ``text`` as artifact ``artifact_file`` of the run.
 
-        ``mlflow-artifacts:`` locations (the server proxies artifacts) are written with one PUT to
-        the server; ``file:`` locations are written directly, atomically. Any other store (S3,
-        GCS...) falls back to MLflow's own client for this one call, which imports mlflow.
+        ``mlflow-artifacts:`` locations (the server proxies artifacts) are one PUT to the server;
+        ``file:`` locations are written directly, atomically. Any other store (S3, GCS...) falls back
+        to MLflow's own client for this one call, which imports mlflow.
         """
         artifact_uri = self._artifact_uris.get(run_id) or self.get_run(run_id).info.artifact_uri
-        location = urlsplit(artifact_uri)
-        if location.scheme == "mlflow-artifacts":
-            base = self.tracking_uri
-            if location.netloc:
-                base = f"{urlsplit(self.tracking_uri).scheme}://{location.netloc}"
-            path = quote(f"{location.path.strip('/')}/{artifact_file}")
-            url = f"{base}/api/2.0/mlflow-artifacts/artifacts/{path}"
-            self._request("PUT", url, "mlflow-artifacts", data=text.encode("utf-8"))
-        elif location.scheme in ("file", ""):
-            _write_atomically(Path(unquote(location.path)) / artifact_file, text)
-        else:
+        if not self._http.put_artifact(artifact_uri, artifact_file, text.encode("utf-8")):
             from airflow_ai_provider.hooks.mlflow_native import native_client
 
             native_client(self.tracking_uri, self.registry_uri).log_text(run_id, text, artifact_file)
@@ -372,7 +292,7 @@ def open_client(
         environment).
     :param http_env: ``MLFLOW_HTTP_REQUEST_TIMEOUT`` and ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` to obey.
     """
-    if not all(uri.startswith(("http://", "https://")) for uri in (tracking_uri, registry_uri)):
+    if not usable(tracking_uri, registry_uri):
         from airflow_ai_provider.hooks.mlflow_native import native_client
 
         yield native_client(tracking_uri, registry_uri)
@@ -389,16 +309,3 @@ def open_client(
         yield client
     finally:
         client.close()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file in its folder, so a reader sees all of it or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
