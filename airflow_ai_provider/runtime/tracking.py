@@ -155,8 +155,10 @@ def log_texts(ref: MlflowRef, texts: dict[str, str], what: str) -> None:
         if mlflow_rest.log_texts(ref, texts):
             return
     except mlflow_rest.RestError as err:
+        if err.kind in mlflow_rest.NO_ANSWER:
+            raise mlflow_rest.unavailable(what, ref.tracking_uri, err) from None
         raise mlflow_error(err, what, ref.tracking_uri, missing) from None
-    except OSError as err:  # no answer, or a local artifact folder that cannot be written
+    except OSError as err:  # a local artifact folder that cannot be written
         full = storage_full(err, f"the artifacts of MLflow run {ref.run_id}", "free space there")
         raise full or mlflow_rest.unavailable(what, ref.tracking_uri, err) from None
     with run_client(ref, what) as mlflow:

@@ -119,7 +119,7 @@ def _light_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     tracking.probe_servers(mlflow_ref)
     try:
         record = mlflow_rest.model_version(mlflow_ref, ref.name, str(ref.version))
-    except OSError as err:  # no answer: retryable, without asking again through MLflow's client
+    except mlflow_rest.RestError as err:  # no answer: retryable, without asking again through MLflow's client
         what = f"cannot look up model {ref.name!r}"
         raise mlflow_rest.unavailable(what, mlflow_ref.registry_uri or mlflow_ref.tracking_uri, err) from None
     if record is None:
