@@ -1,30 +1,23 @@
 """The worker's MLflow REST client against the session's real ``mlflow server``: every call it offers
-round-trips, and failures come back as one ``MlflowApiError`` the hook maps (bad input, refused
-credentials, a server that never answers, one that refuses connections, one that is overloaded).
+round-trips, answered errors come back as ``MlflowApiError`` with the server's code, and each
+artifact store gets a run's texts. Bounds, retries, credentials and TLS are the transport's, tested
+once in ``test_mlflow_http.py``.
 
 MLflow's own client (imported by these tests only) reads back what the REST client wrote where the
 REST client has no reader of its own (dataset inputs, artifacts)."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from airflow_ai_provider.hooks.mlflow_entities import (
-    ACCESS,
     ANSWERED,
-    TIMEOUT,
-    UNREACHABLE,
     Dataset,
     DatasetInput,
     InputTag,
@@ -34,7 +27,6 @@ from airflow_ai_provider.hooks.mlflow_entities import (
     RunTag,
 )
 from airflow_ai_provider.hooks.mlflow_rest import MlflowRestClient
-from tests._support.http_proxy import Rule, http_proxy
 
 
 def _client(
@@ -165,101 +157,16 @@ def test_registry_calls_round_trip_aliases_tags_and_searches(rest, experiment_id
     assert unknown.value.error_code == "RESOURCE_DOES_NOT_EXIST" and unknown.value.http_status == 404
 
 
-def test_unknown_run_is_resource_does_not_exist_answered_by_the_server(rest):
-    with pytest.raises(MlflowApiError) as unknown:
-        rest.get_run("0" * 32)
-    error = unknown.value
-    assert (error.error_code, error.http_status, error.kind) == ("RESOURCE_DOES_NOT_EXIST", 404, ANSWERED)
-    assert "runs/get" in str(error) and "\n" not in str(error)
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    """Answers every request 401 as an authenticating gateway would, keeping the headers it got."""
-
-    seen: list[dict[str, str]] = []
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        type(self).seen.append(dict(self.headers))
-        body = b'{"error_code": "UNAUTHENTICATED", "message": "bad credentials"}'
-        self.send_response(401)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@contextlib.contextmanager
-def _recording_gateway() -> Iterator[tuple[str, list[dict[str, str]]]]:
-    handler = type("Recorder", (_Recorder,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "pw-secret-7"}, "Basic "),
-        ({"MLFLOW_TRACKING_TOKEN": "tok-secret-7"}, "Bearer tok-secret-7"),
-    ],
-    ids=["basic", "bearer"],
-)
-def test_credentials_are_sent_as_headers_and_a_refusal_is_access_without_the_secret(env, expected):
-    with _recording_gateway() as (url, seen):
-        client = _client(url, env)
-        with pytest.raises(MlflowApiError) as refused:
-            client.get_run("r1")
-    authorization = seen[0]["Authorization"]
-    if expected == "Basic ":
-        assert base64.b64decode(authorization.removeprefix("Basic ")) == b"alice:pw-secret-7"
-    else:
-        assert authorization == expected
-    assert len(seen) == 1  # refused credentials are not sent again
-    assert (refused.value.kind, refused.value.http_status) == (ACCESS, 401)
-    assert "secret" not in str(refused.value)
-
-
-def test_a_server_that_never_answers_times_out_within_attempts_times_timeout():
-    """A socket that listens but never accepts: the kernel takes the connection, nobody answers."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(8)
-        client = _client(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=2, attempts=2)
-        started = time.monotonic()
-        with pytest.raises(MlflowApiError) as hung:
-            client.search_experiments(max_results=1)
-        elapsed = time.monotonic() - started
-    assert hung.value.kind == TIMEOUT and "timed out" in str(hung.value)
-    assert elapsed < 15  # bounded: 2 attempts of 2 s, where MLflow's defaults wait for minutes
-
-
-def test_a_refused_connection_is_unreachable():
-    with socket.socket() as spare:
-        spare.bind(("127.0.0.1", 0))
-        port = spare.getsockname()[1]
-    with pytest.raises(MlflowApiError) as refused:
-        _client(f"http://127.0.0.1:{port}").get_run("r1")
-    assert refused.value.kind == UNREACHABLE and f"127.0.0.1:{port}" in str(refused.value)
-
-
-def test_an_overloaded_answer_is_retried_and_the_second_attempt_succeeds(mlflow_server, experiment_id):
-    rule = Rule("GET", "/experiments/get", "fail", status=503, times=1)
-    with http_proxy(mlflow_server.url, [rule], lifetime=60) as proxy:
-        assert _client(proxy.url).get_experiment(experiment_id).experiment_id == experiment_id
-        assert proxy.count("GET", "/experiments/get") == 2
-
-
-def test_throttling_on_every_attempt_is_infrastructure(mlflow_server, experiment_id):
-    rule = Rule("GET", "/experiments/get", "fail", status=429, times=10)
-    with http_proxy(mlflow_server.url, [rule], lifetime=60) as proxy:
-        with pytest.raises(MlflowApiError) as throttled:
-            _client(proxy.url).get_experiment(experiment_id)
-        assert proxy.count("GET", "/experiments/get") == 2
-    assert (throttled.value.kind, throttled.value.http_status) == (UNREACHABLE, 429)
+def test_log_text_hands_any_other_artifact_store_to_mlflows_client(
+    rest, s3_server, s3_bucket, s3_env, monkeypatch
+):
+    """An experiment whose artifacts live in S3 (the session's moto server): the REST client has no
+    writer for it, so this one call goes through MLflow's own client and lands in the bucket."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    experiment_id = rest.create_experiment(_unique("rest-s3"), artifact_location=f"s3://{s3_bucket}/runs")
+    run = rest.create_run(experiment_id)
+    rest.log_text(run.info.run_id, "in the bucket", "job/result.json")
+    key = f"{run.info.artifact_uri.removeprefix(f's3://{s3_bucket}/')}/job/result.json"
+    stored = s3_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    assert stored == b"in the bucket"
