@@ -21,7 +21,7 @@ from airflow_ai_provider.exceptions import (
     MlflowUnavailableError,
     ModelReferenceError,
 )
-from airflow_ai_provider.hooks.mlflow_entities import ACCESS, TIMEOUT, UNREACHABLE, MlflowApiError
+from airflow_ai_provider.hooks.mlflow_entities import ACCESS, TIMEOUT, TLS, UNREACHABLE, MlflowApiError
 from airflow_ai_provider.runtime.contract import SERVICE_TIMEOUT_ENV
 from airflow_ai_provider.runtime.contract.environment import scoped_environ
 from airflow_ai_provider.runtime.contract.timeouts import (
@@ -303,6 +303,8 @@ class MlflowHook(BaseHook):
 
         - refused credentials (an access error code, HTTP 401/403): :class:`AiProviderConfigError`
           naming the connection (a retry sends the same ones);
+        - a server certificate that failed verification: :class:`AiProviderConfigError` saying what
+          to set (a retry meets the same certificate);
         - no answer in time: :class:`MlflowUnavailableError`, and later calls of this try fail at once;
         - refused or dropped connection: :class:`MlflowUnavailableError`;
         - any other error the server answered: classified by :func:`answered_error` while ``doing``
@@ -310,6 +312,8 @@ class MlflowHook(BaseHook):
         """
         if err.kind == ACCESS:
             return self._access_refused(err)
+        if err.kind == TLS:
+            return AiProviderConfigError(f"connection {self.mlflow_conn_id!r}: {first_line(err)}")
         if err.kind == TIMEOUT:
             self._unanswered = (
                 f"MLflow tracking server {self.tracking_uri} did not answer within {mlflow_wait()} s "

@@ -10,6 +10,7 @@ from airflow_ai_provider.runtime.contract.mlflow_http import (  # noqa: F401 (th
     ACCESS,
     ANSWERED,
     TIMEOUT,
+    TLS,
     UNREACHABLE,
     MlflowHttpError,
 )

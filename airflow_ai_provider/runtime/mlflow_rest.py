@@ -16,6 +16,7 @@ from typing import Any
 from airflow_ai_provider.runtime.contract.errors import JobServiceError
 from airflow_ai_provider.runtime.contract.mlflow_http import (
     NO_ANSWER,
+    TLS,
     MlflowHttp,
     usable,
 )
@@ -48,7 +49,8 @@ def model_version(ref: MlflowRef, name: str, version: str) -> dict[str, Any] | N
     """The registry's ``model_version`` record; ``None`` for any answer but a plain success (the caller
     then asks through MLflow's client, which names the problem).
 
-    :raises RestError: of a kind in :data:`NO_ANSWER`: the registry did not answer after every attempt.
+    :raises RestError: of a kind in :data:`NO_ANSWER`: the registry did not answer after every attempt;
+        of kind :data:`TLS`: its certificate failed verification.
     """
     if not usable(ref.registry_uri or ref.tracking_uri):
         return None
@@ -57,7 +59,7 @@ def model_version(ref: MlflowRef, name: str, version: str) -> dict[str, Any] | N
             "GET", "model-versions/get", {"name": name, "version": version}, registry=True
         )
     except RestError as err:
-        if err.kind in NO_ANSWER:
+        if err.kind in NO_ANSWER or err.kind == TLS:
             raise
         return None
     record = answer.get("model_version")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import http.client
 import ssl
 import threading
 import time
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,6 +26,7 @@ from airflow_ai_provider.runtime.contract.mlflow_http import (
     ACCESS,
     ANSWERED,
     TIMEOUT,
+    TLS,
     UNREACHABLE,
     MlflowHttp,
     MlflowHttpError,
@@ -324,11 +327,30 @@ def test_a_server_asking_for_a_client_certificate_is_answered_with_the_one_confi
         assert _http(url, insecure).call("GET", "runs/get", {"run_id": "r1"}) == {"ok": True}
         with pytest.raises(MlflowHttpError) as no_cert:
             _http(url, verified, attempts=1).call("GET", "runs/get", {"run_id": "r1"})
-        with pytest.raises(MlflowHttpError) as unknown_ca:
-            _http(url, {"MLFLOW_TRACKING_CLIENT_CERT_PATH": str(pki["client"])}, attempts=1).call(
-                "GET", "runs/get"
-            )
-    assert no_cert.value.kind == UNREACHABLE and unknown_ca.value.kind == UNREACHABLE
+    assert no_cert.value.kind == UNREACHABLE
+
+
+def test_a_server_certificate_that_fails_verification_is_configuration_and_not_tried_again(pki):
+    """The connection attempts are counted with a spy that calls the real ``connect``."""
+    real_connect = http.client.HTTPSConnection.connect
+    with (
+        _canned(200, b'{"ok": true}', _mutual_tls(pki)) as (url, _),
+        mock.patch.object(
+            http.client.HTTPSConnection, "connect", autospec=True, side_effect=real_connect
+        ) as spy,
+        pytest.raises(MlflowHttpError) as unknown_ca,
+    ):
+        _http(url, {"MLFLOW_TRACKING_CLIENT_CERT_PATH": str(pki["client"])}, attempts=3).call(
+            "GET", "runs/get"
+        )
+    assert spy.call_count == 1
+    assert unknown_ca.value.kind == TLS and unknown_ca.value.error_code == "TLS_VERIFICATION_FAILED"
+    message = str(unknown_ca.value)
+    assert (
+        "\n" not in message
+        and "failed verification" in message
+        and "MLFLOW_TRACKING_SERVER_CERT_PATH" in message
+    )
 
 
 def test_only_http_and_https_stores_are_usable():

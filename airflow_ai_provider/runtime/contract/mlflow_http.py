@@ -22,8 +22,11 @@ from typing import Any
 from airflow_ai_provider.runtime.contract.files import write_atomic
 from airflow_ai_provider.runtime.contract.timeouts import MLFLOW_ACCESS_CODES
 
-#: How a call failed: the server answered an error, refused access, timed out or was unreachable.
-ANSWERED, ACCESS, TIMEOUT, UNREACHABLE = "answered", "access", "timeout", "unreachable"
+#: How a call failed: the server answered an error, refused access, timed out or was unreachable,
+#: or its TLS certificate failed verification (configuration: a retry meets the same certificate).
+ANSWERED, ACCESS, TIMEOUT, UNREACHABLE, TLS = "answered", "access", "timeout", "unreachable", "tls"
+#: The error code given to a certificate that failed verification.
+TLS_VERIFICATION_FAILED = "TLS_VERIFICATION_FAILED"
 #: The kinds where the server gave no usable answer (infrastructure, retried by the task).
 NO_ANSWER = frozenset({TIMEOUT, UNREACHABLE})
 #: MLflow's error code for an HTTP status that came without one.
@@ -46,8 +49,8 @@ class MlflowHttpError(Exception):
     :param error_code: MLflow's error code (``RESOURCE_DOES_NOT_EXIST``...): the server's, else the
         one of its HTTP status (:data:`STATUS_CODES`, ``TEMPORARILY_UNAVAILABLE`` for 5xx).
     :param http_status: the HTTP status of the answer, when there was one.
-    :param kind: :data:`ANSWERED`, :data:`ACCESS`, :data:`TIMEOUT` or :data:`UNREACHABLE` (also a
-        429 or 5xx answer on every attempt).
+    :param kind: :data:`ANSWERED`, :data:`ACCESS`, :data:`TIMEOUT`, :data:`UNREACHABLE` (also a
+        429 or 5xx answer on every attempt) or :data:`TLS`.
     """
 
     def __init__(
@@ -184,12 +187,21 @@ class MlflowHttp:
                 failure.kind = UNREACHABLE  # throttled or failing on every attempt: infrastructure
             except (OSError, http.client.HTTPException) as err:
                 failure = _transport_error(err, base, where, self.timeout)
+                if failure.kind == TLS:
+                    raise failure from None
         assert failure is not None
         raise failure
 
 
 def _transport_error(err: BaseException, base: str, where: str, timeout: float) -> MlflowHttpError:
     reason = err.reason if isinstance(err, urllib.error.URLError) else err
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return MlflowHttpError(
+            f"the TLS certificate of MLflow at {base} failed verification ({reason.verify_message}, {where}): "
+            "set MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle, or insecure_tls in the connection",
+            TLS_VERIFICATION_FAILED,
+            kind=TLS,
+        )
     if isinstance(reason, TimeoutError):
         return MlflowHttpError(
             f"MLflow at {base} timed out: no answer within {timeout} s ({where})", kind=TIMEOUT

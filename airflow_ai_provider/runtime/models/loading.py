@@ -119,8 +119,12 @@ def _light_version(ref: ModelReference, mlflow_ref: MlflowRef) -> Any:
     tracking.probe_servers(mlflow_ref)
     try:
         record = mlflow_rest.model_version(mlflow_ref, ref.name, str(ref.version))
-    except mlflow_rest.RestError as err:  # no answer: retryable, without asking again through MLflow's client
+    except mlflow_rest.RestError as err:  # not asked again through MLflow's client
         what = f"cannot look up model {ref.name!r}"
+        if err.kind == mlflow_rest.TLS:  # configuration: bad input
+            raise tracking.mlflow_error(
+                err, what, mlflow_ref.registry_uri or mlflow_ref.tracking_uri
+            ) from None
         raise mlflow_rest.unavailable(what, mlflow_ref.registry_uri or mlflow_ref.tracking_uri, err) from None
     if record is None:
         return None

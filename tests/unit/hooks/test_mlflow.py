@@ -236,6 +236,7 @@ def test_an_http_store_gets_the_rest_client_and_any_other_store_mlflows_own_rais
         ("access", AiProviderConfigError, "refused the credentials of connection 'mlflow_default'"),
         ("timeout", MlflowUnavailableError, "did not answer within"),
         ("unreachable", MlflowUnavailableError, "is unreachable"),
+        ("tls", AiProviderConfigError, "connection 'mlflow_default': it failed"),
     ],
 )
 def test_each_kind_of_failure_maps_to_one_provider_error_without_a_named_action(kind, expected, message):
