@@ -1,6 +1,6 @@
 """Benchmark of the ``infer`` job runtime against raw ``predict_proba`` and a naive pandas pipeline.
 
-Run with ``flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_batch_inference.py``
+Run with ``.venv/bin/python benchmarks/bench_batch_inference.py``
 from the repository root. It trains a 20-feature HistGradientBoostingClassifier on synthetic data,
 registers it in a local SQLite MLflow store under ``benchmarks/.work/``, writes 1x (200k rows) and 10x
 (2M rows) Parquet inputs and measures, in interleaved rounds:
@@ -40,7 +40,7 @@ MODEL_NAME = "bench-hgb"
 FEATURES = 20
 ROWS_1X = 200_000
 TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
-COMMAND = "flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_batch_inference.py"
+COMMAND = ".venv/bin/python benchmarks/bench_batch_inference.py"
 QUIET_BUSY = 0.1  # machine-wide CPU share other work may use when a measurement starts
 #: How long a measurement waits for the machine to be idle (``BENCH_QUIET_TIMEOUT_S``, default 300 s).
 QUIET_TIMEOUT_S = float(os.environ.get("BENCH_QUIET_TIMEOUT_S", "300"))

@@ -18,7 +18,7 @@ Model load beyond the flavour's library: the same three cache states in a fresh 
 scikit-learn's estimators first and then calls ``load_model`` (``import sklearn.ensemble`` alone is
 about 0.8 s here, paid by any process that predicts with the model, cache or not).
 
-Run: ``flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_runtime_start.py``.
+Run: ``.venv/bin/python benchmarks/bench_runtime_start.py``.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def report(
     loads = " / ".join(f"{x:.1f}" for x in before) + " before, " + " / ".join(f"{x:.1f}" for x in after)
     return "\n".join(
         [
-            "`flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_runtime_start.py` "
+            "`.venv/bin/python benchmarks/bench_runtime_start.py` "
             f"({rounds} interleaved rounds, medians; a fresh runtime process per figure, a real `mlflow "
             "server` on loopback, a registered HistGradientBoosting churn model saved with cloudpickle, a "
             "one-batch input of 5,000 rows).",

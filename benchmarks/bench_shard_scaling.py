@@ -1,6 +1,6 @@
 """Benchmark of shard scaling: one 2M-row input scored as 1, 2 and 4 runtime shards started together.
 
-Run with ``flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_shard_scaling.py``
+Run with ``.venv/bin/python benchmarks/bench_shard_scaling.py``
 from the repository root. It registers the model of ``bench_batch_inference.py`` (20-feature
 HistGradientBoostingClassifier, local SQLite MLflow store under ``benchmarks/.work/``), writes 2M rows
 in 16 row groups (so 1, 2 and 4 shards get equal work units) and, in interleaved rounds, starts every
@@ -41,7 +41,7 @@ from bench_docs import replace_section
 ROWS = 2_000_000
 ROW_GROUP = 125_000
 SHARDS = (1, 2, 4)
-COMMAND = "flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_shard_scaling.py"
+COMMAND = ".venv/bin/python benchmarks/bench_shard_scaling.py"
 
 
 WHY = [

@@ -2,7 +2,7 @@
 
 Run from the repository root, one benchmark at a time on this shared machine::
 
-    flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_validation.py
+    .venv/bin/python benchmarks/bench_validation.py
 
 Data: churn customers from the project's own generator (``tests/_support/churn_sample.py``: 1M rows,
 and 4M rows to show memory, ``customer_id`` text and 8 numeric columns), one Parquet file each, 50,000-row
@@ -47,7 +47,7 @@ from bench_docs import machine_line, replace_section  # noqa: E402
 
 WORK = REPO / "benchmarks" / ".work" / "validation"
 SUITE = REPO / "dag_templates" / "include" / "churn_expectations.json"
-COMMAND = "flock /work/briefs/locks/bench.lock .venv/bin/python benchmarks/bench_validation.py"
+COMMAND = ".venv/bin/python benchmarks/bench_validation.py"
 TARGET_ROWS = 1_000_000
 MEMORY_ROWS = 4_000_000
 MAX_EXAMPLES = 5
