@@ -36,10 +36,11 @@ print({MARKER!r} + json.dumps({{"state": str(dag_run.state), "loaded": loaded}})
 """
 
 
-def _run_worker(dag: str, env: dict[str, str]) -> dict[str, object]:
-    """Run ``dag`` (``module:factory``) with ``dag.test()`` in a fresh process; its report."""
+def _run_worker(dag: str, env: dict[str, str], script: str = _WORKER) -> dict[str, object]:
+    """Run ``script`` in a fresh process (by default: ``dag``, ``module:factory``, with ``dag.test()``);
+    its report."""
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER, dag],
+        [sys.executable, "-c", script, dag],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -134,14 +135,4 @@ def test_the_worker_process_of_a_task_in_kubernetes_mode_imports_no_heavy_librar
     task's MLflow bookkeeping on the real ``mlflow server``."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url}
     env.pop("AIRFLOW_CONN_MLFLOW_DEFAULT", None)
-    done = subprocess.run(
-        [sys.executable, "-c", _KUBERNETES_WORKER],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=WORKER_BOUND,
-    )
-    reports = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]
-    assert done.returncode == 0 and reports, f"worker failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert json.loads(reports[-1].removeprefix(MARKER)) == {"state": "success", "loaded": []}
+    assert _run_worker("", env, _KUBERNETES_WORKER) == {"state": "success", "loaded": []}
