@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.suite import parse_suite
+from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.validation import job as validate
 from airflow_ai_provider.runtime.validation.plan import needed_columns
-from airflow_ai_provider.runtime.validation.sizing import (
-    WHOLE_INPUT,
-    WORKING_SET_FACTOR,
-    plan_batches,
-    row_width,
-)
+from airflow_ai_provider.runtime.validation.sizing import WHOLE_INPUT, WORKING_SET_FACTOR, plan_batches
 from tests._support.churn_sample import FEATURES, make_customers
 from tests.unit.runtime.conftest import write_csv, write_parquet
 from tests.unit.runtime.validation.conftest import by_label, corrupted, spec, split_write
@@ -30,35 +22,9 @@ from tests.unit.runtime.validation.conftest import by_label, corrupted, spec, sp
 MIB = 1 << 20
 
 
-def _numbers_and_text(rows: int, text: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "count": np.arange(rows, dtype=np.int64),
-            "price": np.linspace(0.0, 1.0, rows),
-            "label": [text[i % len(text)] for i in range(rows)],
-        }
-    )
-
-
-def test_row_width_counts_fixed_widths_and_text_bytes_whatever_the_compression(tmp_path):
-    frame = _numbers_and_text(20_000, [f"id-{i:06d}" for i in range(20_000)])  # 9 bytes each, all distinct
-    for codec in ("none", "zstd"):
-        path = tmp_path / codec / "data.parquet"
-        path.parent.mkdir()
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression=codec)
-        data = storage.InputData.open([str(path)])
-
-        assert row_width(data, ["count", "price"]) == 16
-        # text: 9 bytes and Arrow's 4-byte offset, plus what Parquet itself adds per value
-        assert 9 + 4 <= row_width(data, ["label"]) <= 9 + 4 + 6
-
-
-def test_row_width_of_dictionary_encoded_text_uses_its_statistics(tmp_path):
-    """Three repeated words take about a byte a row in Parquet, but every row holds a word in memory."""
-    path = write_parquet(tmp_path / "d.parquet", _numbers_and_text(50_000, ["bronze", "silver", "gold"]))
-    data = storage.InputData.open([str(path)])
-
-    assert row_width(data, ["label"]) >= len("bronze") + 4
+def row_width(data: storage.InputData, columns: list[str]) -> float:
+    """The shared estimate, as the job gives it the input (tested in tests/unit/runtime/storage/test_sizing.py)."""
+    return sizing.row_width(data.metas, data.schema, columns)
 
 
 def test_input_that_fits_the_budget_is_one_batch_of_all_rows(tmp_path):
@@ -223,23 +189,6 @@ def test_csv_input_that_fits_the_budget_is_one_batch(tmp_path):
     assert plan_batches(data, data.columns, None, None).rows == WHOLE_INPUT
     small = plan_batches(data, data.columns, None, 1)  # 1 MiB: the file is larger than a quarter of it
     assert small.rows == int(MIB / WORKING_SET_FACTOR // row_width(data, data.columns)) < 10_000
-
-
-def test_row_width_of_nested_and_dotted_columns_counts_their_own_leaves(tmp_path):
-    table = pa.table(
-        {
-            "tags": pa.array([["red", "green", "blue"]] * 5_000),
-            "a": pa.array(["x"] * 5_000),
-            "a.b": pa.array([f"long-value-{i:08d}" for i in range(5_000)]),
-        }
-    )
-    path = tmp_path / "n.parquet"
-    pq.write_table(table, path, use_dictionary=False)
-    data = storage.InputData.open([str(path)])
-
-    assert row_width(data, ["a.b"]) >= len("long-value-00000000") + 4
-    assert row_width(data, ["a"]) < 12
-    assert row_width(data, ["tags"]) >= len("redgreenblue")
 
 
 def test_peak_memory_follows_the_budget_not_the_input(tmp_path):
