@@ -47,19 +47,31 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import Log, log_line, memory, reports, storage
+from airflow_ai_provider.runtime import Log, log_line, reports, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
 from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
+from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 
 LOG_EVERY_BATCHES = 10
 #: Memory the rows in flight may take when ``batch_size`` is not set (less when the machine or
 #: container has less to spare: a quarter of what is available).
 BATCH_MEMORY_BYTES = 160 << 20
+#: Rows per batch when the rows cannot be sized from Parquet metadata (CSV input).
+DEFAULT_BATCH_ROWS = 65_536
+#: Bounds of an automatically sized batch.
+MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1024, 1 << 20
+#: Peak memory of streaming, in copies of a batch's size: the batch being predicted, the batch read
+#: ahead, the model's input matrix, the output columns and the blocks Arrow's memory pool keeps.
+#: Measured with ``benchmarks/bench_batch_inference.py`` (2M rows, 21 float columns): peak RSS grew by
+#: about 1 KB a row of 190 Arrow bytes between batches of 143k and 222k rows, so 6.
+COPIES_IN_FLIGHT = 6
+#: Copies when the whole shard is one batch: no batch read ahead, no blocks kept from earlier batches.
+COPIES_ONE_BATCH = 4
 
 
 @dataclass
@@ -293,13 +305,23 @@ def batch_rows(
     params: InferParams,
     log: Log,
 ) -> int:
-    """``batch_size`` when set, else rows per batch sized from the input's metadata so that the rows in
-    flight take at most :data:`BATCH_MEMORY_BYTES`, or a quarter of the memory available if less."""
+    """``batch_size`` when set, else rows per batch sized from the shard's metadata
+    (:mod:`~airflow_ai_provider.runtime.storage.sizing`) within :data:`BATCH_MEMORY_BYTES`, or a
+    quarter of the memory available if less. A shard whose rows fit as :data:`COPIES_ONE_BATCH`
+    copies is one batch; otherwise :data:`COPIES_IN_FLIGHT` copies of a batch must fit, and the rows
+    are cut into equal batches within [:data:`MIN_BATCH_ROWS`, :data:`MAX_BATCH_ROWS`]. CSV input,
+    whose rows are not known before reading, gets :data:`DEFAULT_BATCH_ROWS`."""
     if params.batch_size is not None:
         return params.batch_size
-    available = memory.available_bytes()
-    budget = BATCH_MEMORY_BYTES if available is None else min(BATCH_MEMORY_BYTES, available // 4)
-    rows = storage.auto_batch_rows(metas, units, columns, budget)
+    budget = sizing.memory_budget(BATCH_MEMORY_BYTES)
+    parquet = [(unit.file_index, unit.row_group) for unit in units if unit.row_group is not None]
+    rows = sum(unit.weight for unit in units if unit.row_group is not None)
+    width = sizing.row_width(metas, metas[parquet[0][0]].schema, columns, parquet) if parquet else 0.0
+    if rows == 0:
+        rows = DEFAULT_BATCH_ROWS
+    elif rows > MAX_BATCH_ROWS or rows * width * COPIES_ONE_BATCH > budget:
+        fit = sizing.rows_that_fit(width, budget, COPIES_IN_FLIGHT, MIN_BATCH_ROWS, MAX_BATCH_ROWS)
+        rows = sizing.equal_batches(rows, fit)
     log(f"batches of {rows} rows (sized from the input metadata, {budget >> 20} MiB for rows in flight)")
     return rows
 

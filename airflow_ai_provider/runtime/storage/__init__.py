@@ -9,6 +9,7 @@ come from the standard AWS environment variables or the default credential chain
 - :mod:`.inputs`: listing input files, their metadata, unreadable-file errors;
 - :mod:`.units`: work units, shards, the input digest;
 - :mod:`.reading`: streamed batches, column types across files, :class:`InputData`;
+- :mod:`.sizing`: rows per batch from the input's metadata and a memory budget;
 - :mod:`.part_writer`: :class:`PartWriter`, one Parquet part file published atomically;
 - :mod:`.checks`: scratch folder and bucket checks, write errors;
 - :mod:`.publish`: one small file (a report) published atomically.
@@ -29,7 +30,6 @@ from airflow_ai_provider.runtime.storage.part_writer import PartWriter
 from airflow_ai_provider.runtime.storage.reading import (
     InputData,
     ReadAhead,
-    auto_batch_rows,
     cast_batch,
     column_types,
     iter_batches,
@@ -52,7 +52,6 @@ __all__ = [
     "PartWriter",
     "ReadAhead",
     "Unit",
-    "auto_batch_rows",
     "cast_batch",
     "check_bucket",
     "check_scratch_dir",

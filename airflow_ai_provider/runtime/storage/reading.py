@@ -19,20 +19,6 @@ from airflow_ai_provider.runtime.storage.units import Unit, input_digest, plan_u
 #: Read buffer per column: with ``pre_buffer=False`` Parquet is decoded page by page, so memory
 #: follows the batch size, not the row-group size.
 PARQUET_BUFFER_SIZE = 1 << 20
-#: Rows per batch when the rows cannot be sized from Parquet metadata (CSV input).
-DEFAULT_BATCH_ROWS = 65_536
-#: Bounds of an automatically sized batch.
-MIN_BATCH_ROWS, MAX_BATCH_ROWS = 1024, 1 << 20
-#: Peak memory of streaming, in copies of a batch's Arrow size: the batch being predicted, the batch
-#: read ahead, the model's input matrix, the output columns and the blocks Arrow's memory pool keeps.
-#: Measured with ``benchmarks/bench_batch_inference.py`` (2M rows, 21 float columns): peak RSS grew by
-#: about 1 KB a row of 190 Arrow bytes between batches of 143k and 222k rows, so 6.
-COPIES_IN_FLIGHT = 6
-#: Copies when the whole shard is one batch: no batch read ahead, no blocks kept from earlier batches.
-COPIES_ONE_BATCH = 4
-#: Row groups sampled for the bytes per row of the columns read.
-SAMPLED_ROW_GROUPS = 16
-
 
 # --- streaming reads -------------------------------------------------------------------------------
 
@@ -57,38 +43,6 @@ def iter_batches(
                 yield cast_batch(batch, types)
         except (OSError, pa.ArrowException) as err:
             raise read_error(err, meta) from None
-
-
-def auto_batch_rows(metas: list[FileMeta], units: list[Unit], columns: list[str], memory_bytes: int) -> int:
-    """Rows per batch for streaming ``columns`` of the shard's ``units`` within ``memory_bytes``.
-
-    The bytes per row come from the Parquet metadata (uncompressed size of the columns read, at least
-    8 bytes per column). A shard whose rows fit in ``memory_bytes`` as :data:`COPIES_ONE_BATCH`
-    copies is read as one batch; otherwise :data:`COPIES_IN_FLIGHT` copies of a batch must fit, and
-    the rows are cut into batches of equal size (no small last batch). CSV input, whose rows are not
-    known before reading, gets :data:`DEFAULT_BATCH_ROWS`.
-    """
-    parquet = [unit for unit in units if unit.row_group is not None]
-    rows = sum(unit.weight for unit in parquet)
-    if rows == 0:
-        return DEFAULT_BATCH_ROWS
-    wanted = set(columns)
-    step = max(1, len(parquet) // SAMPLED_ROW_GROUPS)
-    sampled_rows = sampled_bytes = 0
-    for unit in parquet[::step]:
-        group = metas[unit.file_index].parquet_metadata.row_group(unit.row_group)
-        sampled_rows += group.num_rows
-        for position in range(group.num_columns):
-            chunk = group.column(position)
-            if chunk.path_in_schema.split(".")[0] in wanted:
-                sampled_bytes += chunk.total_uncompressed_size
-    row_bytes = max(sampled_bytes / max(sampled_rows, 1), 8.0 * len(columns), 1.0)
-    if rows <= MAX_BATCH_ROWS and rows * row_bytes * COPIES_ONE_BATCH <= memory_bytes:
-        return rows
-    fit = int(memory_bytes // (COPIES_IN_FLIGHT * row_bytes))
-    largest = min(max(fit, MIN_BATCH_ROWS), MAX_BATCH_ROWS)
-    batches = -(-rows // largest)
-    return -(-rows // batches)
 
 
 def _parquet_batches(meta: FileMeta, row_groups: list[int], columns: list[str], batch_size: int) -> Iterator:

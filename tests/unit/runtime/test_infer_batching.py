@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from airflow_ai_provider.runtime import infer, memory
+from airflow_ai_provider.runtime import infer, memory, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.models import predictors
-from airflow_ai_provider.runtime.storage import reading
 from tests.unit.runtime.conftest import customers, read_output, write_parquet
 from tests.unit.runtime.test_infer import assert_same_predictions, expected
 
@@ -45,7 +46,7 @@ def test_input_larger_than_the_memory_budget_is_predicted_in_equal_batches(
 ):
     frame = customers(6000, seed=22)
     source = write_parquet(tmp_path / "in.parquet", frame)
-    # Four columns of 8 bytes or more, 4 copies in flight: 40 KiB holds fewer rows than MIN_BATCH_ROWS (1024).
+    # Four columns of 8 bytes or more, 6 copies in flight: 40 KiB holds fewer rows than MIN_BATCH_ROWS (1024).
     monkeypatch.setattr(infer, "BATCH_MEMORY_BYTES", 40 << 10)
 
     result = infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
@@ -55,32 +56,87 @@ def test_input_larger_than_the_memory_budget_is_predicted_in_equal_batches(
     assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
 
 
-def test_the_memory_budget_shrinks_to_a_quarter_of_what_is_available(registry, tmp_path, monkeypatch):
+def test_the_memory_budget_shrinks_to_a_quarter_of_what_is_available(tmp_path, monkeypatch):
+    """The available memory is replaced (a container limit cannot be set here); the sizing is real."""
+    log_budget: list[str] = []
     source = write_parquet(tmp_path / "in.parquet", customers(6000, seed=23))
     metas, units, columns = plan_of(source)
-    budgets: list[int] = []
-    real = reading.auto_batch_rows
-
-    def recording(metas, units, columns, memory_bytes):
-        budgets.append(memory_bytes)
-        return real(metas, units, columns, memory_bytes)
-
-    monkeypatch.setattr(infer.storage, "auto_batch_rows", recording)
     params = infer.InferParams.from_spec({})
     monkeypatch.setattr(memory, "available_bytes", lambda: 8 << 20)
-    infer.batch_rows(metas, units, columns, params, print)
+    infer.batch_rows(metas, units, columns, params, log_budget.append)
     monkeypatch.setattr(memory, "available_bytes", lambda: None)
-    infer.batch_rows(metas, units, columns, params, print)
+    infer.batch_rows(metas, units, columns, params, log_budget.append)
 
-    assert budgets == [2 << 20, infer.BATCH_MEMORY_BYTES]
+    assert [line.split(", ")[-1] for line in log_budget] == [
+        "2 MiB for rows in flight)",
+        f"{infer.BATCH_MEMORY_BYTES >> 20} MiB for rows in flight)",
+    ]
     assert infer.batch_rows(metas, units, columns, infer.InferParams.from_spec({"batch_size": 7}), print) == 7
 
 
-def plan_of(source) -> tuple:
-    from airflow_ai_provider.runtime import storage
-
+def plan_of(source, columns: list[str] | None = None) -> tuple:
     metas = storage.read_metadata(storage.list_inputs([str(source)]))
-    return metas, storage.plan_units(metas), list(metas[0].schema.names)
+    return metas, storage.plan_units(metas), columns or list(metas[0].schema.names)
+
+
+def sized(metas: list, units: list, columns: list[str], budget: int, monkeypatch) -> int:
+    """``infer.batch_rows`` with a budget of ``budget`` bytes (nothing taken off by the memory available)."""
+    monkeypatch.setattr(infer, "BATCH_MEMORY_BYTES", budget)
+    monkeypatch.setattr(memory, "available_bytes", lambda: None)
+    return infer.batch_rows(metas, units, columns, infer.InferParams.from_spec({}), print)
+
+
+def floats(path, rows: int, columns: int = 4, row_group_size: int | None = None) -> tuple:
+    """A Parquet file of ``columns`` float64 columns (8 bytes a row each), its metadata and units."""
+    frame = pd.DataFrame({f"c{i}": np.random.default_rng(i).random(rows) for i in range(columns)})
+    return plan_of(write_parquet(path, frame, row_group_size))
+
+
+def test_a_shard_larger_than_the_budget_is_cut_into_equal_batches_of_six_copies(tmp_path, monkeypatch):
+    metas, units, columns = floats(tmp_path / "a.parquet", 10_000)
+    per_row = infer.COPIES_IN_FLIGHT * 8 * len(columns)
+    budget = 3000 * per_row  # room for 3000 rows in flight: 10,000 rows need 4 batches
+
+    rows = sized(metas, units, columns, budget, monkeypatch)
+
+    assert rows == 2500
+    assert [batch.num_rows for batch in storage.iter_batches(metas, units, columns, {}, rows)] == [2500] * 4
+
+
+def test_a_shard_that_fits_as_four_copies_is_one_batch(tmp_path, monkeypatch):
+    metas, units, columns = floats(tmp_path / "a.parquet", 5000, row_group_size=2000)
+    per_row = 8 * len(columns)
+    between = 5000 * per_row * (infer.COPIES_ONE_BATCH + infer.COPIES_IN_FLIGHT) // 2
+    short = 5000 * per_row * (infer.COPIES_ONE_BATCH - 1)
+
+    assert sized(metas, units, columns, between, monkeypatch) == 5000
+    assert sized(metas, units, columns, short, monkeypatch) < 5000
+
+
+def test_reading_fewer_columns_allows_larger_batches(tmp_path, monkeypatch):
+    metas, units, columns = floats(tmp_path / "a.parquet", 20_000, columns=8)
+    budget = 2000 * infer.COPIES_IN_FLIGHT * 8 * len(columns)
+
+    assert sized(metas, units, columns, budget, monkeypatch) <= 2000
+    assert sized(metas, units, columns[:2], budget, monkeypatch) > 2000
+
+
+def test_batch_rows_stay_within_their_bounds_and_stay_equal(tmp_path, monkeypatch):
+    metas, units, columns = floats(tmp_path / "a.parquet", 5000)
+
+    # No room at all: batches of at most MIN_BATCH_ROWS (1024), evened out to 5 batches of 1000.
+    assert sized(metas, units, columns, 1, monkeypatch) == 1000
+    monkeypatch.setattr(infer, "MAX_BATCH_ROWS", 2000)
+    # Room for everything, but at most 2000 rows a batch: 3 batches of 1667 (the last one 1666).
+    assert sized(metas, units, columns, 1 << 40, monkeypatch) == 1667
+
+
+def test_csv_input_gets_the_default_batch_rows(tmp_path, monkeypatch):
+    (tmp_path / "a.csv").write_text("x,y\n1,2\n3,4\n")
+
+    metas, units, columns = plan_of(tmp_path / "a.csv")
+
+    assert sized(metas, units, columns, 64 << 20, monkeypatch) == infer.DEFAULT_BATCH_ROWS
 
 
 def test_explicit_batch_size_is_kept(registry, tmp_path, predicted_rows):
