@@ -116,6 +116,11 @@ def sklearn_conf(mlmodel: dict[str, Any]) -> dict[str, Any] | None:
     return conf
 
 
+def trusted_skops_types(conf: dict[str, Any], trusted: list[str]) -> list[str]:
+    """The skops types a model is loaded with: those its sklearn flavor ``conf`` lists, and ``trusted``."""
+    return sorted({*(conf.get("skops_trusted_types") or []), *trusted})
+
+
 def load_sklearn(
     folder: str,
     mlmodel: dict[str, Any],
@@ -130,7 +135,7 @@ def load_sklearn(
     if serialization == "skops":
         import skops.io
 
-        types = sorted({*(conf.get("skops_trusted_types") or []), *trusted})
+        types = trusted_skops_types(conf, trusted)
         estimator = skops.io.load(path, trusted=types or None)
     else:
         with open(path, "rb") as handle:

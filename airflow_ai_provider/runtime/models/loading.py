@@ -145,8 +145,7 @@ def _load_light(
         return None
     flavors = dict(mlmodel["flavors"])
     if trusted_types and conf.get("serialization_format") == "skops":
-        types = sorted({*(conf.get("skops_trusted_types") or []), *trusted_types})
-        flavors["sklearn"] = {**conf, "skops_trusted_types": types}
+        flavors["sklearn"] = {**conf, "skops_trusted_types": light.trusted_skops_types(conf, trusted_types)}
 
     def full_pyfunc() -> Any:
         import mlflow
@@ -250,7 +249,7 @@ def _trust_types(
         ) from None
     sklearn = model.flavors.get("sklearn")
     if trusted_types and sklearn and sklearn.get("serialization_format") == "skops":
-        sklearn["skops_trusted_types"] = sorted({*(sklearn.get("skops_trusted_types") or []), *trusted_types})
+        sklearn["skops_trusted_types"] = light.trusted_skops_types(sklearn, trusted_types)
         if not in_place:
             overlay = tempfile.mkdtemp(prefix="ai-model-", dir=scratch_dir)
             for name in os.listdir(local_path):
