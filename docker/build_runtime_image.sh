@@ -133,8 +133,8 @@ SRC_KEY="$(
     { echo "$DEPS_KEY"; printf '%s\n' "${RUNTIME_ENV[@]}"; cat pyproject.toml
       find airflow_ai_provider -name '*.py' | LC_ALL=C sort | xargs cat; } | key_of
 )"
-VERSION="$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["project"]["version"])' \
-    "$REPO/pyproject.toml")"
+# The package version, from its one source (hatch reads the same line).
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$REPO/airflow_ai_provider/__init__.py")"
 IMAGE="localhost/$IMAGE_NAME:$SRC_KEY"
 if ! has_image "$IMAGE"; then
     log "build the package wheel and install it into $IMAGE"

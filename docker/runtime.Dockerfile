@@ -17,7 +17,7 @@ ARG UV_VERSION=0.13.9
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m pip install --quiet "uv==${UV_VERSION}"
 WORKDIR /src
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock README.md LICENSE NOTICE ./
 # Versions pinned by uv.lock; only the runtime extra is installed (the project's own dependencies,
 # Airflow among them, are not).
 RUN uv export --frozen --no-hashes --no-dev --extra runtime --no-emit-project --no-header -o /tmp/constraints.txt \
@@ -32,6 +32,7 @@ RUN uv build --wheel --out-dir /tmp/dist \
     && ! /opt/venv/bin/python -c "import airflow" 2>/dev/null
 
 FROM ${PYTHON_IMAGE}
+# The package version (__version__ in airflow_ai_provider/__init__.py; a unit test keeps them equal).
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="airflow-ai-provider-runtime" \
       org.opencontainers.image.version="${VERSION}" \
