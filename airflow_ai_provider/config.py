@@ -7,11 +7,11 @@ import tempfile
 from enum import Enum
 
 from airflow_ai_provider.exceptions import AiProviderConfigError
+from airflow_ai_provider.get_provider_info import DEFAULT_RUNTIME_IMAGE
 from airflow_ai_provider.runtime.contract import MODEL_CACHE_ENV
 from airflow_ai_provider.runtime.contract.timeouts import DEFAULT_SERVICE_TIMEOUT, parse_seconds
 
 CONFIG_SECTION = "ai_provider"
-DEFAULT_RUNTIME_IMAGE = "airflow-ai-provider-runtime:0.1.0"
 DEFAULT_MODEL_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"airflow-ai-model-cache-{os.getuid()}")
 DEFAULT_MODEL_CACHE_MAX_MB = 2048
 

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_ai_provider import __version__
+
+# The runtime image released with this version of the package (docker/runtime.Dockerfile): the
+# runtime_image option's default. Declared here, not in config.py, because Airflow calls
+# get_provider_info while it loads its configuration, before config.py's imports can complete.
+DEFAULT_RUNTIME_IMAGE = f"airflow-ai-provider-runtime:{__version__}"
+
+# The docs site (mkdocs.yml); the how-to guides below are its pages, as pyproject.toml's Documentation URL.
+DOCS_URL = "https://airflow-ai-provider.github.io/airflow-ai-provider/"
+
+
+def _guides(*pages: str) -> list[str]:
+    """Absolute URLs of docs site pages, given as paths under the site (``operators/training/``)."""
+    return [DOCS_URL + page for page in pages]
+
 
 def get_provider_info() -> dict[str, Any]:
+    """The provider's metadata in Airflow's provider info schema (``airflow/provider_info.schema.json``).
+
+    ``versions`` lists the releases, newest first: the first is ``airflow_ai_provider.__version__``
+    (a unit test checks it), and the older ones stay as they were released. Each config option's
+    ``version_added`` is the release that introduced it, so it stays literal when the version moves on.
+    """
     return {
         "package-name": "airflow-ai-provider",
         "name": "AI Provider",
@@ -13,18 +34,36 @@ def get_provider_info() -> dict[str, Any]:
             "Run model inference, retraining and validation as KubernetesPodOperator pods or local "
             "subprocesses, recorded in MLflow and chained with Assets."
         ),
+        # Release history, newest first; a release adds its number at the head (see the docstring).
         "versions": ["0.1.0"],
         "integrations": [
             {
                 "integration-name": "MLflow",
                 "external-doc-url": "https://mlflow.org/docs/latest/",
-                "tags": ["software"],
+                "how-to-guide": _guides(
+                    "operators/batch_inference/",
+                    "operators/training/",
+                    "operators/data_validation/",
+                    "operators/quality_gate/",
+                    "operators/drift/",
+                    "operators/promotion/",
+                    "connections/",
+                    "lineage/",
+                ),
+                "tags": ["machine-learning", "software"],
             },
             {
                 "integration-name": "Object storage",
                 "external-doc-url": (
                     "https://airflow.apache.org/docs/apache-airflow/stable/core-concepts/objectstorage.html"
                 ),
+                "how-to-guide": _guides("templates/churn_ingest/", "deploy/s3_iam/"),
+                "tags": ["software"],
+            },
+            {
+                "integration-name": "Kubernetes",
+                "external-doc-url": "https://kubernetes.io/",
+                "how-to-guide": _guides("kubernetes/", "runtime_image/", "deploy/"),
                 "tags": ["software"],
             },
         ],
@@ -117,7 +156,7 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "registry.example.com/ml/churn-runtime:1.4.0",
-                        "default": "airflow-ai-provider-runtime:0.1.0",
+                        "default": DEFAULT_RUNTIME_IMAGE,
                     },
                     "service_timeout": {
                         "description": (
