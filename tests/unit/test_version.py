@@ -32,7 +32,7 @@ def test_pyproject_takes_the_version_from_the_package():
     assert "version" not in project["project"], "the version is written once, in __init__.py"
     assert project["project"]["dynamic"] == ["version"]
     assert project["tool"]["hatch"]["version"]["path"] == "airflow_ai_provider/__init__.py"
-    assert version("airflow-ai-provider") == __version__
+    assert version("airflow-ai-provider") == __version__, "installed metadata is stale: run uv sync"
 
 
 def test_default_runtime_image_and_provider_info_follow_the_package_version():
