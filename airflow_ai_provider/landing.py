@@ -32,8 +32,7 @@ def base_name(uri: str) -> str:
 def is_landed_name(name: str, suffixes: Iterable[str] = DATA_SUFFIXES) -> bool:
     """Whether a file name is a data file's: a data suffix, not hidden (``.``/``_``), not temporary.
 
-    >>> [is_landed_name(n) for n in ("a.parquet", "a.parquet.tmp", ".a.csv", "_SUCCESS", "a.part")]
-    [True, False, False, False, False]
+    ``a.parquet`` is one; ``a.parquet.tmp``, ``.a.csv``, ``_SUCCESS`` and ``a.part`` are not.
     """
     name = base_name(name)
     lower = name.lower()

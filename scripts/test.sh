@@ -21,6 +21,11 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports --no-cache
+# The docs site (mkdocs.yml), built strictly into a temporary folder: a broken link or anchor, a page
+# left out of the nav, or a docstring the API reference cannot render fails the run.
+docs_site="$(mktemp -d)"
+.venv/bin/mkdocs build --strict --site-dir "$docs_site"
+rm -rf "$docs_site"
 newest="${TEST_NEWEST:-$([ $# -eq 0 ] && echo 1 || echo 0)}"
 echo "test.sh: the suite in the locked environment (.venv)"
 .venv/bin/pytest "$@"

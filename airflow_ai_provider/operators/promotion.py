@@ -45,8 +45,9 @@ class ModelApprovalOperator(ApprovalOperator):
     :class:`PromoteModelOperator` through XCom and is recorded on the promoted version.
 
     :param response_timeout: how long to wait for an answer; default 24 hours.
-    :param subject: question shown in the Airflow UI. (templated)
-    :param body: Markdown details, e.g. the quality gate's reasons. (templated)
+    :param kwargs: ``ApprovalOperator``'s arguments, among them ``subject``, the question shown in the
+        Airflow UI (templated), and ``body``, Markdown details such as the quality gate's reasons
+        (templated).
     """
 
     def __init__(self, *, response_timeout: timedelta = timedelta(hours=24), **kwargs: Any) -> None:
