@@ -199,6 +199,19 @@ def render_connections(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A Sphinx cross-reference role left in a rendered docstring: ``:class:`~a.b.C``` as ``:class:<code>~a.b.C</code>``.
+SPHINX_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj|const):<code>(~?)\.?([^<]+)</code>"
+)
+
+
+def _sphinx_roles(html: str) -> str:
+    """Show Sphinx roles as Sphinx does: the name in code, only its last part after ``~``."""
+    return SPHINX_ROLE.sub(
+        lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html
+    )
+
+
 GENERATORS = {
     "reference/config.md": ("config", render_config),
     "reference/connections.md": ("connections", render_connections),
@@ -233,3 +246,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace(marker, render(provider_info()))
     docs_dir = Path(config["docs_dir"]).resolve()
     return _repository_links(markdown, Path(page.file.abs_src_path), docs_dir, config["repo_url"])
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Render the Sphinx roles of the API reference's docstrings as code, the way Sphinx shows them."""
+    return _sphinx_roles(html) if page.file.src_uri.startswith("reference/") else html

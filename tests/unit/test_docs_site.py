@@ -140,3 +140,15 @@ def test_links_that_leave_docs_point_at_the_repository_on_the_site():
     assert "[kit](https://github.com/o/r/tree/main/dag_templates)" in rewritten
     assert "[ops](../operators/drift.md#x)" in rewritten
     assert "[web](https://example.com/a.md)" in rewritten
+
+
+def test_sphinx_roles_in_the_api_reference_render_as_code_named_as_sphinx_names_them():
+    html = ":class:<code>~airflow.sdk.exceptions.AirflowFailException</code> and :meth:<code>observe</code>"
+    assert _hook_module()._sphinx_roles(html) == "<code>AirflowFailException</code> and <code>observe</code>"
+
+
+def test_the_site_address_is_the_one_the_provider_links_its_how_to_guides_under():
+    from airflow_ai_provider.get_provider_info import DOCS_URL
+
+    site_url = re.search(r"^site_url: (\S+)$", (REPO / "mkdocs.yml").read_text(), flags=re.MULTILINE)
+    assert site_url and site_url.group(1) == DOCS_URL
