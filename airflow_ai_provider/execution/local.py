@@ -39,11 +39,33 @@ from airflow_ai_provider.config import model_cache_env
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
 from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV, processes
 
+#: The OpenTelemetry variables that name an OTLP endpoint (the ones the runtime's spans read).
+OTLP_ENDPOINT_ENVS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 #: Seconds the runtime gets between SIGTERM and SIGKILL (it stops within 7 s, see the runtime).
 _KILL_GRACE_SECONDS = 10.0
 _ERROR_PREFIX = "airflow-ai-runtime error: "
 #: Seconds the log reader gets to drain the runtime's output once the runtime has exited.
 _DRAIN_SECONDS = 5.0
+
+
+def local_trace_env(context: Mapping[str, Any] | None) -> dict[str, str]:
+    """Trace context for a local runtime, as a pod gets it: ``TRACEPARENT``/``TRACESTATE`` of the
+    task, and, when the worker's environment names no OTLP endpoint and Airflow's ``[traces]
+    otel_on`` is set, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` built from ``otel_host``, ``otel_port``
+    and ``otel_ssl_active`` (the endpoint Airflow sends its own spans to)."""
+    from airflow_ai_provider.kubernetes.pod_env import trace_carrier, trace_env
+
+    env = trace_env(trace_carrier(context["ti"])) if context else {}
+    if any(os.environ.get(name) for name in OTLP_ENDPOINT_ENVS):
+        return env
+    from airflow.configuration import conf
+
+    if conf.getboolean("traces", "otel_on", fallback=False):
+        scheme = "https" if conf.getboolean("traces", "otel_ssl_active", fallback=False) else "http"
+        host = conf.get("traces", "otel_host", fallback="localhost")
+        port = conf.get("traces", "otel_port", fallback="4318")
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"{scheme}://{host}:{port}/v1/traces"
+    return env
 
 
 def _die_with_parent() -> None:

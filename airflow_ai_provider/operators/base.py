@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from airflow_ai_provider.aws_credentials import aws_runtime_env
 from airflow_ai_provider.config import ExecutionMode, default_runtime_image, resolve_execution_mode
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
-from airflow_ai_provider.execution.local import LocalJobRunner
+from airflow_ai_provider.execution.local import LocalJobRunner, local_trace_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook
 from airflow_ai_provider.kubernetes import (
     configured_gpu_node_selector,
@@ -319,7 +319,11 @@ class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
             return self._pod_failure(err)
 
     def _run_local(self, spec: JobSpec, context: Context) -> dict[str, Any]:
-        env = {**self.mlflow_hook.runtime_env(), **aws_runtime_env(self.aws_conn_id)}
+        env = {
+            **self.mlflow_hook.runtime_env(),
+            **aws_runtime_env(self.aws_conn_id),
+            **local_trace_env(context),
+        }
         self._local_runner = LocalJobRunner(
             self.runtime_command(spec, python=self.python or sys.executable),
             env,

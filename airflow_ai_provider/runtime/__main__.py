@@ -36,7 +36,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from airflow_ai_provider.runtime import scratch
+from airflow_ai_provider.runtime import job_metrics, scratch, spans
 from airflow_ai_provider.runtime.contract import (
     DEFAULT_RESULT_PATH,
     EXIT_INPUT,
@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None, *, standalone: bool = False) -> int:
             from airflow_ai_provider.runtime.tracking import set_process_defaults
 
             set_process_defaults()
+            job_metrics.reset()
             spec = read_spec(args)
             result = job_runner(spec.job)(spec)
             # A job may report a failure as a result (a data check that failed) instead of raising.
@@ -244,6 +245,7 @@ def main(argv: list[str] | None = None, *, standalone: bool = False) -> int:
             flush=True,
         )
         return EXIT_INPUT if full else code or EXIT_UNEXPECTED
+    spans.export_job(spec, result, started)
     if code:
         print(f"airflow-ai-runtime error: {result.error}", file=sys.stderr, flush=True)
     else:

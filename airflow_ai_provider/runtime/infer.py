@@ -47,7 +47,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import Log, log_line, reports, storage
+from airflow_ai_provider.runtime import Log, job_metrics, log_line, reports, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
@@ -240,7 +240,7 @@ def _stream(
         stats.batch_rows = batch_rows(metas, units, columns, params, log)
         batches = storage.iter_batches(metas, units, columns, features.types, stats.batch_rows)
         reader, cast = storage.ReadAhead(batches, columns), {}
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), job_metrics.batch_clock()
     with contextlib.closing(reader), _thread_limit(params.model_threads, log):
         for batch in reader:
             batch = storage.cast_batch(batch, cast) if cast else batch
@@ -262,6 +262,7 @@ def _stream(
             stats.rows_in += batch.num_rows
             stats.rows_out += output.num_rows
             stats.batches += 1
+            clock.lap()
             if stats.batches % LOG_EVERY_BATCHES == 0:
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from airflow_ai_provider.runtime import Log, storage, tracking
+from airflow_ai_provider.runtime import Log, job_metrics, storage, tracking
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
-from airflow_ai_provider.runtime.memory import peak_rss_mb
 
 
 def log_report(
@@ -72,9 +71,10 @@ def whole_input_result(
 
 def finish(result: JobResult, started: float, metrics: dict[str, float]) -> JobResult:
     """Mark ``result`` successful, with the timings from ``started`` (``time.time()``) to now and
-    ``metrics`` plus ``duration_s`` and ``peak_rss_mb``."""
+    ``metrics`` plus ``duration_s``, the batch-latency percentiles and the peak memory
+    (:func:`~.job_metrics.summary`)."""
     ended = time.time()
     result.status = "success"
     result.timings = {"started_at": started, "ended_at": ended}
-    result.metrics = {**metrics, "duration_s": round(ended - started, 3), "peak_rss_mb": peak_rss_mb()}
+    result.metrics = {**metrics, "duration_s": round(ended - started, 3), **job_metrics.summary()}
     return result

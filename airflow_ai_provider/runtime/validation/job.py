@@ -60,12 +60,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import Log, log_line, storage
+from airflow_ai_provider.runtime import Log, job_metrics, log_line, storage
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import ValidateParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.contract.suite import SuiteDef, check_columns
-from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.storage.publish import check_writable
 from airflow_ai_provider.runtime.tracking import probe_tracking_server
 from airflow_ai_provider.runtime.validation.aggregates import (
@@ -165,7 +164,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         "evaluated_expectations": len(summaries),
         "successful_expectations": len(summaries) - len(failed),
         "success_percent": round(100.0 * (len(summaries) - len(failed)) / len(summaries), 3),
-        "peak_rss_mb": peak_rss_mb(),
+        **job_metrics.summary(),
     }
     return result
 
@@ -209,6 +208,7 @@ def _validate(
     stats = {name: ColumnStats(numeric[name]) for name in streamed_columns}
     unique = {p: Uniqueness(configs[p], scratch, params.max_examples) for p in plan.unique}
     rows = batches = 0
+    clock = job_metrics.batch_clock()
     # each frame is held only while it is validated: not by this function, nor while the next is read
     held = [first, second]
     first = second = None
@@ -222,6 +222,7 @@ def _validate(
             tracker.update(frame)
         rows += len(frame)
         batches += 1
+        clock.lap()
         del frame
         log(f"batch {batches}: {rows} rows validated")
     count_duplicates(data, unique, batching.rows, log)
