@@ -111,5 +111,5 @@ def test_a_collector_that_never_answers_holds_the_job_at_most_the_bound(monkeypa
         began = time.monotonic()
         spans.export_job(None, _infer_result(), time.time(), log=lines.append)
         elapsed = time.monotonic() - began
-    assert elapsed < spans.EXPORT_BOUND_S + 2  # an exporter left alone retries for 10 s and more
+    assert elapsed < spans.EXPORT_BOUND_S + 2  # the exporter's default timeout is 10 s
     assert lines and "not delivered" in lines[0]
