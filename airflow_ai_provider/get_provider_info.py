@@ -135,6 +135,7 @@ def get_provider_info() -> dict[str, Any]:
                 "schemes": ["mlflow-model"],
                 "handler": "airflow_ai_provider.assets.sanitize_uri",
                 "factory": "airflow_ai_provider.assets.create_asset",
+                "to_openlineage_converter": "airflow_ai_provider.openlineage.convert_model_asset",
             }
         ],
         "config": {

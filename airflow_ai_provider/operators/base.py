@@ -36,6 +36,7 @@ from airflow_ai_provider.kubernetes.pod_env import (
 from airflow_ai_provider.kubernetes.pod_failures import raise_pod_failure
 from airflow_ai_provider.links import MlflowRunLink
 from airflow_ai_provider.mlflow_runs import RunIdentity, TaskRun, finish_task_run
+from airflow_ai_provider.openlineage import OpenLineageMixin
 from airflow_ai_provider.operators.preflight import JobPreflight, refuse_own_command
 from airflow_ai_provider.operators.task_run import MlflowTaskRunMixin, task_instance_key
 from airflow_ai_provider.runtime.contract import RUNTIME_MODULE, STATUS_SUCCESS, EventKey, Tag
@@ -55,7 +56,7 @@ class _JsonResponse:
         self.data = json.dumps(value)
 
 
-class AiJobOperator(MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
+class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, KubernetesPodOperator):
     """Run one AI job (spec in, result out) in a Kubernetes pod or as a local subprocess.
 
     Every :class:`KubernetesPodOperator` argument works in ``kubernetes`` mode (image, namespace,

@@ -28,12 +28,14 @@ from airflow_ai_provider.mlflow_registry import (
     resolve_model,
 )
 from airflow_ai_provider.mlflow_runs import TaskRun, finish_task_run
+from airflow_ai_provider.openlineage import OpenLineageMixin, promotion_lineage
 from airflow_ai_provider.operators.arguments import is_templated
 from airflow_ai_provider.operators.task_run import MlflowTaskRunMixin
 from airflow_ai_provider.runtime.contract import EventKey, Tag
 from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -56,7 +58,7 @@ class ModelApprovalOperator(ApprovalOperator):
         super().__init__(response_timeout=response_timeout, **kwargs)
 
 
-class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
+class PromoteModelOperator(OpenLineageMixin, MlflowTaskRunMixin, BaseOperator):
     """Move an alias (default ``champion``) to the challenger version pinned for this DAG run.
 
     The move happens only if the alias still points where this DAG run saw it (the version pinned
@@ -204,7 +206,14 @@ class PromoteModelOperator(MlflowTaskRunMixin, BaseOperator):
                 if isinstance(outlet, Asset):
                     context["outlet_events"][outlet].extra = result
             finish_task_run(hook, run, who, succeeded=True)
+            self.remember_lineage(run, result)
             return result
+
+    def lineage_from_record(self, run: TaskRun, result: dict[str, Any], dag_id: str) -> OperatorLineage:
+        """The model version the alias now points at, with the task's MLflow run."""
+        return promotion_lineage(
+            result, run, self.mlflow_hook.task_experiment_name(self.experiment_name, dag_id)
+        )
 
     def target_tags(self, replaced: str | None, dag_run: str) -> dict[str, str]:
         """Tags recorded on the version the alias moves to."""
