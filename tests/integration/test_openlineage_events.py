@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests._support.churn_sample import train_and_register, write_customers
+from tests.unit.operators.test_kubernetes_execution import fake_k8s  # noqa: F401 (a fixture)
 
 ROWS = 4_000
 
@@ -225,3 +226,63 @@ def test_gate_drift_and_promotion_events_name_the_model_versions_they_used(
     facet = _run_facet(promotion)
     assert (facet["job"], facet["modelAlias"], facet["modelVersion"]) == ("promote", "champion", "2")
     assert facet["mlflowRunId"]
+
+
+def test_inference_in_kubernetes_mode_has_the_same_lineage_marked_kubernetes(
+    fake_k8s,  # noqa: F811 (the imported fixture)
+    mlflow_connection,
+    mlflow_server,
+    tmp_path,
+):
+    """KubernetesPodOperator's own code against the loopback fake API server of
+    ``tests/unit/operators/test_kubernetes_execution.py`` (no cluster can run here), which serves
+    the result a runtime pod writes; the lineage is what the OpenLineage listener asks the operator
+    for once the task ends (the listener itself runs in the ``dag.test()`` cases above)."""
+    from airflow_ai_provider.operators.inference import BatchInferenceOperator
+    from tests.unit.operators import test_kubernetes_execution as k8s
+
+    name = f"ol-k8s-{uuid.uuid4().hex[:6]}"
+    model = train_and_register(mlflow_server.url, name, alias="champion", n_rows=1_000)
+    part = "s3://data/predictions/run1/part-00000-of-00001.parquet"
+    fake_k8s.result = {
+        "job": "infer",
+        "status": "success",
+        "model": {"name": name, "version": str(model["version"]), "alias": "champion"},
+        "rows_in": 1000,
+        "rows_out": 1000,
+        "outputs": [{"uri": part, "rows": 1000, "bytes": 52_000, "sha256": "ab" * 32}],
+        "inputs": [{"uri": "s3://data/customers/a.parquet", "bytes": 40_000, "format": "parquet"}],
+        "input_source": "s3://data/customers/",
+        "input_digest": "d1g35t",
+        "input_schema": {"customer_id": "string", "tenure_months": "int64"},
+    }
+    operator = BatchInferenceOperator(
+        task_id="check",
+        model=f"{name}@champion",
+        input_uri="s3://data/customers/",
+        output_uri="s3://data/predictions/run1",
+        execution_mode="kubernetes",
+        image=k8s.IMAGE,
+        namespace="ml",
+        kubernetes_conn_id=None,
+        config_file=fake_k8s.kubeconfig(tmp_path / "kubeconfig.json"),
+        startup_check_interval_seconds=0,
+    )
+    context = k8s._context()
+
+    result = operator.execute(context)
+    lineage = operator.get_openlineage_facets_on_complete(context["ti"])
+
+    assert any(call.startswith("create pod") for call in fake_k8s.calls)
+    (data, registered) = lineage.inputs
+    assert (data.namespace, data.name) == ("s3://data", "customers/")
+    assert [field.name for field in data.facets["schema"].fields] == ["customer_id", "tenure_months"]
+    assert data.facets["version"].datasetVersion == "d1g35t"
+    assert (registered.namespace, registered.name) == ("mlflow-model", name)
+    (output,) = lineage.outputs
+    assert (output.namespace, output.name) == ("s3://data", "predictions/run1/part-00000-of-00001.parquet")
+    assert output.outputFacets["outputStatistics"].rowCount == 1000
+    assert output.facets["version"].datasetVersion == "ab" * 32
+    facet = lineage.run_facets["airflowAiProvider"]
+    assert (facet.executionMode, facet.modelVersion) == ("kubernetes", str(model["version"]))
+    assert facet.mlflowRunId == result["mlflow_run_id"]
