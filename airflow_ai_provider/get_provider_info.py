@@ -277,6 +277,41 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "20Gi",
                         "default": "",
                     },
+                    "cost_per_cpu_hour": {
+                        "description": (
+                            "Price of one CPU core for one hour, for each AI task's cost estimate (the "
+                            "cost.estimate metric on its MLflow run, summed on the DAG run's parent run, "
+                            "and the cost in its Asset event). 0: the CPU-seconds are recorded, priced 0."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "0.04",
+                        "default": "0",
+                    },
+                    "cost_per_gb_memory_hour": {
+                        "description": (
+                            "Price of one GiB of memory for one hour in the cost estimate (pods: the "
+                            "memory request, else the limit; local runs: the runtime's peak RSS)."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "0.005",
+                        "default": "0",
+                    },
+                    "cost_per_gpu_hour": {
+                        "description": "Price of one GPU for one hour in the cost estimate (pods only).",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "2.5",
+                        "default": "0",
+                    },
+                    "cost_currency": {
+                        "description": "Currency of the cost prices, recorded with every estimate.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "EUR",
+                        "default": "USD",
+                    },
                 },
             }
         },

@@ -39,13 +39,15 @@ class TaskRun:
     url: str | None
 
 
-def _find_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
+def find_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
+    """The runs (at most 50) carrying ``tags``, oldest first: the first is the elected one."""
     filter_string = " and ".join(f"tags.`{key}` = {filter_value(value)}" for key, value in tags.items())
     runs = client.search_runs([experiment_id], filter_string=filter_string, max_results=50)
     return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
 
 
-def _dag_run_tags(who: RunIdentity) -> dict[str, str]:
+def dag_run_tags(who: RunIdentity) -> dict[str, str]:
+    """The tags that find the parent run of ``who``'s DAG run."""
     return {Tag.ROLE: "dag_run", Tag.DAG_ID: who.dag_id, Tag.RUN_ID: who.run_id}
 
 
@@ -58,11 +60,11 @@ def _get_or_create_run(
     create-if-absent, so all of them converge on the earliest one and delete their own extras;
     :func:`finish_task_run` re-checks and re-parents a task run whose parent lost the election.
     """
-    existing = _find_runs(client, experiment_id, keys)
+    existing = find_runs(client, experiment_id, keys)
     if existing:
         return existing[0].info.run_id
     created = client.create_run(experiment_id, tags={**keys, **extra_tags}).info.run_id
-    elected = _find_runs(client, experiment_id, keys)[0].info.run_id
+    elected = find_runs(client, experiment_id, keys)[0].info.run_id
     if elected != created:
         client.delete_run(created)
     return elected
@@ -75,7 +77,7 @@ def _elect_parent_run(client: MlflowClient, experiment_id: str, who: RunIdentity
         tags[Tag.LOGICAL_DATE] = who.logical_date
     if who.airflow_url:
         tags[Tag.AIRFLOW_URL] = who.airflow_url
-    return _get_or_create_run(client, experiment_id, _dag_run_tags(who), tags)
+    return _get_or_create_run(client, experiment_id, dag_run_tags(who), tags)
 
 
 def start_task_run(hook: MlflowHook, who: RunIdentity, experiment_name: str) -> TaskRun:
@@ -97,7 +99,7 @@ def start_task_run(hook: MlflowHook, who: RunIdentity, experiment_name: str) -> 
             Tag.TASK_ID: who.task_id,
             Tag.MAP_INDEX: str(who.map_index),
         }
-        existing = _find_runs(client, experiment_id, keys)
+        existing = find_runs(client, experiment_id, keys)
         this_try = {Tag.PARENT_RUN_ID: parent_id, "airflow.try_number": str(who.try_number), **who.extra_tags}
         if existing:
             run_id = existing[0].info.run_id
@@ -118,7 +120,7 @@ def finish_task_run(hook: MlflowHook, run: TaskRun, who: RunIdentity, *, succeed
     """
     status = "FINISHED" if succeeded else "FAILED"
     with hook.client(on_failure=not succeeded) as client:
-        parents = _find_runs(client, run.experiment_id, _dag_run_tags(who))
+        parents = find_runs(client, run.experiment_id, dag_run_tags(who))
         elected = parents[0].info.run_id if parents else run.parent_run_id
         if elected != run.parent_run_id:
             client.set_tag(run.run_id, Tag.PARENT_RUN_ID, elected)

@@ -124,6 +124,9 @@ class LocalJobRunner:
         self.scratch_root = Path(scratch_root) if scratch_root else default_scratch_root()
         self.scratch = self.scratch_root / self.marker
         self._last_error = ""
+        #: What the kernel counted for the runtime once reaped (``wait4``), and its wall seconds.
+        self.rusage: Any = None
+        self.wall_seconds = 0.0
 
     def run(self) -> dict[str, Any]:
         self.clean_up("an earlier try")
@@ -161,7 +164,7 @@ class LocalJobRunner:
             # after the runtime has exited, and must not keep the task waiting for the end of it.
             reader = threading.Thread(target=self._stream, args=(self.process.stdout,), daemon=True)
             reader.start()
-            returncode = self.process.wait()
+            returncode = self._wait()
             reader.join(timeout=_DRAIN_SECONDS)
             self.log.info("Runtime exited with code %s after %.1f s", returncode, time.monotonic() - started)
             return self._read_result(result_path, returncode)
@@ -171,6 +174,18 @@ class LocalJobRunner:
             self.clean_up("this try")
             if reader is not None:
                 reader.join(timeout=_DRAIN_SECONDS)
+
+    def _wait(self) -> int:
+        """Reap the runtime with ``wait4``, keeping its resource usage; return its exit code."""
+        assert self.process is not None
+        started = time.monotonic()
+        try:
+            _, status, self.rusage = os.wait4(self.process.pid, 0)
+            self.process.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped elsewhere (a concurrent kill's poll): no usage then
+            self.process.wait()
+        self.wall_seconds = time.monotonic() - started
+        return int(self.process.returncode)
 
     def _stream(self, stdout: Any) -> None:
         """Copy the runtime's output into the task log, line by line, until the pipe closes."""

@@ -15,6 +15,18 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_ai_provider.aws_credentials import aws_runtime_env
 from airflow_ai_provider.config import ExecutionMode, default_runtime_image, resolve_execution_mode
+from airflow_ai_provider.cost import (
+    EVENT_KEY,
+    Prices,
+    Usage,
+    configured_prices,
+    cost_extra,
+    cost_metrics,
+    job_pod_usage,
+    process_usage,
+    record_dag_run_cost,
+    record_task_cost,
+)
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
 from airflow_ai_provider.execution.local import LocalJobRunner, local_trace_env
 from airflow_ai_provider.hooks.mlflow import MlflowHook
@@ -139,6 +151,8 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
         self._job_spec: JobSpec | None = None
         self._pod_result: Any = None
         self._final_pod: k8s.V1Pod | None = None
+        self._usage = Usage()  # of this try's jobs, priced at _prices (airflow_ai_provider.cost)
+        self._prices: Prices | None = None
 
     @property
     def resolved_execution_mode(self) -> ExecutionMode:
@@ -270,6 +284,7 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
 
     def execute(self, context: Context) -> dict[str, Any]:
         mode = self.resolved_execution_mode
+        self._prices, self._usage = configured_prices(), Usage()
         self.preflight(context, mode)
         who = self._identity(context, mode)
         run = self.book_task_run(context, who)
@@ -294,6 +309,7 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
                 raise
             except Exception as err:
                 result = self._pod_failure(err)
+            self._note_pod_usage(result)
             completed = self._complete(context, who, run, result)
         return self.on_job_success(context, completed)
 
@@ -313,11 +329,21 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
         self.pod_request_obj = self.pod = self.remote_pod = None
         self._pod_result = self._final_pod = None
         try:
-            return super().execute(context)
+            result = super().execute(context)
         except (TaskDeferred, AirflowFailException, JobFailedError):
             raise
         except Exception as err:
             return self._pod_failure(err)
+        self._note_pod_usage(result)
+        return result
+
+    def _note_pod_usage(self, result: Any) -> None:
+        """Add the finished pod's declared resources times its run time to this try's usage."""
+        from kubernetes.client import ApiClient
+
+        serialize = ApiClient().sanitize_for_serialization
+        final = serialize(self.remote_pod or self.pod)
+        self._usage += job_pod_usage(serialize(self.pod_request_obj), final, self.base_container_name, result)
 
     def _run_local(self, spec: JobSpec, context: Context) -> dict[str, Any]:
         env = {
@@ -334,6 +360,8 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
         try:
             return self._local_runner.run()
         finally:
+            if self._local_runner.rusage is not None:
+                self._usage += process_usage(self._local_runner.rusage, self._local_runner.wall_seconds)
             self._local_runner = None
 
     def _complete(
@@ -348,12 +376,17 @@ class AiJobOperator(OpenLineageMixin, MlflowTaskRunMixin, JobPreflight, Kubernet
                 raise JobFailedError(message)
             raise AirflowFailException(message)  # bad input: retrying cannot help
         self.record_result(run, result)
-        extra = self.asset_event_extra(run, result)
+        prices = self._prices or configured_prices()
+        metrics = cost_metrics(self._usage, prices)
+        record_task_cost(self.mlflow_hook, run, metrics, prices.currency)
+        cost = cost_extra(metrics, prices.currency)
+        extra = {**self.asset_event_extra(run, result), EVENT_KEY: cost}
         for outlet in self.outlets or []:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra = extra
         finish_task_run(self.mlflow_hook, run, who, succeeded=True)
-        return {**result, "mlflow_run_id": run.run_id, "mlflow_run_url": run.url}
+        record_dag_run_cost(self.mlflow_hook, run, who, prices.currency)
+        return {**result, EVENT_KEY: cost, "mlflow_run_id": run.run_id, "mlflow_run_url": run.url}
 
     def on_kill(self) -> None:
         if self._local_runner is not None:
