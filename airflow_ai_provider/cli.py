@@ -1,8 +1,10 @@
 """The ``airflow-ai`` console script.
 
 ``airflow-ai lineage <predictions-uri | model-version>`` prints where predictions or a model version
-came from (see :mod:`airflow_ai_provider.lineage`). Exit codes: 0 the chain is complete, 1 a hop is
-not recorded, 2 bad input (a malformed target, or one MLflow does not know), 3 MLflow unreachable.
+came from; ``airflow-ai lineage --downstream <model-version>`` what used a model version (see
+:mod:`airflow_ai_provider.lineage`). Exit codes: 0 the chain is complete (``--downstream``: listed),
+1 a hop is not recorded, 2 bad input (a malformed target, or one MLflow does not know), 3 MLflow
+unreachable.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from airflow_ai_provider.runtime.contract.environment import scoped_environ
 
 if TYPE_CHECKING:
     from airflow_ai_provider.hooks.mlflow import MlflowHook
-    from airflow_ai_provider.lineage import DagRunLookup, Lineage
+    from airflow_ai_provider.lineage import DagRunLookup, Downstream, Lineage
 
 EXIT_COMPLETE = 0
 EXIT_INCOMPLETE = 1
@@ -58,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     lineage.add_argument(
         "--mlflow-conn-id", default="mlflow_default", help="Airflow connection of type mlflow"
     )
-    lineage.add_argument("--json", action="store_true", help="print the chain as one JSON object")
+    lineage.add_argument(
+        "--downstream",
+        action="store_true",
+        help="the reverse: list every inference output (rows, location), DAG run and Asset event (with "
+        "the DAG runs it triggered) that used the model version TARGET (churn/3, models:/churn/3, or "
+        "churn@champion: the version the alias points to now); exit 0 even when nothing used it",
+    )
+    lineage.add_argument("--json", action="store_true", help="print the result as one JSON object")
     lineage.add_argument(
         "--no-airflow", action="store_true", help="do not read DAG-run states from the Airflow database"
     )
@@ -76,11 +85,21 @@ def _lineage(args: argparse.Namespace) -> int:
     from airflow_ai_provider.credentials import scrub_text, scrub_uri
     from airflow_ai_provider.exceptions import AiProviderConfigError, MlflowUnavailableError
     from airflow_ai_provider.hooks.mlflow import MlflowHook, first_line
-    from airflow_ai_provider.lineage import LineageInputError, airflow_dag_run_states, parse_target
+    from airflow_ai_provider.lineage import (
+        LineageInputError,
+        OutputTarget,
+        airflow_dag_run_states,
+        parse_target,
+    )
     from airflow_ai_provider.runtime.contract.timeouts import ServiceBounds
 
     try:
-        parse_target(args.target)  # a malformed target fails before anything is contacted
+        parsed = parse_target(args.target)  # a malformed target fails before anything is contacted
+        if args.downstream and isinstance(parsed, OutputTarget):
+            raise LineageInputError(
+                f"--downstream takes a model version, not {args.target!r}: use <name>/<version>, "
+                "models:/<name>/<version> or <name>@<alias>"
+            )
     except LineageInputError as err:
         _error(str(err))
         return EXIT_BAD_INPUT
@@ -115,17 +134,23 @@ def _lineage(args: argparse.Namespace) -> int:
     return EXIT_COMPLETE if lineage.complete else EXIT_INCOMPLETE
 
 
-def _trace(args: argparse.Namespace, states: DagRunLookup, hook: MlflowHook | None) -> Lineage:
-    """The lineage of ``args.target`` through the MLflow connection's ``hook``, or ``--tracking-uri``."""
+def _trace(args: argparse.Namespace, states: DagRunLookup, hook: MlflowHook | None) -> Lineage | Downstream:
+    """The lineage of ``args.target`` (or, with ``--downstream``, what used it) through the MLflow
+    connection's ``hook``, or ``--tracking-uri``."""
     from mlflow import MlflowClient
 
-    from airflow_ai_provider.lineage import trace
+    from airflow_ai_provider import lineage
+
+    def walk(client: MlflowClient) -> Lineage | Downstream:
+        if not args.downstream:
+            return lineage.trace(client, args.target, states)
+        events = None if args.no_airflow else lineage.airflow_asset_events()
+        return lineage.downstream(client, args.target, states, events)
 
     if hook is None:
-        client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri)
-        return trace(client, args.target, states)
+        return walk(MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.tracking_uri))
     with hook.mlflow_client() as client:
-        return trace(client, args.target, states)
+        return walk(client)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,7 +78,7 @@ def trace(client: MlflowClient, target: str, dag_run_state: DagRunLookup) -> Lin
         name, version, used_by, inference_dag_run = _predictions(walk, parsed)
         model = _model_version(walk, name, version, used_by)
     else:
-        name, version = parsed.name, _resolve_version(client, parsed)
+        name, version = parsed.name, resolve_version(client, parsed)
         model = _model_version(walk, name, version)
     if model is not None:
         steps.training_and_data(walk, model)
@@ -93,7 +93,7 @@ def trace(client: MlflowClient, target: str, dag_run_state: DagRunLookup) -> Lin
     )
 
 
-def _resolve_version(client: MlflowClient, target: ModelReference) -> str:
+def resolve_version(client: MlflowClient, target: ModelReference) -> str:
     """The version ``target`` names now (an alias is resolved); MLflow call site."""
     from mlflow.exceptions import MlflowException
 

@@ -130,6 +130,35 @@ def test_installed_command_walks_predictions_back_through_real_dag_runs(
     written = pq.read_metadata(part.removeprefix("s3://"), filesystem=s3).num_rows
     assert lines[0] == f"predictions {part} ({written} rows)"
 
+    # The reverse: what used the version. Both shards of the scoring, their DAG run and Asset events.
+    import json
+
+    reverse = _lineage("--downstream", f"{name}/{version}", "--json")
+    assert (reverse.returncode, reverse.stderr) == (0, ""), reverse.stdout + reverse.stderr
+    used = json.loads(reverse.stdout)
+    assert sorted(out["task"] for out in used["outputs"]) == ["score[0]", "score[1]"]
+    assert {(out["dag_id"], out["run_id"], out["state"]) for out in used["outputs"]} == {
+        ("s3_batch_inference", scored.run_id, "success")
+    }
+    files = sorted(file for out in used["outputs"] for file in out["files"])
+    assert part in files and len(files) == 2
+    total = sum(pq.read_metadata(f.removeprefix("s3://"), filesystem=s3).num_rows for f in files)
+    assert used["rows"] == total
+    assert used["dag_runs"] == [{"dag_id": "s3_batch_inference", "run_id": scored.run_id, "state": "success"}]
+    events = used["asset_events"]
+    assert sorted(event["source_task"] for event in events) == ["score[0]", "score[1]"]
+    assert {event["source_run_id"] for event in events} == {scored.run_id}
+    assert sum(event["rows"] for event in events) == total
+    text = _lineage("--downstream", f"models:/{name}/{version}")
+    assert text.returncode == 0 and text.stdout.splitlines()[0] == (
+        f"model {name} version {version}: 2 inference output(s), {total} rows, 1 DAG run(s)"
+    )
+    assert (
+        _lineage("--downstream", f"{name}/{newer}")
+        .stdout.splitlines()[0]
+        .endswith(": 0 inference output(s), 0 rows, 0 DAG run(s)")
+    )
+
     unknown = _lineage(f"s3://{s3_bucket}/predictions/nobody/part-00000-of-00001.parquet")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert unknown.stderr.count("\n") == 1
