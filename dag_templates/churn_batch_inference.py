@@ -55,6 +55,11 @@ SCORE_RESOURCES = k8s.V1ResourceRequirements(  # each shard's pod
 # GPUs: None, or e.g. 1 (one NVIDIA GPU: its limit, a NoSchedule toleration and [ai_provider]
 # gpu_node_selector) or {"count": 2, "vendor": "amd"}; see docs/kubernetes.md.
 SCORE_GPUS = None
+# Notifications (docs/templates/README.md#notifications): Airflow notifiers (BaseNotifier instances,
+# e.g. SmtpNotifier or SlackNotifier of their providers); none by default.
+REVIEW_NOTIFIERS = []  # called when the review starts waiting for an answer
+REVIEW_ASSIGNED_USERS = None  # e.g. [{"id": "alice", "name": "Alice"}]: only they may answer; None: anyone
+ON_FAILURE_CALLBACK = None  # a notifier or a list of them: every task calls it when it fails for good
 # --------------------------------------------------------------------------------------------------
 
 AI_JOBS = ai_job_arguments(
@@ -95,6 +100,7 @@ with DAG(
             description="classification: rows below go to human review",
         ),
     },
+    default_args={"on_failure_callback": ON_FAILURE_CALLBACK},
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
@@ -176,6 +182,8 @@ with DAG(
         options=["Accept", "Hold"],
         defaults=["Accept"],
         response_timeout=REVIEW_TIMEOUT,
+        notifiers=REVIEW_NOTIFIERS,
+        assigned_users=REVIEW_ASSIGNED_USERS,
     )
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)

@@ -35,6 +35,9 @@ DRIFT_RESOURCES = k8s.V1ResourceRequirements(
     requests={"cpu": "1", "memory": "2Gi"},
     limits={"memory": "4Gi"},
 )
+# Notifications (docs/templates/README.md#notifications): Airflow notifiers (BaseNotifier instances,
+# e.g. SmtpNotifier or SlackNotifier of their providers); none by default.
+ON_FAILURE_CALLBACK = None  # a notifier or a list of them: every task calls it when it fails for good
 # --------------------------------------------------------------------------------------------------
 
 AI_JOBS = ai_job_arguments(
@@ -63,6 +66,7 @@ with DAG(
             PSI_THRESHOLD, type=["number", "null"], description="a feature drifts above this PSI"
         ),
     },
+    default_args={"on_failure_callback": ON_FAILURE_CALLBACK},
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:

@@ -57,6 +57,9 @@ VALIDATE_RESOURCES = k8s.V1ResourceRequirements(
     requests={"cpu": "1", "memory": "2Gi"},
     limits={"memory": "4Gi"},
 )
+# Notifications (docs/templates/README.md#notifications): Airflow notifiers (BaseNotifier instances,
+# e.g. SmtpNotifier or SlackNotifier of their providers); none by default.
+ON_FAILURE_CALLBACK = None  # a notifier or a list of them: every task calls it when it fails for good
 # --------------------------------------------------------------------------------------------------
 
 LANDED_FILES = Asset(
@@ -99,6 +102,7 @@ with DAG(
             True, type=["boolean", "null"], description=f"the data must carry the label {LABEL!r}"
         ),
     },
+    default_args={"on_failure_callback": ON_FAILURE_CALLBACK},
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:

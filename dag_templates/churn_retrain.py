@@ -81,6 +81,11 @@ SCORING_RESOURCES = k8s.V1ResourceRequirements(  # the quality gate and the smok
     limits={"memory": "4Gi"},
 )
 SCORING_GPUS = None
+# Notifications (docs/templates/README.md#notifications): Airflow notifiers (BaseNotifier instances,
+# e.g. SmtpNotifier or SlackNotifier of their providers); none by default.
+APPROVAL_NOTIFIERS = []  # called when the approval starts waiting for an answer
+APPROVAL_ASSIGNED_USERS = None  # e.g. [{"id": "alice", "name": "Alice"}]: only they may answer; None: anyone
+ON_FAILURE_CALLBACK = None  # a notifier or a list of them: every task calls it when it fails for good
 # --------------------------------------------------------------------------------------------------
 
 AI_JOBS = ai_job_arguments(
@@ -132,6 +137,7 @@ with DAG(
             False, type=["boolean", "null"], description="exercise the automatic rollback"
         ),
     },
+    default_args={"on_failure_callback": ON_FAILURE_CALLBACK},
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
@@ -199,6 +205,8 @@ with DAG(
         subject=f"Promote {MODEL_NAME} version {VERSION} to champion?",
         body="Quality gate: {{ ti.xcom_pull(task_ids='quality_gate')['details']['reasons'] }}",
         response_timeout=APPROVAL_TIMEOUT,
+        notifiers=APPROVAL_NOTIFIERS,
+        assigned_users=APPROVAL_ASSIGNED_USERS,
     )
 
     promote = PromoteModelOperator(

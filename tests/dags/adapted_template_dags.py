@@ -16,15 +16,16 @@ from airflow.sdk import DAG
 TEMPLATES = Path(__file__).resolve().parents[2] / "dag_templates"
 
 
-def adapted_template(template: str, config: dict[str, str]) -> DAG:
+def adapted_template(template: str, config: dict[str, str], names: dict[str, object] | None = None) -> DAG:
     """The DAG of ``dag_templates/<template>.py`` with each config ``NAME = ...`` line set to
-    ``NAME = <config[NAME]>`` (Python source)."""
+    ``NAME = <config[NAME]>`` (Python source); ``names`` are objects that source may refer to, as
+    a user's copy would import them."""
     source = (TEMPLATES / f"{template}.py").read_text()
     for name, value in config.items():
         source, count = re.subn(rf"^{name}(: [^=]+)? = .*$", f"{name} = {value}", source, flags=re.M)
         if count != 1:
             raise ValueError(f"{template}: config line {name} found {count} times, expected once")
-    namespace: dict = {"__name__": f"adapted_{template}", "__file__": __file__}
+    namespace: dict = {**(names or {}), "__name__": f"adapted_{template}", "__file__": __file__}
     exec(compile(source, __file__, "exec"), namespace)
     return namespace["dag"]
 
