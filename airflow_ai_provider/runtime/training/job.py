@@ -52,6 +52,7 @@ from airflow_ai_provider.runtime import Log, log_line, tracking
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import TrainParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.memory import peak_rss_mb
 from airflow_ai_provider.runtime.training import data as training_data
 from airflow_ai_provider.runtime.training import registration, user_code
 from airflow_ai_provider.runtime.training.context import TrainingContext
@@ -86,6 +87,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     result.status = "success"
     result.timings = {"started_at": started, "ended_at": ended, **result.timings}
     result.metrics.setdefault("duration_s", round(ended - started, 3))
+    result.metrics.setdefault("peak_rss_mb", peak_rss_mb())
     return result
 
 

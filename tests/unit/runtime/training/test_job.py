@@ -41,7 +41,15 @@ def test_training_registers_a_version_under_the_challenger_alias(store: Store, t
         "model_card_artifact": f"runs:/{run_id}/model_card.md",
         "reused": False,
     }
-    assert set(result.metrics) == {"accuracy", "roc_auc", "train_rows", "holdout_rows", "duration_s"}
+    assert set(result.metrics) == {
+        "accuracy",
+        "roc_auc",
+        "train_rows",
+        "holdout_rows",
+        "duration_s",
+        "peak_rss_mb",
+    }
+    assert result.metrics["peak_rss_mb"] > 0
     assert result.metrics["accuracy"] > 0.7
     assert len(result.input_digest) == 64
     # the runtime never ends the task's run: the operator does
