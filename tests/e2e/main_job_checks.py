@@ -120,6 +120,43 @@ class MainJobChecks:
         text = subprocess.run(command, capture_output=True, text=True, env=env).stdout
         assert "churn_ingest" in text and "churn_retrain" in text and "churn_batch_inference" in text
 
+    def test_lineage_downstream_lists_the_predictions_of_the_promoted_version(self, stack, first_chain):
+        promoted = xcom(stack, "churn_retrain", first_chain.runs["churn_retrain"]["dag_run_id"], "promote")
+        summary = prediction_summary(stack, first_chain)
+        inference = first_chain.runs["churn_batch_inference"]
+        command = [
+            str(Path(sys.executable).parent / "airflow-ai"),
+            "lineage",
+            "--downstream",
+            f"churn/{promoted['version']}",
+            "--tracking-uri",
+            stack.mlflow.url,
+            "--json",
+        ]
+        env = {"AIRFLOW_HOME": str(stack.airflow.home), "PATH": "/usr/bin:/bin"}
+        out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+        used = json.loads(out.stdout)
+        # The scoring DAG run's shards, and the retraining's own smoke test, which scored the version too.
+        scoring = [o for o in used["outputs"] if o["dag_id"] == "churn_batch_inference"]
+        assert sum(o["rows"] for o in scoring) == SCORING_ROWS
+        assert {o["output_uri"] for o in scoring} == {summary["output_uri"]}
+        assert {(o["run_id"], o["state"]) for o in scoring} == {(inference["dag_run_id"], "success")}
+        retrain = first_chain.runs["churn_retrain"]["dag_run_id"]
+        assert {(o["dag_id"], o["run_id"], o["task"]) for o in used["outputs"]} - {
+            (o["dag_id"], o["run_id"], o["task"]) for o in scoring
+        } == {("churn_retrain", retrain, "smoke_score")}
+        assert [(r["dag_id"], r["run_id"], r["state"]) for r in used["dag_runs"]] == [
+            ("churn_retrain", retrain, "success"),
+            ("churn_batch_inference", inference["dag_run_id"], "success"),
+        ]
+        events = asset_events(stack, "churn_batch_inference", inference["dag_run_id"])
+        naming = {e["id"] for e in events if str(e["extra"].get("model_version")) == promoted["version"]}
+        listed = [e for e in used["asset_events"] if e["source_dag_id"] == "churn_batch_inference"]
+        assert naming and {e["id"] for e in listed} == naming
+        # The shards' predictions events carry their rows (others naming the version may carry none).
+        assert sum(e["rows"] for e in listed if e["source_task"].startswith("score[")) == SCORING_ROWS
+
     def test_failing_quality_gate_stops_a_manually_triggered_chain(self, stack, first_chain):
         from mlflow import MlflowClient
 
