@@ -141,7 +141,7 @@ with DAG(
 
         threshold = params["confidence_threshold"]
         threshold = CONFIDENCE_THRESHOLD if threshold is None else threshold
-        results = [r for r in ti.xcom_pull(task_ids="score") if r]
+        results = [r for r in ti.xcom_pull(task_ids="score", map_indexes=range(SHARDS)) if r]
         parts = [out["uri"] for r in results for out in r["outputs"]]
         low = []
         for uri in parts:

@@ -53,6 +53,15 @@ diabetes_batch_inference = partial(adapted_template, "churn_batch_inference", DI
 
 diabetes_batch_inference()
 
+diabetes_batch_inference_one_shard = partial(
+    adapted_template,
+    "churn_batch_inference",
+    {**DIABETES_BATCH_INFERENCE, "DAG_ID": '"diabetes_batch_inference_one_shard"', "SHARDS": "1"},
+)
+"""The same with one shard: the route step reads the single mapped result as a list of one."""
+
+diabetes_batch_inference_one_shard()
+
 S3_DATA_ROOT = "s3://ai-templates-s3/churn"
 
 S3_BATCH_INFERENCE = {

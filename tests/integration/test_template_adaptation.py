@@ -54,14 +54,19 @@ def registered_regressor(mlflow_server) -> dict:
     return {"version": version, "model": model, "features": list(features.columns)}
 
 
+@pytest.mark.parametrize("shards", [2, 1])
 def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_publishes_without_review(
-    registered_regressor, mlflow_connection
+    registered_regressor, mlflow_connection, shards
 ):
+    """With one shard too: the route step then reads the single mapped result as a list of one."""
     import os
     import shutil
 
     from tests._support.airflow_records import dag_run_outcomes
-    from tests.dags.adapted_template_dags import SHARDS, diabetes_batch_inference
+    from tests.dags import adapted_template_dags
+
+    assert adapted_template_dags.SHARDS == 2
+    adapted = {2: "diabetes_batch_inference", 1: "diabetes_batch_inference_one_shard"}[shards]
 
     patients = _patients()
     # The adapted DAG's data root, as its file fixes it at parse time (tests/dags/adapted_template_dags.py).
@@ -70,10 +75,10 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     scoring = root / "scoring" / "patients"
     scoring.mkdir(parents=True)
     unlabelled = patients.drop(columns=["target"])
-    for shard in range(SHARDS):  # one file per shard: files are the unit shards split
-        unlabelled.iloc[shard::SHARDS].to_parquet(scoring / f"patients-{shard}.parquet", index=False)
+    for shard in range(shards):  # one file per shard: files are the unit shards split
+        unlabelled.iloc[shard::shards].to_parquet(scoring / f"patients-{shard}.parquet", index=False)
 
-    dag = diabetes_batch_inference()
+    dag = getattr(adapted_template_dags, adapted)()
     dag_run = dag.test()
 
     assert dag_run.state == "success"
@@ -81,12 +86,12 @@ def test_batch_inference_template_adapted_to_a_regression_model_predicts_and_pub
     assert states["route_low_confidence"] == "success"
     assert states["review_low_confidence"] == "skipped"  # a regression has no confidence to review
     assert states["publish"] == "success"
-    assert task_tries(dag_run.run_id, "score") == [1] * SHARDS
+    assert task_tries(dag_run.run_id, "score") == [1] * shards
 
     # Predictions: every patient once, equal to the model's own predictions, no confidence column.
     folder = root / "predictions" / dag_run.run_id.replace(":", "-").replace("+", "-")
     parts = sorted(folder.glob("part-*.parquet"))
-    assert len(parts) == SHARDS
+    assert len(parts) == shards
     predictions = pd.concat([pq.read_table(part).to_pandas() for part in parts], ignore_index=True)
     assert "confidence" not in predictions.columns
     assert len(predictions) == len(patients) and predictions["patient_id"].is_unique
