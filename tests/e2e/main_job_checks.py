@@ -154,8 +154,9 @@ class MainJobChecks:
         naming = {e["id"] for e in events if str(e["extra"].get("model_version")) == promoted["version"]}
         listed = [e for e in used["asset_events"] if e["source_dag_id"] == "churn_batch_inference"]
         assert naming and {e["id"] for e in listed} == naming
-        # The shards' predictions events carry their rows (others naming the version may carry none).
-        assert sum(e["rows"] for e in listed if e["source_task"].startswith("score[")) == SCORING_ROWS
+        # Each event with the rows and location its extra records, as Airflow's API shows it.
+        api = {e["id"]: (e["extra"].get("row_count"), e["extra"].get("output_uri")) for e in events}
+        assert {e["id"]: (e["rows"], e["output_uri"]) for e in listed} == {i: api[i] for i in naming}, listed
 
     def test_failing_quality_gate_stops_a_manually_triggered_chain(self, stack, first_chain):
         from mlflow import MlflowClient
