@@ -106,16 +106,24 @@ def test_inference_events_carry_input_schema_digest_output_checksums_and_the_mod
     assert facet["mlflowExperimentName"] == "airflow/s3_batch_inference"
 
 
+SUITE = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
+
+
+def _validation_suite(monkeypatch, s3_server, s3_bucket: str) -> Path:
+    """The churn suite where ``s3_data_validation`` reads it; returns the suite file."""
+    monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
+    s3_server.client().put_object(
+        Bucket=s3_bucket, Key="suites/churn_expectations.json", Body=SUITE.read_bytes()
+    )
+    return SUITE
+
+
 def test_validation_events_carry_one_assertion_per_expectation_and_the_row_count(
     lineage_events, monkeypatch, mlflow_connection, aws_connection, mlflow_server, s3_server, s3_bucket
 ):
     from tests.dags.validation_dags import s3_data_validation
 
-    suite = Path(__file__).resolve().parents[2] / "dag_templates" / "include" / "churn_expectations.json"
-    monkeypatch.setenv("AI_TEST_BUCKET", s3_bucket)
-    s3_server.client().put_object(
-        Bucket=s3_bucket, Key="suites/churn_expectations.json", Body=suite.read_bytes()
-    )
+    suite = _validation_suite(monkeypatch, s3_server, s3_bucket)
     write_customers(
         f"s3://{s3_bucket}/customers", ROWS, seed=11, n_files=2, storage_options=_s3_options(s3_server)
     )
@@ -134,6 +142,35 @@ def test_validation_events_carry_one_assertion_per_expectation_and_the_row_count
     assert data["inputFacets"]["dataQualityMetrics"]["rowCount"] == ROWS
     assert "customer_id" in {field["name"] for field in data["facets"]["schema"]["fields"]}
     assert _run_facet(event)["job"] == "validate" and _run_facet(event)["mlflowRunId"]
+
+
+def test_a_failed_validation_emits_its_failed_assertions_in_the_fail_event(
+    lineage_events, monkeypatch, mlflow_connection, aws_connection, mlflow_server, s3_server, s3_bucket
+):
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests._support.churn_sample import make_customers
+    from tests.dags.validation_dags import s3_data_validation
+
+    _validation_suite(monkeypatch, s3_server, s3_bucket)
+    frame = make_customers(ROWS, seed=12, with_label=False)
+    frame.loc[[8, 9], "age"] = np.nan
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), sink)
+    s3_server.client().put_object(Bucket=s3_bucket, Key="customers/part-0.parquet", Body=sink.getvalue())
+
+    dag_run = s3_data_validation().test()
+    assert dag_run.state == "failed"
+
+    (event,) = lineage_events("validate", "FAIL")
+    (data,) = event["inputs"]
+    failed = [item for item in data["facets"]["dataQualityAssertions"]["assertions"] if not item["success"]]
+    assert failed and {item.get("column") for item in failed} == {"age"}
+    assert data["inputFacets"]["dataQualityMetrics"]["rowCount"] == ROWS
 
 
 def test_training_events_read_the_training_files_and_write_the_registered_model_version(
