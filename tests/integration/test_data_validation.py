@@ -72,6 +72,9 @@ def test_valid_data_emits_an_asset_event_with_digest_rows_and_suite(airflow_env,
         ).all()
         (extra,) = [event.extra for event in events]
     client, run = _task_run(mlflow_server, dag_run.run_id)
+    cost = extra.pop("cost")  # the task's estimate (airflow_ai_provider.cost), local usage unpriced
+    assert set(cost) == {"cpu_seconds", "memory_gb_seconds", "gpu_seconds", "estimate", "currency"}
+    assert cost["cpu_seconds"] > 0 and cost["gpu_seconds"] == 0 and cost["estimate"] == 0
     assert extra == {
         "input_digest": result["input_digest"],
         "data_digest": result["input_digest"],

@@ -116,6 +116,9 @@ def test_retraining_from_s3_registers_the_challenger_with_its_records(s3_trainin
             .where(AssetModel.name == f"trained-{name}", AssetEvent.source_run_id == dag_run.run_id)
         ).all()
         extra = event.extra
+    cost = extra.pop("cost")  # the task's estimate (airflow_ai_provider.cost), local usage unpriced
+    assert set(cost) == {"cpu_seconds", "memory_gb_seconds", "gpu_seconds", "estimate", "currency"}
+    assert cost["cpu_seconds"] > 0 and cost["gpu_seconds"] == 0 and cost["estimate"] == 0
     assert extra == {
         "model_name": name,
         "version": "1",
