@@ -158,6 +158,31 @@ def _distinct_strings(value: Any, name: str, what: str) -> list[str]:
     return list(dict.fromkeys(value))
 
 
+def output_names(value: Any, name: str) -> list[str] | dict[str, str]:
+    """Output column names: a list (one per model output, in order), one name as a string, or a dict
+    from the model's output name to the column name; the column names must not repeat."""
+    value = _literal(value, name, dict if isinstance(value, str) and value.strip()[:1] == "{" else list)
+    if isinstance(value, Mapping):
+        if not value or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in value.items()
+        ):
+            raise JobInputError(
+                f"{name} must map model output names to column names (non-empty strings), got {value!r}"
+            )
+        columns = list(value.values())
+        renamed = dict(value)
+    else:
+        columns = [value] if isinstance(value, str) else value
+        if not isinstance(columns, (list, tuple)) or not columns:
+            raise JobInputError(f"{name} must be a list of column names, one name, or a dict, got {value!r}")
+        renamed = None
+    if not all(isinstance(item, str) and item for item in columns) or len(set(columns)) != len(columns):
+        raise JobInputError(
+            f"{name} must name each output column once with a non-empty string, got {value!r}"
+        )
+    return renamed if renamed is not None else list(columns)
+
+
 def mapping(value: Any, name: str) -> dict[str, Any]:
     value = _literal(value, name, dict)
     if not isinstance(value, Mapping):

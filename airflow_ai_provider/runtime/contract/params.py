@@ -26,6 +26,7 @@ from airflow_ai_provider.runtime.contract.param_checks import (
     mapping,
     model_name,
     number,
+    output_names,
     positive_int,
     reject_unknown_params,
     shard,
@@ -50,6 +51,10 @@ __all__ = [
 FORMATS = ("parquet", "csv")
 MAX_TIMEOUT_S = 7 * 24 * 3600
 RESERVED_OUTPUT = ("prediction", "confidence")
+#: The output column holding each row's hash of its ``content_columns``.
+CONTENT_HASH_COLUMN = "content_hash"
+#: Element types of vector (fixed-size list) output columns.
+VECTOR_TYPES = ("float32", "float64")
 TASK_TYPES = ("classification", "regression")
 METRICS = {
     "classification": ("accuracy", "f1", "roc_auc", "log_loss", "latency_ms_per_1k_rows"),
@@ -115,6 +120,13 @@ class InferParams(JobParams):
     scratch_dir: str | None = None
     check_unique_ids: bool = False
     model_threads: int | None = None
+    output_columns: list[str] | dict[str, str] | None = None  # the model's output names kept
+    vector_type: str = "float32"
+    batch_memory_mb: int | None = None  # default: BATCH_MEMORY_BYTES of the infer job
+    content_columns: list[str] = field(default_factory=list)
+    previous_output: str | None = None
+    vector_index: str | None = None  # the vector column to index
+    index_check_queries: int = 20
 
     job: ClassVar[str] = "infer"
 
@@ -130,6 +142,13 @@ class InferParams(JobParams):
             "scratch_dir": text,
             "check_unique_ids": boolean,
             "model_threads": positive_int(1024),
+            "output_columns": output_names,
+            "vector_type": choice(*VECTOR_TYPES),
+            "batch_memory_mb": positive_int(1 << 20),
+            "content_columns": column_list,
+            "previous_output": text,
+            "vector_index": text,
+            "index_check_queries": positive_int(10_000),
         }
 
     @classmethod
@@ -145,6 +164,24 @@ class InferParams(JobParams):
             )
         if values.get("check_unique_ids") and "id_columns" in values and not ids:
             raise JobInputError("check_unique_ids needs id_columns: name the columns that identify a row")
+        if values.get("previous_output") and "id_columns" in values and not ids:
+            raise JobInputError(
+                "previous_output needs id_columns: name the columns that identify a row, so that unchanged "
+                "rows can be found in the previous output"
+            )
+        if values.get("previous_output") and "content_columns" in values and not values["content_columns"]:
+            raise JobInputError(
+                "previous_output needs content_columns: name the columns whose content decides whether a "
+                "row changed"
+            )
+        clashing = [name for name in values.get("content_columns", []) if name in ids]
+        if CONTENT_HASH_COLUMN in ids:
+            clashing.append(CONTENT_HASH_COLUMN)
+        if clashing:
+            raise JobInputError(
+                f"column(s) {', '.join(map(repr, clashing))} cannot be both id and content columns, and "
+                f"{CONTENT_HASH_COLUMN!r} is the output's own column: list each column once"
+            )
 
 
 @dataclass(frozen=True)
