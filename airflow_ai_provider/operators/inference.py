@@ -63,6 +63,23 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     :param model_threads: threads the model's native libraries (OpenMP, BLAS) may use while
         predicting; default one per core. Shards that run side by side on one machine share its
         cores: ``cores // concurrent shards`` avoids oversubscribing them. (templated)
+    :param output_columns: the model outputs kept as output columns: a list of column names (one
+        per model output, in order), one name, or a dict from the model's output name to the column
+        name. A vector output (an embedding) becomes a fixed-size list column. (templated)
+    :param vector_type: element type of vector columns, ``float32`` (default) or ``float64``.
+    :param batch_memory_mb: memory budget of one record batch (input, predictions and output),
+        from which the batch size is derived when ``batch_size`` is not given. (templated)
+    :param content_columns: input columns whose content decides whether a row changed: each output
+        row gets ``content_hash``, the hex SHA-256 of those columns. (templated)
+    :param previous_output: an earlier run's output folder (``file://`` or ``s3://``). Rows whose
+        ``id_columns`` and ``content_hash`` match a previous row scored by the same model version
+        are copied from it instead of predicted; a missing or empty folder means everything is
+        computed. Needs ``id_columns`` and ``content_columns``. (templated)
+    :param vector_index: the vector output column to index: a FAISS index of the shard's vectors
+        (cosine similarity) is written next to the part file, after a search check. Needs the
+        ``runtime`` extra (``faiss-cpu``). (templated)
+    :param index_check_queries: rows re-embedded and searched for in the new index; each one's top
+        hit must be itself (or a row of the same content). Default 20.
 
     Arguments the runtime checks (``id_columns``, ``batch_size``, ``shard_index``/``shard_count``,
     ``extra_columns``, ...) are checked with the runtime's own check when the DAG is parsed
@@ -81,6 +98,13 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         "skops_trusted_types",
         "scratch_dir",
         "model_threads",
+        "output_columns",
+        "vector_type",
+        "batch_memory_mb",
+        "content_columns",
+        "previous_output",
+        "vector_index",
+        "index_check_queries",
     )
     uri_arguments = ("input_uri", "output_uri")
     model_arguments = ("model",)
@@ -96,6 +120,11 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         "shard_count",
         "fallback_model",
         "model_threads",
+        "output_columns",
+        "batch_memory_mb",
+        "content_columns",
+        "previous_output",
+        "vector_index",
     )
 
     def __init__(
@@ -115,6 +144,13 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         skops_trusted_types: list[str] | None = None,
         scratch_dir: str | None = None,
         model_threads: int | None = None,
+        output_columns: list[str] | str | dict[str, str] | None = None,
+        vector_type: str | None = None,
+        batch_memory_mb: int | None = None,
+        content_columns: list[str] | str | None = None,
+        previous_output: str | None = None,
+        vector_index: str | None = None,
+        index_check_queries: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,11 +169,22 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             skops_trusted_types=skops_trusted_types,
             scratch_dir=scratch_dir,
             model_threads=model_threads,
+            output_columns=output_columns,
+            vector_type=vector_type,
+            batch_memory_mb=batch_memory_mb,
+            content_columns=content_columns,
+            previous_output=previous_output,
+            vector_index=vector_index,
+            index_check_queries=index_check_queries,
         )
         check_shard(self.task_id, shard_index, shard_count, rendered=False)
 
     def job_values(self) -> dict[str, Any]:
-        return {**super().job_values(), "id_columns": [] if self.id_columns is None else self.id_columns}
+        values = super().job_values()
+        values["id_columns"] = [] if self.id_columns is None else self.id_columns
+        if self.previous_output is not None and self.content_columns is None:
+            values["content_columns"] = []  # so that the check names the missing argument
+        return values
 
     @classmethod
     def check_partial_arguments(cls, task_id: str, kwargs: Mapping[str, Any]) -> None:
