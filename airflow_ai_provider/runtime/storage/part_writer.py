@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +24,8 @@ from airflow_ai_provider.runtime.storage.locations import (
 )
 from airflow_ai_provider.runtime.storage.units import file_sha256
 
+#: Seconds between two checks of a running upload, so that a stop signal is handled at once.
+UPLOAD_WAIT_STEP_S = 0.2
 #: Listing pages of incomplete multipart uploads read when a part is written again.
 MAX_UPLOAD_PAGES = 10
 
@@ -173,16 +176,32 @@ class PartWriter:
         return OutputFile(uri=self.target.uri, rows=self.rows, bytes=size, sha256=sha256)
 
     def _upload(self) -> None:
+        """Upload the local copy. The transfer runs in a thread that this one waits for in short,
+        interruptible steps: stopped mid-upload (SIGTERM), the multipart upload is aborted at once,
+        without waiting for parts still in flight (boto3 would wait for them, past the stop deadline)."""
         from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = self.target.bucket_key
+        failure: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                s3_client().upload_file(self.temp_path, bucket, key)
+            except BaseException as err:  # handed to the waiting thread
+                failure.append(err)
+
+        sender = threading.Thread(target=send, name="part-upload", daemon=True)
         try:
-            s3_client().upload_file(self.temp_path, bucket, key)
+            sender.start()
+            while sender.is_alive():
+                sender.join(UPLOAD_WAIT_STEP_S)
+            if failure:
+                raise failure[0]
         except (BotoCoreError, ClientError, S3UploadFailedError) as err:
             raise JobServiceError(f"upload of {self.target.uri} failed: {one_line(err)}") from None
         except BaseException:
-            # Stopped mid-upload (SIGTERM): the transfer threads may still be sending parts.
+            # Stopped mid-upload: the transfer thread may still be sending parts.
             with contextlib.suppress(Exception):
                 self._abort_uploads()
             raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from tests._support.system import wait_for
+from tests._support.http_proxy import Rule, http_proxy
 from tests.unit.runtime.test_leftovers import PART, big_input, finish, read_result, start_cli
 
 
@@ -18,15 +18,22 @@ def test_sigterm_during_an_s3_upload_leaves_no_incomplete_upload_and_no_local_co
     spec = registry.spec("churn", str(tmp_path / "in"), f"s3://{s3_bucket}/out")
     args = ["infer", "--spec-json", spec.to_json(), "--result-path", str(tmp_path / "result.json")]
     client = s3_server.client()
-    process = start_cli(args, tmp_path, env=s3_env)
-
-    def uploading() -> bool:
-        assert process.poll() is None, f"the job ended before it was stopped: {process.communicate()}"
-        return bool(client.list_multipart_uploads(Bucket=s3_bucket, Prefix=key).get("Uploads"))
-
-    wait_for(uploading, timeout=120, what="the multipart upload to start")
-    process.send_signal(signal.SIGTERM)
-    code, _, err = finish(process, timeout=30)
+    # The first part's upload is held at a loopback proxy in front of moto, so the signal always lands
+    # while the multipart upload is incomplete (never just after it completed).
+    first_part = Rule("PUT", key, "hold", seconds=60)
+    with http_proxy(s3_server.endpoint_url, [first_part]) as proxy:
+        env = {**s3_env, "AWS_ENDPOINT_URL": proxy.url}
+        env.pop("AWS_ENDPOINT_URL_S3", None)
+        process = start_cli(args, tmp_path, env=env)
+        try:
+            assert first_part.arrived.wait(120), f"no part upload started: {process.poll()}"
+            assert client.list_multipart_uploads(Bucket=s3_bucket, Prefix=key).get("Uploads")
+            process.send_signal(signal.SIGTERM)
+            code, _, err = finish(process, timeout=30)
+        finally:
+            first_part.release()
+            if process.poll() is None:
+                process.kill()
 
     assert code == 128 + signal.SIGTERM, err
     assert read_result(tmp_path)["retryable"] is True
