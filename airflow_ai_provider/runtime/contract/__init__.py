@@ -64,6 +64,8 @@ class Tag:
     MODEL_VERSION: Final = "ai.model_version"
     MODEL_ALIAS: Final = "ai.model_alias"
     MODEL_URI: Final = "ai.model_uri"
+    #: The device the model ran on (``cpu``, ``cuda:0``), as the runtime reports it.
+    DEVICE: Final = "ai.device"
     INPUT_DIGEST: Final = "ai.input_digest"
     OUTPUT_URI: Final = "ai.output_uri"
     OUTPUTS: Final = "ai.outputs"

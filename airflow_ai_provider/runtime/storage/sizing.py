@@ -10,8 +10,9 @@ Three pieces, each user passing its own factor and rows:
   to. Columns that pandas turns into Python objects (decimals, dates, times, binary, nested) add
   :data:`PYTHON_OBJECT_BYTES` a value. CSV: fixed widths from the inferred schema, text columns
   :data:`CSV_TEXT_BYTES`.
-- :func:`memory_budget`: a job's default budget, capped at a quarter of the memory available to the
-  process (:func:`~airflow_ai_provider.runtime.memory.available_bytes`).
+- :func:`memory_budget`: the budget a job's parameters set (``batch_memory_mb``), taken as given; else
+  the job's default, capped at a quarter of the memory available to the process
+  (:func:`~airflow_ai_provider.runtime.memory.available_bytes`).
 - :func:`rows_that_fit` and :func:`equal_batches`: as many rows as fit ``budget / (copies × width)``
   within bounds, then the rows cut into batches of equal size (no small last batch).
 """
@@ -33,10 +34,19 @@ OFFSET_BYTES = 4
 SAMPLED_ROW_GROUPS = 16
 
 
-def memory_budget(default_bytes: int) -> int:
-    """``default_bytes``, or a quarter of the memory available to the process if less."""
+def memory_budget(default_bytes: int, requested_mb: int | None = None) -> int:
+    """``requested_mb`` MiB when set (a heavy model's own choice, not capped), else ``default_bytes``
+    or a quarter of the memory available to the process if less."""
+    if requested_mb is not None:
+        return requested_mb << 20
     available = memory.available_bytes()
     return default_bytes if available is None else min(default_bytes, available // 4)
+
+
+def lowest_rows(default_lowest: int, requested_mb: int | None = None) -> int:
+    """The fewest rows of a sized batch: ``default_lowest``, or one row when the budget was set, so
+    that a small ``batch_memory_mb`` gives small batches."""
+    return default_lowest if requested_mb is None else 1
 
 
 def rows_that_fit(
