@@ -9,7 +9,15 @@ import sys
 
 from tests.conftest import REPO_ROOT
 
-TEMPLATES = {"churn_ingest", "churn_retrain", "churn_batch_inference", "churn_drift_monitor"}
+TEMPLATES = {
+    "churn_ingest",
+    "churn_retrain",
+    "churn_batch_inference",
+    "churn_drift_monitor",
+    "content_embedder_train",
+    "content_reembed",
+}
+USE_CASE_WORDS = {"churn": ("churn",), "content": ("text_embedder", "doc_id")}
 
 # Parse the templates in a fresh interpreter where any socket connection raises and the metadata
 # database points at a path that cannot exist: a template that touches either fails to load.
@@ -66,9 +74,9 @@ def _shown_required(schema: dict) -> bool:
 
 
 def test_params_with_defaults_are_not_marked_required_in_the_trigger_form():
-    from dag_templates import churn_batch_inference, churn_drift_monitor, churn_ingest, churn_retrain
+    import importlib
 
-    for module in (churn_batch_inference, churn_drift_monitor, churn_ingest, churn_retrain):
+    for module in (importlib.import_module(f"dag_templates.{name}") for name in sorted(TEMPLATES)):
         assert module.dag.params, module.dag.dag_id
         for name in module.dag.params:
             param = module.dag.params.get_param(name).dump()  # what the API hands the trigger form
@@ -86,8 +94,56 @@ def _outside_config_block(source: str) -> str:
 def test_no_use_case_text_outside_the_config_blocks():
     for name in sorted(TEMPLATES):
         rest = _outside_config_block((REPO_ROOT / "dag_templates" / f"{name}.py").read_text())
-        lines = [line for line in rest.splitlines() if "churn" in line.lower()]
+        words = USE_CASE_WORDS[name.split("_", 1)[0]]
+        lines = [line for line in rest.splitlines() if any(word in line.lower() for word in words)]
         assert lines == [], name
+
+
+def test_content_reembed_runs_on_new_content_or_a_new_embedding_model_the_training_announces():
+    from airflow.sdk import AssetAny
+
+    from dag_templates import content_embedder_train, content_reembed
+
+    condition = content_reembed.dag.timetable.asset_condition
+    assert isinstance(condition, AssetAny)
+    assert [asset.uri for asset in condition.objects] == [
+        content_reembed.CONTENT.uri,
+        "mlflow-model://text_embedder",
+    ]
+    promote = content_embedder_train.dag.get_task("promote")
+    assert [outlet.uri for outlet in promote.outlets] == ["mlflow-model://text_embedder"]
+    assert content_reembed.CONTENT.uri == content_embedder_train.CORPUS
+    publish = content_reembed.dag.get_task("publish")
+    assert [outlet.name for outlet in publish.outlets] == ["content_vectors"]
+    assert [inlet.name for inlet in content_reembed.dag.get_task("find_previous").inlets] == [
+        "content_vectors"
+    ]
+
+
+def test_content_reembed_embeds_with_its_config_block():
+    from dag_templates import content_reembed
+
+    embed = content_reembed.dag.get_task("embed")
+    assert embed.id_columns == ["doc_id"] and embed.content_columns == ["text"]
+    assert embed.output_columns == ["embedding"] and embed.vector_index == "embedding"
+    assert embed.previous_output == "{{ ti.xcom_pull(task_ids='find_previous') }}"
+    assert embed.output_uri.startswith(content_reembed.VECTORS.uri + "/{{ run_id")
+    assert content_reembed.dag.max_active_runs == 1  # each run reuses the previous run's output
+
+
+def test_content_templates_follow_an_s3_data_root():
+    from tests.dags.adapted_template_dags import adapted_template
+
+    root = '"s3://bucket/content"'
+    reembed = adapted_template("content_reembed", {"DAG_ID": '"s3_content_reembed"', "DATA_ROOT": root})
+    assert reembed.get_task("embed").output_uri.startswith("s3://bucket/content/vectors/")
+    assert {asset.uri for asset in reembed.timetable.asset_condition.objects} >= {
+        "s3://bucket/content/content/documents"
+    }
+    train = adapted_template(
+        "content_embedder_train", {"DAG_ID": '"s3_content_embedder_train"', "DATA_ROOT": root}
+    )
+    assert "s3://bucket/content/content/documents" in train.get_task("train").input_uri
 
 
 def test_quality_gate_thresholds_follow_the_task_type():
