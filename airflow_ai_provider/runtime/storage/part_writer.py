@@ -56,12 +56,21 @@ class PartWriter:
     :param output_uri: the output folder (``file://``, a local path or ``s3://``).
     :param name: the part file's name in that folder.
     :param scratch_dir: where the local copy of an S3 part is written (default ``$TMPDIR``).
+    :param metadata: key-value pairs stored in the file's Parquet metadata (readable from the footer
+        alone); :attr:`metadata` may also be set before the first :meth:`write`.
     """
 
-    def __init__(self, output_uri: str, name: str, scratch_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        output_uri: str,
+        name: str,
+        scratch_dir: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         self.folder = parse_uri(output_uri)
         self.target = self.folder.child(name)
         self.rows = 0
+        self.metadata = dict(metadata or {})
         self._writer: Any = None
         if self.folder.scheme == "s3":
             check_bucket(self.folder, "output")
@@ -140,8 +149,9 @@ class PartWriter:
         import pyarrow.parquet as pq
 
         if self._writer is None:
+            schema = batch.schema.with_metadata({**(batch.schema.metadata or {}), **self.metadata})
             self._writer = pq.ParquetWriter(
-                self.temp_path, batch.schema, use_dictionary=_dictionary_columns(batch.schema)
+                self.temp_path, schema, use_dictionary=_dictionary_columns(batch.schema)
             )
         if batch.schema != self._writer.schema:
             try:
