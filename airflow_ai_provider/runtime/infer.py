@@ -54,6 +54,7 @@ from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
 from airflow_ai_provider.runtime.models import device
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
+from airflow_ai_provider.runtime.models.outputs import OutputNaming
 from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
 from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
@@ -208,7 +209,7 @@ def _check_files(
     free = [
         name for name in dict.fromkeys([*params.id_columns, *features.names]) if name not in features.types
     ]
-    return Features(features.names, {**storage.unify_types(mine, free), **features.types})
+    return Features(features.names, {**storage.unify_types(mine, free), **features.types}, features.tensor)
 
 
 def _stream(
@@ -231,7 +232,8 @@ def _stream(
     loaded; it is used when it reads the columns needed, its batches cast here.
     """
     first = metas[units[0].file_index].schema
-    predictor = make_predictor(model, features.names, first, params.predict_proba)
+    naming = OutputNaming.of(params)
+    predictor = make_predictor(model, features.names, first, params.predict_proba, naming, features.tensor)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *features.names]))
     if early is not None and sorted(early.columns) == sorted(columns):

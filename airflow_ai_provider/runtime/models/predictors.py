@@ -1,7 +1,8 @@
-"""Predicting record batches with a loaded model: predictors, prediction columns, prediction failures.
+"""Predicting record batches with a loaded model: predictors and prediction failures.
 
 :func:`make_predictor` picks a scikit-learn classifier's ``predict_proba`` when it applies, else the
-pyfunc's ``predict``; :func:`prediction_failure` turns the model's own error into one line.
+pyfunc's ``predict`` (its output typed and named by :mod:`.outputs`); :func:`prediction_failure` turns
+the model's own error into one line.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from typing import Any
 import pyarrow as pa
 
 from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, brief
-from airflow_ai_provider.runtime.models.features import FLOATS, INTEGERS
+from airflow_ai_provider.runtime.models.features import FLOATS, INTEGERS, TensorInput, tensor_input
 from airflow_ai_provider.runtime.models.loading import LoadedModel
+from airflow_ai_provider.runtime.models.outputs import Columns, OutputNaming, prediction_columns
 
-Columns = list[tuple[str, pa.Array]]
 NUMERIC = INTEGERS | FLOATS | {pa.bool_()}
 
 
@@ -71,16 +72,43 @@ class ProbaPredictor:
 
 
 class PyfuncPredictor:
-    """Calls the pyfunc model's ``predict`` on a pandas DataFrame of the feature columns."""
+    """Calls the pyfunc model's ``predict`` on a pandas DataFrame of the feature columns, or on one
+    numpy array of the signature's tensor dtype and shape; the output becomes typed, named columns
+    (:func:`~.outputs.prediction_columns`)."""
 
-    def __init__(self, pyfunc: Any, features: list[str]) -> None:
+    def __init__(
+        self,
+        pyfunc: Any,
+        features: list[str],
+        naming: OutputNaming | None = None,
+        tensor: TensorInput | None = None,
+    ) -> None:
         self.pyfunc = pyfunc
         self.features = features
+        self.naming = naming or OutputNaming()
+        self.tensor = tensor
 
     def predict(self, batch: pa.RecordBatch) -> Columns:
-        frame = batch.select(self.features).to_pandas()
-        output = self.pyfunc.predict(frame)
-        return prediction_columns(output, batch.num_rows)
+        if self.tensor is not None:
+            model_input = tensor_input(batch, self.features, self.tensor)
+        else:
+            model_input = batch.select(self.features).to_pandas()
+        output = self.pyfunc.predict(model_input)
+        return prediction_columns(output, batch.num_rows, self.naming)
+
+
+class NamedPredictor:
+    """Another predictor whose columns are renamed or selected by ``output_columns`` (each column
+    is a model output of its own name)."""
+
+    def __init__(self, predictor: Any, naming: OutputNaming) -> None:
+        self.predictor = predictor
+        self.naming = naming
+
+    def predict(self, batch: pa.RecordBatch) -> Columns:
+        columns = self.predictor.predict(batch)
+        received = f"columns {', '.join(name for name, _ in columns)}"
+        return self.naming.name([(name, name, array) for name, array in columns], received)
 
 
 def raw_model(model: LoadedModel) -> Any:
@@ -89,50 +117,6 @@ def raw_model(model: LoadedModel) -> Any:
         return model.pyfunc.get_raw_model()
     except Exception:  # flavors without a raw model
         return None
-
-
-def prediction_columns(output: Any, rows: int) -> Columns:
-    """Name a pyfunc output: a vector becomes ``prediction``; a table's columns ``prediction_<name>``
-    (or ``prediction`` when it has one column)."""
-    import numpy as np
-    import pandas as pd
-
-    received = _describe_output(output)
-    try:
-        if isinstance(output, dict):
-            output = pd.DataFrame(output)
-        if isinstance(output, np.ndarray) and output.ndim == 2:
-            output = pd.DataFrame(output)
-        if isinstance(output, pd.DataFrame):
-            if output.shape[1] == 1:
-                columns = [("prediction", output.iloc[:, 0])]
-            else:
-                if output.columns.duplicated().any():
-                    raise ValueError("its columns repeat a name")
-                columns = [(f"prediction_{name}", output[name]) for name in output.columns]
-        else:
-            columns = [("prediction", output)]
-        arrays = [
-            (name, pa.array(np.asarray(values) if not isinstance(values, pd.Series) else values))
-            for name, values in columns
-        ]
-    except (ValueError, TypeError, pa.ArrowException) as err:
-        raise JobInputError(
-            f"model returned {received}, which cannot be stored as prediction columns ({brief(err)}): "
-            "the model must return one value per row, as a vector or a table with one row per input row"
-        ) from None
-    if any(len(array) != rows for _, array in arrays):
-        raise JobInputError(
-            f"model returned {len(arrays[0][1])} predictions ({received}) for {rows} rows: the model must "
-            "return one prediction per input row"
-        )
-    return arrays
-
-
-def _describe_output(output: Any) -> str:
-    shape = getattr(output, "shape", None)
-    kind = f"{type(output).__module__}.{type(output).__qualname__}".removeprefix("builtins.")
-    return f"a {kind} of shape {tuple(shape)}" if shape is not None else f"a {kind}"
 
 
 def prediction_failure(
@@ -162,8 +146,18 @@ def prediction_failure(
     )
 
 
-def make_predictor(model: LoadedModel, features: list[str], schema: pa.Schema, use_proba: bool) -> Any:
-    """The fast ``predict_proba`` path when it applies, else the pyfunc's own ``predict``."""
-    if use_proba and ProbaPredictor.applies(model, features, schema):
-        return ProbaPredictor(model.pyfunc.get_raw_model(), features)
-    return PyfuncPredictor(model.pyfunc, features)
+def make_predictor(
+    model: LoadedModel,
+    features: list[str],
+    schema: pa.Schema,
+    use_proba: bool,
+    naming: OutputNaming | None = None,
+    tensor: TensorInput | None = None,
+) -> Any:
+    """The fast ``predict_proba`` path when it applies, else the pyfunc's own ``predict``; both name
+    their columns with ``naming`` (``output_columns``)."""
+    naming = naming or OutputNaming()
+    if use_proba and tensor is None and ProbaPredictor.applies(model, features, schema):
+        proba = ProbaPredictor(model.pyfunc.get_raw_model(), features)
+        return proba if naming.output_columns is None else NamedPredictor(proba, naming)
+    return PyfuncPredictor(model.pyfunc, features, naming, tensor)

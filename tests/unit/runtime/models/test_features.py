@@ -63,3 +63,30 @@ def test_type_names_are_mlflows_where_it_has_one():
         "string",
         "date32[day]",
     ]
+
+
+def test_text_columns_are_arrow_strings_and_binary_columns_stay_binary():
+    signature = Schema([ColSpec("string", "text"), ColSpec("binary", "image")])
+    good = pa.schema([("text", pa.large_string()), ("image", pa.binary())])
+    assert check_columns(good, signature, [], "error", "in.parquet") == Features(["text", "image"], {})
+    swapped = pa.schema([("text", pa.binary()), ("image", pa.string())])
+    with pytest.raises(JobInputError) as caught:
+        check_columns(swapped, signature, [], "error", "in.parquet")
+    assert str(caught.value).endswith(
+        "column 'text' is binary, model expects string; column 'image' is string, model expects binary"
+    )
+
+
+def test_array_columns_accept_lists_of_their_element_type_only():
+    from mlflow.types.schema import Array, DataType
+
+    signature = Schema([ColSpec(Array(DataType.double), "values")])
+    for kind in (pa.list_(pa.float64()), pa.large_list(pa.int32()), pa.list_(pa.float32(), 4)):
+        assert check_columns(pa.schema([("values", kind)]), signature, [], "error", "f").names == ["values"]
+    for kind, problem in [
+        (pa.list_(pa.string()), "column 'values' holds string values, model expects an array of double"),
+        (pa.float64(), "column 'values' is double, model expects an array of double"),
+    ]:
+        with pytest.raises(JobInputError) as caught:
+            check_columns(pa.schema([("values", kind)]), signature, [], "error", "f")
+        assert str(caught.value).endswith(problem)
