@@ -38,12 +38,9 @@ file and succeeds with ``rows_out == 0``.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 
@@ -51,6 +48,15 @@ from airflow_ai_provider.runtime import Log, job_metrics, log_line, reports, sto
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
+from airflow_ai_provider.runtime.infer_support import (
+    check_unique,
+    files_of,
+    id_frame,
+    input_entries,
+    schema_dict,
+    thread_limit,
+    unique_ids,
+)
 from airflow_ai_provider.runtime.models import device
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
@@ -58,6 +64,8 @@ from airflow_ai_provider.runtime.models.outputs import OutputNaming
 from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
 from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
+from airflow_ai_provider.runtime.vectors.previous import part_metadata
+from airflow_ai_provider.runtime.vectors.rows import Columns, RowScorer, check_content_columns, kept_columns
 
 LOG_EVERY_BATCHES = 10
 #: Memory the rows in flight may take when ``batch_size`` is not set (less when the machine or
@@ -103,9 +111,9 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
 
     storage.check_scratch_dir(params.scratch_dir)
     metas, units = _plan(spec, params, log)
-    writer = storage.PartWriter(
-        spec.output, part_name(spec.shard.index, spec.shard.count), params.scratch_dir
-    )
+    scorer = RowScorer.start(spec, params, log)  # before the model loads: previous output, faiss
+    name = part_name(spec.shard.index, spec.shard.count)
+    writer = storage.PartWriter(spec.output, name, params.scratch_dir, part_metadata(spec, params))
     stats = _Stats()
     early = _early_reader(metas, units, params, stats, log)
     try:
@@ -118,12 +126,13 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             features = _check_files(metas, units, model, params)
             stream_started = time.perf_counter()
             if units:
-                with _unique_ids(params, model_dir) as unique:
-                    _stream(metas, units, features, model, params, writer, stats, log, unique, early)
+                with unique_ids(params, model_dir) as unique:
+                    _stream(metas, units, features, model, params, writer, stats, log, unique, early, scorer)
                     if unique is not None:
-                        _check_unique(unique, metas, units, params, spec, log, stats.batch_rows)
+                        check_unique(unique, metas, units, params, spec, log, stats.batch_rows)
             publish_started = time.perf_counter()
             output = writer.publish()
+            scorer.publish_index(spec.output, name, params.scratch_dir, log)  # after its part file
             stats.write_s += time.perf_counter() - publish_started
             stream_s = time.perf_counter() - stream_started
             result.model.update(device.report(model.pyfunc))  # after predicting: where the model ran
@@ -142,9 +151,10 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         log(f"shard {spec.shard.index}/{spec.shard.count}: no rows, no output file written")
 
     result.rows_in, result.rows_out = stats.rows_in, stats.rows_out
-    result.inputs = _input_entries(metas, units)
+    result.inputs = input_entries(metas, units)
     result.input_digest = storage.input_digest(metas, units)
-    result.input_schema = _schema_dict(metas, units)
+    result.input_schema = schema_dict(metas, units)
+    result.details.update(scorer.details())
     metrics = {
         "load_model_s": round(load_model_s, 3),
         "stream_s": round(stream_s, 3),
@@ -154,6 +164,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
         "write_s": round(stats.write_s, 3),
         "batches": stats.batches,
         "batch_rows": stats.batch_rows,
+        **scorer.metrics(),
     }
     return reports.finish(result, started, metrics)
 
@@ -169,22 +180,18 @@ def _plan(spec: JobSpec, params: InferParams, log: Log) -> tuple[list[storage.Fi
         metas = [storage.FileMeta(file, pa.schema([])) for file in files]
     units = storage.shard_units(storage.plan_units(metas), spec.shard.index, spec.shard.count)
     if files[0].format == "csv":
-        mine = _files_of(units)
+        mine = files_of(units)
         if mine:
             for index, meta in zip(mine, storage.read_metadata([metas[i].file for i in mine]), strict=True):
                 metas[index] = meta
     shard = f"shard {spec.shard.index}/{spec.shard.count}"
     if files[0].format == "parquet":
         log(
-            f"{shard}: {len(units)} row groups from {len(_files_of(units))} files (input: {len(files)} Parquet files)"
+            f"{shard}: {len(units)} row groups from {len(files_of(units))} files (input: {len(files)} Parquet files)"
         )
     else:
         log(f"{shard}: {len(units)} of {len(files)} CSV files")
     return metas, units
-
-
-def _files_of(units: list[storage.Unit]) -> list[int]:
-    return list(dict.fromkeys(unit.file_index for unit in units))
 
 
 def _check_files(
@@ -193,11 +200,11 @@ def _check_files(
     """Check every file this shard reads against the signature; all must agree on the features."""
     signature = model.input_schema()
     features, first_uri = Features([], {}), ""
-    mine = [metas[index] for index in _files_of(units)]
+    mine = [metas[index] for index in files_of(units)]
     for meta in mine:
-        checked = check_columns(
-            meta.schema, signature, params.id_columns, params.extra_columns, meta.file.uri
-        )
+        check_content_columns(params, meta.schema.names, meta.file.uri)
+        kept = kept_columns(params, signature)
+        checked = check_columns(meta.schema, signature, kept, params.extra_columns, meta.file.uri)
         if first_uri and checked.names != features.names:
             raise JobInputError(
                 f"input {meta.file.uri} has other feature columns than {first_uri}: write every input file "
@@ -207,7 +214,9 @@ def _check_files(
             features, first_uri = checked, meta.file.uri
     # Columns the signature does not fix are read in one type across files (or refused, naming them).
     free = [
-        name for name in dict.fromkeys([*params.id_columns, *features.names]) if name not in features.types
+        name
+        for name in dict.fromkeys([*params.id_columns, *params.content_columns, *features.names])
+        if name not in features.types
     ]
     return Features(features.names, {**storage.unify_types(mine, free), **features.types}, features.tensor)
 
@@ -223,6 +232,7 @@ def _stream(
     log: Log,
     unique: DuplicateFinder | None = None,
     early: storage.ReadAhead | None = None,
+    scorer: RowScorer | None = None,
 ) -> None:
     """Read, predict and write the shard batch by batch, with the next batch read in the background.
 
@@ -235,7 +245,18 @@ def _stream(
     naming = OutputNaming.of(params)
     predictor = make_predictor(model, features.names, first, params.predict_proba, naming, features.tensor)
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
-    columns = list(dict.fromkeys([*params.id_columns, *features.names]))
+    columns = list(dict.fromkeys([*params.id_columns, *params.content_columns, *features.names]))
+    scorer = scorer or RowScorer(params)
+
+    def predict(part: pa.RecordBatch) -> Columns:
+        begin = time.perf_counter()
+        try:
+            return predictor.predict(part)
+        except Exception as err:  # the model's own code raises anything
+            raise prediction_failure(err, model, part, features.names) from None
+        finally:
+            stats.predict_s += time.perf_counter() - begin
+
     if early is not None and sorted(early.columns) == sorted(columns):
         reader, cast = early, features.types
     else:
@@ -245,21 +266,12 @@ def _stream(
         batches = storage.iter_batches(metas, units, columns, features.types, stats.batch_rows)
         reader, cast = storage.ReadAhead(batches, columns), {}
     started, clock = time.perf_counter(), job_metrics.batch_clock()
-    with contextlib.closing(reader), _thread_limit(params.model_threads, log):
+    with contextlib.closing(reader), thread_limit(params.model_threads, log):
         for batch in reader:
             batch = storage.cast_batch(batch, cast) if cast else batch
-            begin = time.perf_counter()
-            try:
-                predicted = predictor.predict(batch)
-            except Exception as err:  # the model's own code raises anything
-                raise prediction_failure(err, model, batch, features.names) from None
-            stats.predict_s += time.perf_counter() - begin
-            ids = [(name, batch.column(name)) for name in params.id_columns]
             if unique is not None:
-                unique.update(_id_frame(batch, params.id_columns))
-            output = pa.RecordBatch.from_arrays(
-                [array for _, array in ids + predicted], names=[name for name, _ in ids + predicted]
-            )
+                unique.update(id_frame(batch, params.id_columns))
+            output = scorer.score(batch, predict)
             begin = time.perf_counter()
             writer.write(output)
             stats.write_s += time.perf_counter() - begin
@@ -270,24 +282,8 @@ def _stream(
             if stats.batches % LOG_EVERY_BATCHES == 0:
                 elapsed = time.perf_counter() - started
                 log(f"batch {stats.batches}: {stats.rows_in} rows, {stats.rows_in / elapsed:,.0f} rows/s")
+        scorer.check_index(predict, log)  # before anything is published
     stats.read_s = reader.seconds
-
-
-@contextlib.contextmanager
-def _thread_limit(threads: int | None, log: Log) -> Iterator[None]:
-    """Cap the threads of the native libraries the model uses (OpenMP, BLAS) to ``threads``."""
-    if threads is None:
-        yield
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn depends on it; another flavor's image may lack it
-        log(f"model_threads={threads} not applied: threadpoolctl is not installed in this environment")
-        yield
-        return
-    with threadpool_limits(limits=threads):
-        log(f"model threads capped to {threads}")
-        yield
 
 
 def _early_reader(
@@ -331,76 +327,3 @@ def batch_rows(
         rows = sizing.equal_batches(rows, fit)
     log(f"batches of {rows} rows (sized from the input metadata, {budget >> 20} MiB for rows in flight)")
     return rows
-
-
-@contextlib.contextmanager
-def _unique_ids(params: InferParams, scratch: str) -> Iterator[DuplicateFinder | None]:
-    """A duplicate finder over the id columns when ``check_unique_ids`` is set; its files go with it."""
-    if not params.check_unique_ids:
-        yield None
-        return
-    finder = DuplicateFinder(params.id_columns, scratch, "never")
-    try:
-        yield finder
-    finally:
-        shutil.rmtree(finder.folder, ignore_errors=True)
-
-
-def _id_frame(batch: pa.RecordBatch, id_columns: list[str]) -> Any:
-    """The id columns as pandas, integers as nullable integers: a batch with a missing id must hash
-    its other ids as a batch without one does."""
-    import pandas as pd
-
-    def nullable(kind: pa.DataType) -> Any:
-        return pd.ArrowDtype(kind) if pa.types.is_integer(kind) else None
-
-    return batch.select(id_columns).to_pandas(types_mapper=nullable)
-
-
-def _check_unique(
-    unique: DuplicateFinder,
-    metas: list[storage.FileMeta],
-    units: list[storage.Unit],
-    params: InferParams,
-    spec: JobSpec,
-    log: Log,
-    rows: int,
-) -> None:
-    """Fail, before the part file is published, when some ids repeat in this shard."""
-    candidates = unique.repeated_hashes()
-    if not len(candidates):
-        return
-    log(f"repeated id hashes found; reading {', '.join(params.id_columns)} again to count duplicates")
-    for batch in storage.iter_batches(metas, units, params.id_columns, {}, rows):
-        unique.count_values(_id_frame(batch, params.id_columns), candidates)
-    repeated = unique.repeated()
-    if not repeated:
-        return  # a hash collision, not a duplicate
-    value, count = repeated[0]
-    example = dict(zip(params.id_columns, value if isinstance(value, tuple) else (value,), strict=True))
-    extra = sum(times - 1 for _, times in repeated)
-    raise JobInputError(
-        f"id_columns {', '.join(params.id_columns)} are not unique in shard {spec.shard.index}/"
-        f"{spec.shard.count}: {len(repeated)} id value(s) appear more than once ({extra} duplicate rows), e.g. "
-        f"{example} {count} times: deduplicate the input, or drop check_unique_ids to score duplicates as they are"
-    )
-
-
-def _input_entries(metas: list[storage.FileMeta], units: list[storage.Unit]) -> list[dict[str, Any]]:
-    entries = []
-    for index in _files_of(units):
-        meta = metas[index]
-        entry: dict[str, Any] = {"uri": meta.file.uri, "bytes": meta.file.size, "format": meta.file.format}
-        if meta.file.format == "parquet":
-            groups = [unit.row_group for unit in units if unit.file_index == index]
-            entry["row_groups"] = groups
-            entry["rows"] = sum(meta.row_group_rows[group] for group in groups if group is not None)
-        entries.append(entry)
-    return entries
-
-
-def _schema_dict(metas: list[storage.FileMeta], units: list[storage.Unit]) -> dict[str, str]:
-    if not units:
-        return {}
-    schema = metas[units[0].file_index].schema
-    return storage.column_types(schema)
