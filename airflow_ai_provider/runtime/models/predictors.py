@@ -107,8 +107,7 @@ class NamedPredictor:
 
     def predict(self, batch: pa.RecordBatch) -> Columns:
         columns = self.predictor.predict(batch)
-        received = f"columns {', '.join(name for name, _ in columns)}"
-        return self.naming.name([(name, name, array) for name, array in columns], received)
+        return self.naming.name([(name, name, array) for name, array in columns], "predict_proba columns")
 
 
 def raw_model(model: LoadedModel) -> Any:

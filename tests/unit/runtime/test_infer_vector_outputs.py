@@ -264,3 +264,29 @@ def test_an_array_column_signature_refuses_a_list_of_strings_in_one_line(models,
 
     assert "column 'values' holds string values, model expects an array of double" in message
     assert _no_output(tmp_path / "out")
+
+
+def test_output_columns_select_and_rename_the_predict_proba_columns(registry, tmp_path):
+    from tests.unit.runtime.conftest import customers, write_parquet
+
+    source = write_parquet(tmp_path / "in.parquet", customers(30))
+    params = {"output_columns": {"prediction": "label", "confidence": "score"}}
+
+    infer.run(registry.spec("churn", str(source), tmp_path / "out", params=params), log=lambda _: None)
+
+    written = pq.read_table(tmp_path / "out")
+    assert written.column_names == ["customer_id", "label", "score"]
+    assert set(written.column("label").to_pylist()) <= {"churn", "stay"}
+
+
+def test_output_columns_naming_a_predict_proba_column_that_does_not_exist_is_refused(registry, tmp_path):
+    from tests.unit.runtime.conftest import customers, write_parquet
+
+    source = write_parquet(tmp_path / "in.parquet", customers(30))
+    spec_ = registry.spec("churn", str(source), tmp_path / "out", params={"output_columns": {"score": "s"}})
+
+    message = refused(infer, spec_)
+
+    assert message.startswith("output_columns names model output(s) 'score' that the model did not return")
+    assert "'prediction', 'confidence', 'proba_churn', 'proba_stay'" in message
+    assert _no_output(tmp_path / "out")
