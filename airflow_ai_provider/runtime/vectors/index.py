@@ -70,7 +70,8 @@ def vectors_of(column: pa.Array, name: str) -> np.ndarray:
         )
     width = kind.list_size if lengths is None else (int(lengths[0]) if len(lengths) else 0)
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat, dtype=np.float32).reshape(len(column), width)
+    # A copy: the index normalises it in place, and a view would change the output column's vectors.
+    return np.array(flat, dtype=np.float32).reshape(len(column), width)
 
 
 class VectorIndex:
