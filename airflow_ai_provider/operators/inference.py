@@ -247,6 +247,10 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             tags[Tag.MODEL_ALIAS] = str(model["alias"])
         if model.get("device"):
             tags[Tag.DEVICE] = str(model["device"])
+        details = result.get("details") or {}
+        if details.get("content_digest"):
+            tags[Tag.CONTENT_DIGEST] = str(details["content_digest"])
+            tags[Tag.RECOMPUTE_REASON] = str(details.get("recompute_reason", ""))[:500]
         if result.get("fallback"):
             tags[Tag.FALLBACK_USED] = "true"
             tags[Tag.FALLBACK_REASON] = str(result["fallback"]["reason"])[:500]
@@ -284,4 +288,18 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
             EventKey.INPUT_DIGEST: result.get("input_digest"),
             "shard": f"{self.shard_index}/{self.shard_count}",
             "fallback": bool(result.get("fallback")),
+            **self._embedding_extra(result.get("details") or {}),
         }
+
+    @staticmethod
+    def _embedding_extra(details: dict[str, Any]) -> dict[str, Any]:
+        """Rows predicted and reused, the content digest, why all was recomputed, the index files."""
+        extra = {
+            key: details[key] for key in (EventKey.ROWS_PREDICTED, EventKey.ROWS_REUSED) if key in details
+        }
+        if details.get("content_digest"):
+            extra[EventKey.CONTENT_DIGEST] = details["content_digest"]
+            extra[EventKey.RECOMPUTE_REASON] = details.get("recompute_reason")
+        if details.get("index_files"):
+            extra["index_files"] = [entry["uri"] for entry in details["index_files"]]
+        return extra

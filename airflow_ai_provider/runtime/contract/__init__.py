@@ -71,6 +71,10 @@ class Tag:
     OUTPUTS: Final = "ai.outputs"
     FALLBACK_USED: Final = "ai.fallback_used"
     FALLBACK_REASON: Final = "ai.fallback_reason"
+    #: An embedding output's order-independent digest of its (ids, content_hash) rows.
+    CONTENT_DIGEST: Final = "ai.content_digest"
+    #: Why every row was computed (``first run``, ``model version changed from N``), or ``none``.
+    RECOMPUTE_REASON: Final = "ai.recompute_reason"
 
     # Lineage: what ``airflow-ai lineage`` reads back. A trained model version (and its run):
     CODE_REFERENCE: Final = "ai.code_reference"
@@ -117,3 +121,7 @@ class EventKey:
     ROW_COUNT: Final = "row_count"
     OUTPUT_URI: Final = "output_uri"
     INPUT_DIGEST: Final = "input_digest"
+    ROWS_PREDICTED: Final = "rows_predicted"
+    ROWS_REUSED: Final = "rows_reused"
+    CONTENT_DIGEST: Final = "content_digest"
+    RECOMPUTE_REASON: Final = "recompute_reason"
