@@ -51,19 +51,24 @@ def s3_batch_inference() -> DAG:
     return dag
 
 
-def retried_inference() -> DAG:
-    """One inference task whose first try fails after publishing its output."""
+def retried_inference(
+    dag_id: str = "retried_inference", *, retries: int = 1, batch_size: int | None = None
+) -> DAG:
+    """One local inference task of ``$AI_TEST_DATA/scoring``; with ``$AI_TEST_FAKE_PYTHON``, its first
+    try fails after publishing its output (the retry tests), else it runs as it is (the observability
+    tests, in batches of ``batch_size`` rows)."""
     data = os.environ.get("AI_TEST_DATA", "/tmp")
-    with DAG("retried_inference", schedule=None) as dag:
+    with DAG(dag_id, schedule=None) as dag:
         BatchInferenceOperator(
             task_id="score",
             model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
             input_uri=f"{data}/scoring",
             output_uri=f"file://{data}/predictions/{{{{ run_id }}}}",
             id_columns=["customer_id"],
+            batch_size=batch_size,
             python=os.environ.get("AI_TEST_FAKE_PYTHON"),
             execution_mode="local",
-            retries=1,
+            retries=retries,
             retry_delay=timedelta(seconds=0),
         )
     return dag
@@ -72,3 +77,4 @@ def retried_inference() -> DAG:
 local_timeout()
 s3_batch_inference()
 retried_inference()
+retried_inference("observed_inference", retries=0, batch_size=1000)

@@ -43,13 +43,13 @@ def test_local_inference_records_percentiles_peak_memory_and_spans_under_the_tas
 ):
     from opentelemetry.sdk.trace import TracerProvider
 
-    from tests.dags.observability_dags import observed_inference
+    from tests.dags.ai_test_dags import retried_inference
 
     tracer = TracerProvider().get_tracer("test")  # stands for Airflow's task span
     with otlp_receiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
         with tracer.start_as_current_span("task") as task_span:
-            dag_run = observed_inference().test()
+            dag_run = retried_inference("observed_inference", retries=0, batch_size=1000).test()
         received = receiver.spans()
     assert dag_run.state == "success"
 
@@ -72,14 +72,14 @@ def test_local_inference_records_percentiles_peak_memory_and_spans_under_the_tas
 def test_inference_succeeds_in_bounded_time_when_the_collector_is_unreachable(
     scoring_data, mlflow_server, monkeypatch
 ):
-    from tests.dags.observability_dags import observed_inference
+    from tests.dags.ai_test_dags import retried_inference
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
     began = time.monotonic()
-    dag_run = observed_inference().test()
+    dag_run = retried_inference("observed_inference", retries=0, batch_size=1000).test()
     assert dag_run.state == "success"
     assert time.monotonic() - began < 120  # a collector that is not there costs at most a few seconds
     assert "batch_latency_p99_s" in _task_metrics(mlflow_server.url, dag_run.run_id)
