@@ -68,10 +68,12 @@ MODEL = model_asset(MODEL_NAME)
 RUN_FOLDER = "{{ run_id | replace(':', '-') | replace('+', '-') }}"
 
 
-def _count(result: dict, name: str) -> int | None:
-    """A row count of the embedding result, at its top level or among its metrics."""
-    value = result.get(name, (result.get("metrics") or {}).get(name))
-    return None if value is None else int(value)
+def _reported(result: dict, name: str) -> object:
+    """A value the embed job reports, in its result's details or metrics."""
+    for part in (result.get("details") or {}, result.get("metrics") or {}, result):
+        if part.get(name) is not None:
+            return part[name]
+    return None
 
 
 with DAG(
@@ -140,22 +142,22 @@ with DAG(
         """Announce the vectors with the model version, what was reused and the content digest."""
         result = ti.xcom_pull(task_ids="embed")
         rows = int(result.get("rows_out", 0))
-        reused = _count(result, "rows_reused")
-        predicted = _count(result, "rows_predicted")
-        outputs = [out["uri"] for out in result.get("outputs", [])]
+        reused = int(_reported(result, "rows_reused") or 0)
+        predicted = _reported(result, "rows_predicted")
         summary = {
             "model_name": result["model"]["name"],
             "model_version": result["model"]["version"],
             "mlflow_run_id": result.get("mlflow_run_id"),
             "output_uri": data_uri(VECTORS.uri, run_id.replace(":", "-").replace("+", "-")),
-            "output_files": outputs,
+            "output_files": [out["uri"] for out in result.get("outputs", [])],
             "rows": rows,
-            "rows_reused": reused or 0,
-            "rows_predicted": rows - (reused or 0) if predicted is None else predicted,
-            "content_digest": result.get("content_digest") or result.get("input_digest"),
+            "rows_reused": reused,
+            "rows_predicted": rows - reused if predicted is None else int(predicted),
+            "recompute_reason": _reported(result, "recompute_reason"),
+            "content_digest": _reported(result, "content_digest") or result.get("input_digest"),
             "previous_output": ti.xcom_pull(task_ids="find_previous"),
             "vector_column": VECTOR_COLUMN,
-            "index": result.get("index"),
+            "index_files": _reported(result, "index_files") or [],
         }
         outlet_events[VECTORS].extra = summary
         return summary
