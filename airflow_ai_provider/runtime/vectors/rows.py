@@ -162,7 +162,7 @@ def kept_columns(params: InferParams, signature: Any) -> list[str]:
     not inputs of a signature with names (without one, every non-id column is a model input)."""
     inputs: set[str] = set()
     if signature is not None and not signature.is_tensor_spec() and signature.has_input_names():
-        inputs = set(signature.input_names())
+        inputs = {spec.name for spec in signature.inputs}  # MLflow's schema and the light one
     else:
         return list(params.id_columns)
     return [*params.id_columns, *(name for name in params.content_columns if name not in inputs)]
