@@ -174,6 +174,15 @@ class PartWriter:
         try:
             self._writer.close()
             self._writer = None
+        except OSError as err:
+            self.discard()
+            raise self._write_error(err) from None
+        return self.publish_file(self.rows)
+
+    def publish_file(self, rows: int) -> OutputFile:
+        """Move :attr:`temp_path` into place as :meth:`publish` does, when another writer filled it
+        (a file that is not Parquet, e.g. a vector index); ``rows`` is what its entry reports."""
+        try:
             size = os.path.getsize(self.temp_path)
             sha256 = file_sha256(Location("file", self.temp_path))
             if self.target.scheme == "file":
@@ -183,7 +192,7 @@ class PartWriter:
             raise self._write_error(err) from None
         if self.target.scheme == "s3":
             self._upload()
-        return OutputFile(uri=self.target.uri, rows=self.rows, bytes=size, sha256=sha256)
+        return OutputFile(uri=self.target.uri, rows=rows, bytes=size, sha256=sha256)
 
     def _upload(self) -> None:
         """Upload the local copy. The transfer runs in a thread that this one waits for in short,

@@ -12,18 +12,14 @@ are published next to the part file, each atomically, ids first.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from airflow_ai_provider.runtime import scratch, storage
-from airflow_ai_provider.runtime.contract.errors import JobInputError, JobServiceError, one_line
+from airflow_ai_provider.runtime import storage
+from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import CONTENT_HASH_COLUMN
 from airflow_ai_provider.runtime.contract.spec import OutputFile
 
@@ -185,37 +181,12 @@ class VectorIndex:
         ]
 
     def _publish_index(self, output_uri: str, name: str, scratch_dir: str | None) -> OutputFile:
-        folder = storage.parse_uri(output_uri)
-        target = folder.child(name)
-        if folder.scheme == "s3":
-            tag = hashlib.sha256(target.uri.encode()).hexdigest()[:12]
-            temp = scratch.fresh_temp(scratch_dir or tempfile.gettempdir(), name, tag)
-        else:
-            temp = scratch.fresh_temp(folder.path, name)
+        """Write the index to the part writer's temporary file and publish it the same way: earlier
+        tries' temporary files and incomplete uploads removed first, renamed or uploaded atomically."""
+        writer = storage.PartWriter(output_uri, name, scratch_dir)
         try:
-            self.faiss.write_index(self.index, temp)
-            entry = OutputFile(
-                uri=target.uri,
-                rows=self.rows,
-                bytes=os.path.getsize(temp),
-                sha256=storage.file_sha256(storage.Location("file", temp)),
-            )
-            if folder.scheme == "s3":
-                _upload(temp, target)
-            else:
-                os.replace(temp, target.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(temp)
-        return entry
-
-
-def _upload(path: str, target: storage.Location) -> None:
-    from boto3.exceptions import S3UploadFailedError
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, key = target.bucket_key
-    try:
-        storage.s3_client().upload_file(path, bucket, key)
-    except (BotoCoreError, ClientError, S3UploadFailedError) as err:
-        raise JobServiceError(f"upload of {target.uri} failed: {one_line(err)}") from None
+            self.faiss.write_index(self.index, writer.temp_path)
+            return writer.publish_file(self.rows)
+        except BaseException:
+            writer.discard()
+            raise
