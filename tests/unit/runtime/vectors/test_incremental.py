@@ -251,3 +251,42 @@ def test_a_vector_index_of_a_column_that_is_not_a_vector_is_one_line(models, tmp
     ):
         run(models, write(tmp_path / "in", corpus()), tmp_path / "out", vector_index="content_hash")
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_a_retry_replaces_the_index_files_and_removes_what_an_earlier_try_left(models, tmp_path):
+    source = write(tmp_path / "in", corpus())
+    run(models, source, tmp_path / "out", vector_index="embedding")
+    stale = tmp_path / "out" / ".index-00000-of-00001.faiss.0123456789abcdef.tmp"
+    stale.write_bytes(b"left by a killed try")
+
+    run(models, source, tmp_path / "out", vector_index="embedding")
+
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "index-00000-of-00001.faiss", "index-00000-of-00001.ids.parquet", "part-00000-of-00001.parquet",
+    ]  # fmt: skip
+
+
+def test_reused_rows_are_fetched_holding_at_most_two_previous_row_groups(models, tmp_path, monkeypatch):
+    from airflow_ai_provider.runtime.vectors import previous as previous_module
+
+    source = write(tmp_path / "in", corpus(400))
+    run(models, source, tmp_path / "out1", batch_size=25)  # 16 row groups of 25 rows
+    assert pq.ParquetFile(tmp_path / "out1" / "part-00000-of-00001.parquet").num_row_groups == 16
+    held: list[int] = []
+    original = previous_module.PreviousRows._row_group
+
+    def tracked(self, group):
+        table = original(self, group)
+        held.append(len(self.cache))
+        return table
+
+    monkeypatch.setattr(previous_module.PreviousRows, "_row_group", tracked)
+
+    result = run(models, source, tmp_path / "out2", previous_output=str(tmp_path / "out1"), batch_size=100)
+
+    assert result.metrics["rows_reused"] == 400
+    assert held and max(held) <= previous_module.CACHED_ROW_GROUPS
+    assert (
+        read(tmp_path / "out2").equals(read(tmp_path / "out1").combine_chunks())
+        or read(tmp_path / "out2").to_pylist() == read(tmp_path / "out1").to_pylist()
+    )
