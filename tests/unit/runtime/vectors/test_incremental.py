@@ -286,7 +286,4 @@ def test_reused_rows_are_fetched_holding_at_most_two_previous_row_groups(models,
 
     assert result.metrics["rows_reused"] == 400
     assert held and max(held) <= previous_module.CACHED_ROW_GROUPS
-    assert (
-        read(tmp_path / "out2").equals(read(tmp_path / "out1").combine_chunks())
-        or read(tmp_path / "out2").to_pylist() == read(tmp_path / "out1").to_pylist()
-    )
+    assert read(tmp_path / "out2").to_pylist() == read(tmp_path / "out1").to_pylist()
