@@ -257,7 +257,8 @@ def test_cli_maps_bad_parameters_to_exit_code_2(data, tmp_path):
 #: Which operators run each runtime module's code (shared modules: every operator that reaches them).
 #: Keys are paths below ``runtime/``, or globs for a package's modules.
 OPERATORS = {
-    "infer.py": [BatchInferenceOperator],
+    "infer*.py": [BatchInferenceOperator],
+    "vectors/*.py": [BatchInferenceOperator],
     "training/*.py": [RetrainModelOperator],
     "validation/*.py": [DataValidationOperator],
     "contract/suite.py": [DataValidationOperator],
@@ -317,7 +318,7 @@ def test_options_named_in_runtime_messages_exist_on_the_operators(module):
         for match in OPTION.finditer(text)
     }
     if module in (
-        "infer.py",
+        "infer*.py",
         "models/*.py",
         "storage/*.py",
         "training/*.py",
