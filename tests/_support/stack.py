@@ -156,8 +156,15 @@ def land_customers(stack: Stack, folder: str = LANDING, *, rows: int, seed: int,
     return [stack.uri(folder, name) for name in payloads]
 
 
-def start_stack(home: Path, *, data_root: str = "local", extra_env: dict[str, str] | None = None) -> Stack:
-    """Start MLflow and Airflow for the templates, with pools and the three chained DAGs unpaused.
+def start_stack(
+    home: Path,
+    *,
+    data_root: str = "local",
+    extra_env: dict[str, str] | None = None,
+    dags: tuple[str, ...] = DAGS,
+) -> Stack:
+    """Start MLflow and Airflow for the templates, with pools and ``dags`` (by default the three
+    chained churn DAGs) unpaused.
 
     :param data_root: ``"local"`` (``home/data``) or ``"s3"``: a moto server on 127.0.0.1 with a
         fresh bucket, the data root ``s3://<bucket>/churn`` and the Airflow AWS connection
@@ -200,7 +207,7 @@ def start_stack(home: Path, *, data_root: str = "local", extra_env: dict[str, st
     try:
         for pool, slots in POOLS.items():
             airflow.api("POST", "/pools", {"name": pool, "slots": slots, "include_deferred": False})
-        for dag_id in DAGS:
+        for dag_id in dags:
             _wait(lambda dag_id=dag_id: _exists(airflow, f"/dags/{dag_id}"), 180, f"DAG {dag_id} parsed")
             airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
     except BaseException:
@@ -276,6 +283,20 @@ def run_chain(
         }
     report.seconds = time.monotonic() - started
     return report
+
+
+def run_ids(stack: Stack, dag_id: str) -> set[str]:
+    """The ids of every run of ``dag_id`` so far."""
+    return _run_ids(stack.airflow, dag_id)
+
+
+def follow_new_run(
+    stack: Stack, dag_id: str, known: set[str], run_type: str | None, timeout: float = 600
+) -> dict[str, Any]:
+    """Wait for a run of ``dag_id`` not in ``known`` (of ``run_type``; any but manual when ``None``)
+    to start and finish; return it as the REST API describes it."""
+    run_id = _wait(lambda: _new_run(stack.airflow, dag_id, known, run_type), 180, f"a new run of {dag_id}")
+    return _wait_finished(stack.airflow, dag_id, run_id, timeout)
 
 
 def xcom(stack: Stack, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
