@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from airflow_ai_provider.mlflow_runs import TaskRun
 
 
+#: Rendered ``previous_output`` values that mean "none": an XCom of ``None`` renders as ``"None"``.
+NO_PREVIOUS_OUTPUT = ("", "None")
+
+
 class BatchInferenceOperator(JobArguments, AiJobOperator):
     """Score Parquet or CSV data with a registered MLflow model and write Parquet predictions.
 
@@ -74,7 +78,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     :param previous_output: an earlier run's output folder (``file://`` or ``s3://``). Rows whose
         ``id_columns`` and ``content_hash`` match a previous row scored by the same model version
         are copied from it instead of predicted; a missing or empty folder means everything is
-        computed. Needs ``id_columns`` and ``content_columns``. (templated)
+        computed. Needs ``id_columns`` and ``content_columns``. A value that renders empty or as
+        ``None`` (an upstream XCom of ``None``) means no earlier output: every row is computed. (templated)
     :param vector_index: the vector output column to index: a FAISS index of the shard's vectors
         (cosine similarity) is written next to the part file, after a search check. Needs the
         ``runtime`` extra (``faiss-cpu``). (templated)
@@ -182,7 +187,9 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     def job_values(self) -> dict[str, Any]:
         values = super().job_values()
         values["id_columns"] = [] if self.id_columns is None else self.id_columns
-        if self.previous_output is not None and self.content_columns is None:
+        if isinstance(self.previous_output, str) and self.previous_output.strip() in NO_PREVIOUS_OUTPUT:
+            values["previous_output"] = None  # a template that rendered nothing: no earlier output yet
+        elif self.previous_output is not None and self.content_columns is None:
             values["content_columns"] = []  # so that the check names the missing argument
         return values
 

@@ -51,3 +51,14 @@ def test_templated_previous_output_is_checked_once_rendered():
 def test_bad_vector_type_fails_when_the_dag_is_parsed():
     with pytest.raises(AiProviderConfigError, match=r"^embed: vector_type must be one of float32, float64"):
         BatchInferenceOperator(task_id="embed", vector_type="float16", **BASE)
+
+
+@pytest.mark.parametrize("rendered", ["", "None", "  "])
+def test_a_previous_output_that_renders_to_nothing_means_no_earlier_output(rendered):
+    operator = BatchInferenceOperator(
+        task_id="embed", previous_output="{{ ti.xcom_pull(task_ids='find_previous') }}",
+        content_columns=["body"], **BASE,
+    )  # fmt: skip
+    operator.previous_output = rendered
+    operator.check_rendered_arguments({})
+    assert "previous_output" not in operator.job_params()
