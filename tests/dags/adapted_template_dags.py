@@ -94,3 +94,33 @@ S3_INGEST = {
 s3_ingest = partial(adapted_template, "churn_ingest", S3_INGEST)
 
 s3_ingest()
+
+S3_CONTENT_ROOT = S3_DATA_ROOT.rsplit("/", 1)[0] + "/content"
+S3_CONTENT = {
+    "DATA_ROOT": repr(S3_CONTENT_ROOT),
+    "MODEL_NAME": '"s3_text_embedder"',
+    "AWS_CONN_ID": '"aws_test"',
+}
+"""The content templates deployed with their data root on S3 (in the bucket of ``S3_DATA_ROOT``)."""
+
+s3_content_reembed = partial(
+    adapted_template,
+    "content_reembed",
+    {
+        **S3_CONTENT,
+        "DAG_ID": '"s3_content_reembed"',
+        "CONTENT": 'Asset(name="s3_content_documents", uri=data_uri(DATA_ROOT, "content/documents"))',
+        "VECTORS": 'Asset(name="s3_content_vectors", uri=data_uri(DATA_ROOT, "vectors"))',
+        "INFERENCE_POOL": '"default_pool"',
+    },
+)
+
+s3_content_reembed()
+
+s3_content_embedder_train = partial(
+    adapted_template,
+    "content_embedder_train",
+    {**S3_CONTENT, "DAG_ID": '"s3_content_embedder_train"', "TRAINING_POOL": '"default_pool"'},
+)
+
+s3_content_embedder_train()

@@ -34,7 +34,14 @@ from airflow_ai_provider.runtime.contract.spec import JobSpec, Shard
 from tests.conftest import REPO_ROOT
 
 K8S_VERSION = "1.33.0"
-TEMPLATES = ("churn_ingest", "churn_retrain", "churn_batch_inference", "churn_drift_monitor")
+TEMPLATES = (
+    "churn_ingest",
+    "churn_retrain",
+    "churn_batch_inference",
+    "churn_drift_monitor",
+    "content_embedder_train",
+    "content_reembed",
+)
 IMAGE = "registry.example.com/churn-runtime:2.1"
 MLFLOW_HOST = "http://mlflow.ml.svc:5000"
 #: The templates' deployment settings, as a cluster deployment sets them.
@@ -54,6 +61,8 @@ CONFIGURED_RESOURCES = {
     ("churn_retrain", "smoke_score"): "SCORING_RESOURCES",
     ("churn_batch_inference", "score"): "SCORE_RESOURCES",
     ("churn_drift_monitor", "detect_drift"): "DRIFT_RESOURCES",
+    ("content_embedder_train", "train"): "TRAIN_RESOURCES",
+    ("content_reembed", "embed"): "EMBED_RESOURCES",
 }
 #: Jobs whose spec names a model version.
 MODEL_JOBS = {"infer", "evaluate", "drift"}
