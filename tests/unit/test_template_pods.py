@@ -309,6 +309,7 @@ def test_every_template_task_uses_the_configured_mlflow_connection(configured):
     ("template", "task_id", "config", "resource", "count"),
     [
         ("churn_retrain", "train", {"TRAIN_GPUS": "1"}, "nvidia.com/gpu", "1"),
+        ("content_reembed", "embed", {"EMBED_GPUS": "1"}, "nvidia.com/gpu", "1"),
         (
             "churn_batch_inference",
             "score",
