@@ -287,3 +287,28 @@ def test_reused_rows_are_fetched_holding_at_most_two_previous_row_groups(models,
     assert result.metrics["rows_reused"] == 400
     assert held and max(held) <= previous_module.CACHED_ROW_GROUPS
     assert read(tmp_path / "out2").to_pylist() == read(tmp_path / "out1").to_pylist()
+
+
+def test_without_faiss_a_vector_index_fails_at_once_naming_the_runtime_extra(models, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # what an image without faiss-cpu gives: ImportError
+
+    with pytest.raises(JobInputError) as caught:
+        run(models, write(tmp_path / "in", corpus()), tmp_path / "out", vector_index="embedding")
+
+    assert str(caught.value).startswith(
+        "vector_index needs faiss, which is not installed in this environment"
+    )
+    assert "airflow-ai-provider[runtime]" in str(caught.value)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_spec_with_previous_output_but_no_content_columns_is_refused_in_one_line(models, tmp_path):
+    spec = models.spec(
+        "doc-embedder", write(tmp_path / "in", corpus()), tmp_path / "out",
+        params={"id_columns": ["doc_id"], "previous_output": str(tmp_path / "old")},
+    )  # fmt: skip
+
+    with pytest.raises(JobInputError, match=r"^previous_output needs id_columns and content_columns"):
+        infer.run(spec, log=print)
