@@ -29,6 +29,9 @@ Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
   memory); only when a hash repeats are the id columns read again to count the duplicates, and the
   job fails before its part file is published, naming the columns, the count and an example. Without
   it, duplicate ids are scored and written as they are, one output row per input row.
+- ``content_columns``, ``previous_output``, ``vector_index``, ``index_check_queries``: each row's
+  ``content_hash``, rows copied from an earlier output instead of predicted, and a FAISS index of a
+  vector column with its search check (:mod:`~airflow_ai_provider.runtime.vectors`, ``docs/embeddings.md``).
 
 Empty input is an error (:class:`JobInputError`). A shard whose slice of the input is empty (fewer
 work units than shards) or yields no rows (e.g. a header-only CSV file in a sharded run) writes no
