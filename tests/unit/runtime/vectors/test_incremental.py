@@ -224,6 +224,9 @@ def test_a_vector_index_is_written_next_to_the_part_file_and_its_search_check_pa
     ids = pq.read_table(tmp_path / "out" / "index-00000-of-00001.ids.parquet")
     assert index.ntotal == ids.num_rows == 200
     assert ids.column("doc_id").to_pylist() == list(range(200))
+    written = np.stack(read(tmp_path / "out").column("embedding").to_numpy(zero_copy_only=False))
+    texts = corpus(200).column("text").to_pylist()
+    np.testing.assert_array_equal(written, np.vstack([text_vector(t) for t in texts]).astype(np.float32))
     query = text_vector(corpus(200).column("text")[37].as_py()).astype(np.float32)[None, :]
     faiss.normalize_L2(query)
     _, found = index.search(query, 1)
