@@ -11,7 +11,8 @@ Parameters (``spec.params``, checked by :class:`~.params.InferParams`):
 - ``batch_size`` (int, default none): rows per record batch. Without it the batches are sized from
   the Parquet metadata and a memory budget (:func:`batch_rows`): a small input is read as one batch,
   a large one in equal batches of up to :data:`BATCH_MEMORY_BYTES` in flight; CSV input is read in
-  batches of 65536 rows.
+  batches of 65536 rows. When the model's outputs turn out wider than its inputs (an embedding of a
+  short text), batches are predicted in slices that fit the budget (:mod:`~.batch_slices`).
 - ``input_format`` (``"parquet"`` or ``"csv"``): overrides the format taken from file suffixes.
 - ``extra_columns`` (``"error"`` or ``"ignore"``, default ``"error"``): what to do with input
   columns that are neither model features nor id columns.
@@ -48,6 +49,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from airflow_ai_provider.runtime import Log, job_metrics, log_line, reports, storage
+from airflow_ai_provider.runtime.batch_slices import OutputSlicer
 from airflow_ai_provider.runtime.contract.errors import JobInputError
 from airflow_ai_provider.runtime.contract.params import InferParams
 from airflow_ai_provider.runtime.contract.spec import JobResult, JobSpec
@@ -64,7 +66,7 @@ from airflow_ai_provider.runtime.models import device
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
 from airflow_ai_provider.runtime.models.outputs import OutputNaming
-from airflow_ai_provider.runtime.models.predictors import make_predictor, prediction_failure
+from airflow_ai_provider.runtime.models.predictors import ProbaPredictor, make_predictor, prediction_failure
 from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 from airflow_ai_provider.runtime.vectors.previous import part_metadata
@@ -268,18 +270,24 @@ def _stream(
         stats.batch_rows = batch_rows(metas, units, columns, params, log)
         batches = storage.iter_batches(metas, units, columns, features.types, stats.batch_rows)
         reader, cast = storage.ReadAhead(batches, columns), {}
+    budget = sizing.memory_budget(BATCH_MEMORY_BYTES, params.batch_memory_mb)
+    slicer = OutputSlicer(
+        budget, probe=params.batch_size is None and not isinstance(predictor, ProbaPredictor)
+    )
     started, clock = time.perf_counter(), job_metrics.batch_clock()
     with contextlib.closing(reader), thread_limit(params.model_threads, log):
         for batch in reader:
             batch = storage.cast_batch(batch, cast) if cast else batch
             if unique is not None:
                 unique.update(id_frame(batch, params.id_columns))
-            output = scorer.score(batch, predict)
-            begin = time.perf_counter()
-            writer.write(output)
-            stats.write_s += time.perf_counter() - begin
+            for part in slicer.pieces(batch):
+                output = scorer.score(part, predict)
+                slicer.measure(part, output)
+                begin = time.perf_counter()
+                writer.write(output)
+                stats.write_s += time.perf_counter() - begin
+                stats.rows_out += output.num_rows
             stats.rows_in += batch.num_rows
-            stats.rows_out += output.num_rows
             stats.batches += 1
             clock.lap()
             if stats.batches % LOG_EVERY_BATCHES == 0:

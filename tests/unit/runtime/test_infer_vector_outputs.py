@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from airflow_ai_provider.runtime import infer
+from airflow_ai_provider.runtime.batch_slices import SLICE_COPIES
 from tests.unit.runtime.conftest import Registry, refused
 
 DIM, WIDTH = 16, 8
@@ -290,3 +291,55 @@ def test_output_columns_naming_a_predict_proba_column_that_does_not_exist_is_ref
     assert message.startswith("output_columns names model output(s) 'score' that the model did not return")
     assert "'prediction', 'confidence', 'proba_churn', 'proba_stay'" in message
     assert _no_output(tmp_path / "out")
+
+
+def wide_corpus(rows: int) -> pa.Table:
+    """Short texts (a few bytes each), so the model's 16 float32s a row are wider than its input."""
+    return pa.table(
+        {"doc_id": pa.array(range(rows), pa.int64()), "text": [f"ab{i % 7}" for i in range(rows)]}
+    )
+
+
+def test_vector_outputs_wider_than_their_input_are_predicted_in_slices_within_batch_memory_mb(
+    models, tmp_path
+):
+    source = write(tmp_path / "in" / "docs.parquet", wide_corpus(60_000))
+    budget_mb = 1
+
+    infer.run(
+        spec(
+            models, "text-embedder", source, tmp_path / "out", output_columns=["embedding"], batch_memory_mb=1
+        )
+    )
+
+    part = pq.ParquetFile(next((tmp_path / "out").glob("part-*.parquet")))
+    groups = [part.metadata.row_group(i).num_rows for i in range(part.num_row_groups)]
+    assert sum(groups) == 60_000
+    written = part.read()
+    row_bytes = written.nbytes / written.num_rows  # ids, embedding (the input's text is not kept)
+    largest = max(groups)
+    assert largest * row_bytes * SLICE_COPIES <= budget_mb << 20, (groups, row_bytes)
+    assert written.column("doc_id").to_pylist() == list(range(60_000))  # slices keep the row order
+    stored = np.array(written.column("embedding").to_pylist(), dtype=np.float32)
+    np.testing.assert_array_equal(
+        stored, embed(wide_corpus(60_000).column("text").to_pylist()).astype(np.float32)
+    )
+
+
+def test_an_explicit_batch_size_is_predicted_whole_even_when_the_outputs_are_wide(models, tmp_path):
+    source = write(tmp_path / "in" / "docs.parquet", wide_corpus(20_000))
+
+    infer.run(
+        spec(
+            models,
+            "text-embedder",
+            source,
+            tmp_path / "out",
+            output_columns=["embedding"],
+            batch_memory_mb=1,
+            batch_size=20_000,
+        )
+    )
+
+    part = pq.ParquetFile(next((tmp_path / "out").glob("part-*.parquet")))
+    assert [part.metadata.row_group(i).num_rows for i in range(part.num_row_groups)] == [20_000]
