@@ -60,15 +60,32 @@ class ProbaPredictor:
         for position, name in enumerate(self.order):
             matrix[:, position] = batch.column(name).to_numpy(zero_copy_only=False)
         features = pd.DataFrame(matrix, columns=self.order, copy=False) if self.named else matrix
-        proba = self.estimator.predict_proba(features)
-        best = proba.argmax(axis=1)
+        # One copy, class by class: each row of it becomes an Arrow array without another copy.
+        by_class = np.ascontiguousarray(np.asarray(self.estimator.predict_proba(features)).T)
+        best, confidence = self._first_max(by_class)
         columns: Columns = [
-            ("prediction", pa.array(self.classes[best])),
-            ("confidence", pa.array(proba[np.arange(len(best)), best])),
+            ("prediction", pa.array(self.classes.take(best))),
+            ("confidence", pa.array(confidence)),
         ]
-        by_class = np.ascontiguousarray(proba.T)
         columns.extend((name, pa.array(by_class[i])) for i, name in enumerate(self.proba_names))
         return columns
+
+    @staticmethod
+    def _first_max(by_class: Any) -> tuple[Any, Any]:
+        """Per row of a (classes, rows) array: the index of the first highest value and that value, as
+        ``argmax`` gives them, in whole-column passes (``argmax`` over a short row costs about twice as
+        much); a row with a NaN falls back to ``argmax``."""
+        import numpy as np
+
+        best = np.zeros(by_class.shape[1], dtype=np.intp)
+        confidence = by_class[0].copy()
+        for index in range(1, by_class.shape[0]):
+            best[by_class[index] > confidence] = index
+            np.maximum(confidence, by_class[index], out=confidence)
+        if np.isnan(confidence).any():  # np.maximum propagates NaN; argmax picks the first NaN
+            best = by_class.argmax(axis=0)
+            confidence = by_class[best, np.arange(by_class.shape[1])]
+        return best, confidence
 
 
 class PyfuncPredictor:
