@@ -73,7 +73,8 @@ class BatchInferenceOperator(JobArguments, AiJobOperator):
     :param vector_type: element type of vector columns, ``float32`` (default) or ``float64``.
     :param batch_memory_mb: MiB for the rows in flight, from which the batch size is derived when
         ``batch_size`` is not given: six copies of a batch's input rows (sized from the Parquet
-        metadata) must fit, down to one row a batch; the model's own activations are not counted.
+        metadata) must fit, down to one row a batch, and outputs wider than the inputs are predicted
+        in slices that fit; the model's own activations are not counted.
         Default 160 MiB, or a quarter of the memory available if less. (templated)
     :param content_columns: input columns whose content decides whether a row changed: each output
         row gets ``content_hash``, the hex SHA-256 of those columns. (templated)
