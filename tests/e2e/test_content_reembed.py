@@ -68,7 +68,10 @@ def chain(stack) -> dict:
     mask = edited["doc_id"].isin(EDITED)
     edited.loc[mask, "text"] = edited.loc[mask, "doc_id"].map(revised)
     _write_content(stack, edited)
-    (asset,) = api("GET", "/assets?name_pattern=content_documents")["assets"]
+    found = api("GET", "/assets?name_pattern=content_documents")[
+        "assets"
+    ]  # a pattern: s3_content_documents too
+    (asset,) = [each for each in found if each["name"] == "content_documents"]
     known_now = run_ids(stack, "content_reembed")
     api("POST", "/assets/events", {"asset_id": asset["id"], "extra": {"edited": len(EDITED)}})
     second = follow_new_run(stack, "content_reembed", known_now, "asset_triggered")
