@@ -28,6 +28,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -391,14 +392,21 @@ def reset_registry() -> None:
             stale.unlink()
 
 
-def prepare_inputs() -> dict[str, Path]:
-    """The 1x (200k rows) and 10x (2M rows) inputs, written once and reused."""
-    inputs = {"1x": WORK / "input-1x" / "data.parquet", "10x": WORK / "input-10x" / "data.parquet"}
+def prepare_inputs(
+    work: Path = WORK,
+    rows_1x: int = ROWS_1X,
+    write: Callable[[Path, int, int], None] | None = None,
+    file_name: str = "data.parquet",
+) -> dict[str, Path]:
+    """The 1x and 10x inputs (here 200k and 2M rows) under ``work``, written once with ``write``
+    (default :func:`write_input`) and reused."""
+    write = write or write_input
+    inputs = {"1x": work / "input-1x" / file_name, "10x": work / "input-10x" / file_name}
     for scale, path in inputs.items():
-        rows = ROWS_1X * (10 if scale == "10x" else 1)
+        rows = rows_1x * (10 if scale == "10x" else 1)
         if not path.exists():
             print(f"writing {rows:,} rows to {path}", flush=True)
-            write_input(path, rows, seed=len(scale))
+            write(path, rows, len(scale))
     return inputs
 
 

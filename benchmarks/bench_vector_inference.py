@@ -35,7 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_batch_inference import QUIET_BUSY, QUIET_TIMEOUT_S, busy_starts, keep_best, wait_for_quiet
+from bench_batch_inference import (
+    QUIET_BUSY,
+    QUIET_TIMEOUT_S,
+    busy_starts,
+    keep_best,
+    prepare_inputs,
+    wait_for_quiet,
+)
 from bench_docs import DOC_PATH, machine_line, replace_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,17 +284,6 @@ def render(figures: dict[str, Any], rounds: int) -> str:
     return "\n".join(lines)
 
 
-def prepare_inputs() -> dict[str, Path]:
-    """The 1x and 10x inputs, written once and reused."""
-    inputs = {"1x": WORK / "input-1x" / "docs.parquet", "10x": WORK / "input-10x" / "docs.parquet"}
-    for scale, path in inputs.items():
-        rows = ROWS_1X * (10 if scale == "10x" else 1)
-        if not path.exists():
-            print(f"writing {rows:,} documents to {path}", flush=True)
-            write_input(path, rows, seed=len(scale))
-    return inputs
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-doc", action="store_true", help="print the table only")
@@ -296,7 +292,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     for stale in (WORK / "mlflow.db", WORK / "artifacts"):  # each run registers version 1 afresh
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
-    inputs = prepare_inputs()
+    inputs = prepare_inputs(WORK, ROWS_1X, write_input, "docs.parquet")
     print("fitting and registering the text embedder", flush=True)
     version = train_and_register()
     figures: dict[str, Any] = {"load_before": os.getloadavg()}
