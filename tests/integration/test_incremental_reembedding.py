@@ -4,54 +4,22 @@ on the task's MLflow run and the Asset event, and a vector index is built and ch
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
-import mlflow
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from tests._support.airflow_records import asset_event, dag_run_mlflow_runs, task_tries
-from tests._support.churn_sample import mlflow_uris
-
-DIM = 16
-LOG_VARIABLE = "EMBEDDED_TEXTS"
-
-
-class RecordingEmbedder(mlflow.pyfunc.PythonModel):
-    """A deterministic text embedder that appends every text it embeds to ``$EMBEDDED_TEXTS``."""
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        texts = model_input["text"].tolist()
-        path = os.environ.get(LOG_VARIABLE)
-        if path:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(f"{text}\n" for text in texts)
-        seeds = [int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") for text in texts]
-        return np.vstack([np.random.default_rng(seed).normal(size=DIM) for seed in seeds]).astype(np.float32)
+from tests._support.text_models import DIM, LOG_VARIABLE, RecordingEmbedder, register_text_model
 
 
 @pytest.fixture(scope="module")
 def doc_embedder(mlflow_server) -> str:
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    with mlflow_uris(mlflow_server.url):
-        mlflow.set_experiment("incremental-reembedding")
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=RecordingEmbedder(),
-                signature=ModelSignature(inputs=Schema([ColSpec("string", "text")])),
-                registered_model_name="doc-embedder",
-                pip_requirements=["pandas", "numpy"],
-            )
-    return f"doc-embedder/{info.registered_model_version}"
+    return register_text_model(
+        mlflow_server.url, "incremental-reembedding", "doc-embedder", RecordingEmbedder()
+    )
 
 
 def corpus(changed: dict[int, str] | None = None) -> pa.Table:

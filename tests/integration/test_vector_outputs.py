@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests._support.airflow_records import dag_run_mlflow_runs, task_tries
-from tests._support.churn_sample import mlflow_uris
+from tests._support.text_models import register_text_model
 
 DIM = 16
 
@@ -29,20 +29,7 @@ class HashingEmbedder(mlflow.pyfunc.PythonModel):
 
 @pytest.fixture(scope="module")
 def text_embedder(mlflow_server) -> str:
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
-
-    with mlflow_uris(mlflow_server.url):
-        mlflow.set_experiment("vector-outputs")
-        with mlflow.start_run():
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=HashingEmbedder(),
-                signature=ModelSignature(inputs=Schema([ColSpec("string", "text")])),
-                registered_model_name="text-embedder",
-                pip_requirements=["pandas", "numpy"],
-            )
-    return f"text-embedder/{info.registered_model_version}"
+    return register_text_model(mlflow_server.url, "vector-outputs", "text-embedder", HashingEmbedder())
 
 
 @pytest.fixture

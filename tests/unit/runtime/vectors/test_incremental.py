@@ -7,8 +7,6 @@ it is asked to embed to the file ``$EMBEDDED_TEXTS`` names, which is how the tes
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +19,8 @@ import pytest
 
 from airflow_ai_provider.runtime import infer
 from airflow_ai_provider.runtime.contract.errors import JobInputError
+from tests._support.text_models import DIM, LOG_VARIABLE, RecordingEmbedder, text_vector
 from tests.unit.runtime.conftest import Registry
-
-DIM = 16
-LOG_VARIABLE = "EMBEDDED_TEXTS"
-
-
-def text_vector(text: str) -> np.ndarray:
-    """A deterministic unit-free vector derived from the text alone."""
-    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-    return np.random.default_rng(seed).normal(size=DIM)
-
-
-class RecordingEmbedder(mlflow.pyfunc.PythonModel):
-    """Embeds ``text`` deterministically and appends each text it embeds to ``$EMBEDDED_TEXTS``."""
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        texts = model_input["text"].tolist()
-        path = os.environ.get(LOG_VARIABLE)
-        if path:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(f"{text}\n" for text in texts)
-        return np.vstack([text_vector(text) for text in texts])
 
 
 class NoiseEmbedder(mlflow.pyfunc.PythonModel):
