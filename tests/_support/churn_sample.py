@@ -276,14 +276,23 @@ def mlflow_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator[
 
     ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (and the registry setter
     ``MLFLOW_REGISTRY_URI``) into ``os.environ``; both module globals and both variables are put
-    back exactly as they were.
+    back exactly as they were. So are the active experiment and ``MLFLOW_EXPERIMENT_ID``, which
+    ``mlflow.set_experiment`` inside the block writes: a module-scoped fixture's experiment must not
+    follow later tests to another store.
     """
     import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    env_names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env_names = (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
+    )
     saved_env = {name: os.environ.get(name) for name in env_names}
+    saved_experiment = fluent._active_experiment_id
     saved_tracking = getattr(tracking_utils, "_tracking_uri", None)
     saved_registry = getattr(registry_utils, "_registry_uri", None)
     try:
@@ -293,6 +302,7 @@ def mlflow_uris(tracking_uri: str, registry_uri: str | None = None) -> Iterator[
     finally:
         mlflow.set_tracking_uri(saved_tracking)
         registry_utils._registry_uri = saved_registry
+        fluent._active_experiment_id = saved_experiment
         for name, value in saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
