@@ -14,6 +14,9 @@ from airflow_ai_provider.runtime.contract.timeouts import DEFAULT_SERVICE_TIMEOU
 CONFIG_SECTION = "ai_provider"
 DEFAULT_MODEL_CACHE_DIR = os.path.join(tempfile.gettempdir(), f"airflow-ai-model-cache-{os.getuid()}")
 DEFAULT_MODEL_CACHE_MAX_MB = 2048
+DEFAULT_WARM_RUNTIME_IDLE_SECONDS = 600
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off", "")
 
 
 class ExecutionMode(str, Enum):
@@ -120,3 +123,36 @@ def model_cache_env(folder: str | None = None) -> dict[str, str]:
     if folder is None:
         return {}
     return {MODEL_CACHE_ENV: f"{folder}:{model_cache_max_mb()}"}
+
+
+def warm_runtime_enabled() -> bool:
+    """Whether local runtimes start in the warm runtime server (``[ai_provider] warm_runtime``, env
+    ``AIRFLOW__AI_PROVIDER__WARM_RUNTIME``, default ``False``): one process per worker and interpreter
+    that imported the heavy libraries once and forks one child per job.
+
+    :raises AiProviderConfigError: the value is not a boolean.
+    """
+    raw = _conf_get("warm_runtime", "False").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise AiProviderConfigError(
+        f"invalid [ai_provider] warm_runtime (AIRFLOW__AI_PROVIDER__WARM_RUNTIME) {raw!r}: use True or False"
+    )
+
+
+def warm_runtime_idle_seconds() -> int:
+    """Seconds the warm runtime server stays up without a job (``[ai_provider] warm_runtime_idle_seconds``,
+    default 600).
+
+    :raises AiProviderConfigError: the value is not a number of seconds of at least 1.
+    """
+    raw = _conf_get("warm_runtime_idle_seconds", str(DEFAULT_WARM_RUNTIME_IDLE_SECONDS))
+    try:
+        return parse_seconds(raw)
+    except ValueError as err:
+        raise AiProviderConfigError(
+            "invalid [ai_provider] warm_runtime_idle_seconds (AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS) "
+            f"{raw!r}: {err}"
+        ) from None

@@ -197,6 +197,26 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "8192",
                         "default": "2048",
                     },
+                    "warm_runtime": {
+                        "description": (
+                            "Start local runtimes in a warm runtime server: one process per worker, "
+                            "interpreter and package build that imported numpy, pyarrow, pandas and "
+                            "scikit-learn once and forks one child per job (its own process group, "
+                            "environment, scratch folder and exit code), so a job does not pay those "
+                            "imports. A job falls back to a new process when the server cannot be used."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
+                    "warm_runtime_idle_seconds": {
+                        "description": "Seconds the warm runtime server stays up without a job before it exits.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "1800",
+                        "default": "600",
+                    },
                     "default_resources_infer": {
                         "description": (
                             "Kubernetes resources (JSON with ``requests`` and ``limits``) of batch inference "

@@ -48,3 +48,29 @@ def test_templated_mode_is_checked_when_the_task_runs():
     op.execution_mode = "cloud"  # what rendering produced
     with pytest.raises(AiProviderConfigError, match="invalid execution_mode 'cloud'"):
         _ = op.resolved_execution_mode
+
+
+def test_warm_runtime_is_off_by_default_and_turned_on_by_its_option(monkeypatch):
+    from airflow_ai_provider.config import warm_runtime_enabled, warm_runtime_idle_seconds
+
+    assert warm_runtime_enabled() is False
+    assert warm_runtime_idle_seconds() == 600
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "True")
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS", "30")
+    assert warm_runtime_enabled() is True
+    assert warm_runtime_idle_seconds() == 30
+
+
+def test_invalid_warm_runtime_values_name_the_option_and_what_to_use(monkeypatch):
+    from airflow_ai_provider.config import warm_runtime_enabled, warm_runtime_idle_seconds
+
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "sometimes")
+    with pytest.raises(
+        AiProviderConfigError, match=r"AIRFLOW__AI_PROVIDER__WARM_RUNTIME\) 'sometimes': use True or False"
+    ):
+        warm_runtime_enabled()
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS", "soon")
+    with pytest.raises(
+        AiProviderConfigError, match=r"warm_runtime_idle_seconds .*'soon': expected a number of seconds"
+    ):
+        warm_runtime_idle_seconds()
