@@ -35,8 +35,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_ai_provider.config import model_cache_env
+from airflow_ai_provider.config import model_cache_env, warm_runtime_enabled, warm_runtime_idle_seconds
 from airflow_ai_provider.exceptions import AiProviderConfigError, JobFailedError
+from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.runtime.contract import EXIT_INPUT, MARKER_ENV, RESULT_PATH_ENV, processes
 
 #: The OpenTelemetry variables that name an OTLP endpoint (the ones the runtime's spans read).
@@ -78,7 +79,9 @@ def default_scratch_root() -> Path:
     return Path(tempfile.gettempdir()) / f"airflow-ai-{os.getuid()}"
 
 
-def terminate_process_group(process: subprocess.Popen, grace: float = _KILL_GRACE_SECONDS) -> None:
+def terminate_process_group(
+    process: subprocess.Popen | warm_runtime.WarmJob, grace: float = _KILL_GRACE_SECONDS
+) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left after ``grace`` seconds."""
     try:
         pgid = os.getpgid(process.pid)
@@ -104,6 +107,8 @@ class LocalJobRunner:
         scratch folder and is the process marker. Without it both are new for each run (nothing is
         found from an earlier try).
     :param scratch_root: parent of the scratch folders (default :func:`default_scratch_root`).
+    :param warm: start a runtime command in the warm runtime server (:mod:`.warm_runtime`, its
+        sockets under ``<scratch_root>/warm-runtime``); default ``[ai_provider] warm_runtime``.
     """
 
     def __init__(
@@ -113,11 +118,13 @@ class LocalJobRunner:
         logger: logging.Logger,
         task_key: str | None = None,
         scratch_root: str | os.PathLike[str] | None = None,
+        warm: bool | None = None,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.log = logger
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen | warm_runtime.WarmJob | None = None
+        self.warm = warm_runtime_enabled() if warm is None else warm
         self.marker = (
             hashlib.sha256(task_key.encode()).hexdigest()[:32] if task_key else secrets.token_hex(16)
         )
@@ -144,22 +151,7 @@ class LocalJobRunner:
         started = time.monotonic()
         reader: threading.Thread | None = None
         try:
-            try:
-                self.process = subprocess.Popen(
-                    self.argv,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                    bufsize=1,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            except FileNotFoundError:
-                raise AiProviderConfigError(
-                    f"python interpreter {self.argv[0]!r} for the local runtime does not exist"
-                ) from None
+            self.process = self._start(env)
             # A reader thread: a helper that inherited the runtime's stdout may hold the pipe open
             # after the runtime has exited, and must not keep the task waiting for the end of it.
             reader = threading.Thread(target=self._stream, args=(self.process.stdout,), daemon=True)
@@ -175,10 +167,44 @@ class LocalJobRunner:
             if reader is not None:
                 reader.join(timeout=_DRAIN_SECONDS)
 
+    def _start(self, env: dict[str, str]) -> subprocess.Popen | warm_runtime.WarmJob:
+        """Start the runtime: forked by the warm runtime server when it is on and can take the job,
+        else as a new process."""
+        if self.warm and warm_runtime.is_runtime_command(self.argv):
+            try:
+                return warm_runtime.start_job(
+                    self.argv,
+                    env,
+                    root=self.scratch_root / warm_runtime.FOLDER,
+                    idle_seconds=warm_runtime_idle_seconds(),
+                )
+            except warm_runtime.WarmRuntimeUnavailable as err:
+                self.log.warning("Warm runtime not used, starting the runtime as a new process: %s", err)
+        try:
+            return subprocess.Popen(
+                self.argv,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except FileNotFoundError:
+            raise AiProviderConfigError(
+                f"python interpreter {self.argv[0]!r} for the local runtime does not exist"
+            ) from None
+
     def _wait(self) -> int:
         """Reap the runtime with ``wait4``, keeping its resource usage; return its exit code."""
         assert self.process is not None
         started = time.monotonic()
+        if isinstance(self.process, warm_runtime.WarmJob):  # reaped by the server, which sent the usage
+            returncode = self.process.wait()
+            self.rusage, self.wall_seconds = self.process.rusage, time.monotonic() - started
+            return returncode
         try:
             _, status, self.rusage = os.wait4(self.process.pid, 0)
             self.process.returncode = os.waitstatus_to_exitcode(status)
