@@ -124,15 +124,13 @@ def start_job(argv: Sequence[str], env: Mapping[str, str], *, root: Path, idle_s
         for attempt in (1, 2):
             conn = _connect_or_start(path, argv[0], env, idle_seconds)
             reply = _send_request(conn, request, [stdin, write_fd, write_fd])
-            if reply.get("refused") == protocol.REFUSED_STALE and attempt == 1:
-                conn.close()  # that server is out of date and on its way out: start a new one
-                continue
-            if "refused" in reply:
+            problem = _unusable(reply)
+            if problem:
                 conn.close()
-                raise WarmRuntimeUnavailable(f"the server refused the job: {reply['refused']}")
-            if not isinstance(reply.get("pid"), int):
-                conn.close()
-                raise WarmRuntimeUnavailable(f"the server answered out of protocol: {reply}")
+                if attempt == 1 and (reply is None or reply.get("refused") == protocol.REFUSED_STALE):
+                    continue  # that server is on its way out (out of date, idle): start a new one
+                raise WarmRuntimeUnavailable(f"the server {problem}")
+            assert reply is not None
             stdout = open(read_fd, encoding=None, errors="replace")  # noqa: SIM115 - the reader owns it
             return WarmJob(conn, reply["pid"], int(reply.get("server_pid") or 0), stdout)
         raise AssertionError("unreachable")
@@ -143,15 +141,27 @@ def start_job(argv: Sequence[str], env: Mapping[str, str], *, root: Path, idle_s
         protocol.close_fds([stdin, write_fd])  # the job has its own copies
 
 
-def _send_request(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> dict[str, Any]:
+def _send_request(conn: socket.socket, request: dict[str, Any], fds: list[int]) -> dict[str, Any] | None:
+    """Send the request; return the server's first reply, ``None`` when it closed without one (then no
+    job was forked: a job forked without its pid sent dies with the server, or on this close)."""
     try:
         conn.settimeout(REPLY_TIMEOUT_S)
         protocol.send_message(conn, request, fds)
         reply, _ = protocol.recv_message(conn)
-    except (OSError, protocol.WarmProtocolError) as err:
-        conn.close()  # if the job was forked after all, the server kills it on this EOF
-        raise WarmRuntimeUnavailable(f"the server did not take the job: {err}") from None
+    except (OSError, protocol.WarmProtocolError):
+        return None
     return reply
+
+
+def _unusable(reply: dict[str, Any] | None) -> str:
+    """Why the first reply does not start a job (``""`` when it does)."""
+    if reply is None:
+        return "closed the connection without an answer"
+    if "refused" in reply:
+        return f"refused the job: {reply['refused']}"
+    if not isinstance(reply.get("pid"), int):
+        return f"answered out of protocol: {reply}"
+    return ""
 
 
 def _connect(path: Path) -> socket.socket | None:

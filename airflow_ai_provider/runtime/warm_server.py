@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from airflow_ai_provider.runtime import warm_job
 from airflow_ai_provider.runtime.contract import warm_protocol as protocol
 
 #: Libraries imported once by the server, before any job forks; each is skipped if it is missing.
@@ -280,8 +281,6 @@ class WarmServer:
             for fd in self._server_fds(conn):
                 with contextlib.suppress(OSError):
                     os.close(fd)
-            from airflow_ai_provider.runtime import warm_job
-
             warm_job.become_job(request, fds, self.fresh_handlers, server_pid=os.getppid())
         except BaseException:  # nothing may return into the server's loop
             with contextlib.suppress(BaseException):

@@ -175,11 +175,7 @@ def test_a_second_job_forks_from_the_same_server_with_scikit_learn_already_impor
 
 
 def test_kill_ends_the_forked_job_and_a_grandchild_it_started(warm_root, tmp_path):
-    argv, env = probe(tmp_path, "sleeper", sleep=True)
-    outcome: list[Any] = []
-    runner = LocalJobRunner(argv, env, logging.getLogger("test.warm.kill"), scratch_root=warm_root, warm=True)
-    thread = threading.Thread(target=lambda: outcome.append(runner.run()))
-    thread.start()
+    runner, thread, outcome = _start_sleeper(tmp_path, warm_root, "sleeper")
     seen = report(tmp_path, "sleeper")
     assert isinstance(runner.process, warm_runtime.WarmJob) and seen["pid"] == runner.process.pid
     assert _alive(seen["pid"]) and _alive(seen["grandchild"])
@@ -191,6 +187,55 @@ def test_kill_ends_the_forked_job_and_a_grandchild_it_started(warm_root, tmp_pat
     (result,) = outcome
     assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
     assert runner.process.returncode == 128 + signal.SIGTERM
+
+
+def _start_sleeper(
+    tmp_path: Path, root: Path, name: str
+) -> tuple[LocalJobRunner, threading.Thread, list[Any]]:
+    """A sleeping probe job run by a runner in a thread; returns once the job reported."""
+    argv, env = probe(tmp_path, name, sleep=True)
+    outcome: list[Any] = []
+    runner = LocalJobRunner(argv, env, logging.getLogger(f"test.warm.{name}"), scratch_root=root, warm=True)
+
+    def run() -> None:
+        try:
+            outcome.append(runner.run())
+        except Exception as err:
+            outcome.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    report(tmp_path, name)
+    return runner, thread, outcome
+
+
+def test_a_server_stopped_with_sigterm_stops_its_job_retryably_and_removes_its_socket(warm_root, tmp_path):
+    runner, thread, outcome = _start_sleeper(tmp_path, warm_root, "stopped")
+    seen = report(tmp_path, "stopped")
+    (socket_path,) = (warm_root / warm_runtime.FOLDER).glob("*.sock")
+
+    os.kill(runner.process.server_pid, signal.SIGTERM)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    (result,) = outcome
+    assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
+    assert not _alive(seen["pid"]) and not _alive(seen["grandchild"])
+    wait_for(lambda: not _alive(runner.process.server_pid), timeout=15, what="the server to exit")
+    assert not socket_path.exists()
+
+
+def test_a_job_dies_with_its_server_and_the_try_fails_retryably(warm_root, tmp_path):
+    from airflow_ai_provider.exceptions import JobFailedError
+
+    runner, thread, outcome = _start_sleeper(tmp_path, warm_root, "orphaned")
+    seen = report(tmp_path, "orphaned")
+
+    os.kill(runner.process.server_pid, signal.SIGKILL)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    (error,) = outcome
+    assert isinstance(error, JobFailedError) and "code -9 without writing a result" in str(error)
+    assert not _alive(seen["pid"]) and not _alive(seen["grandchild"])
 
 
 _CLIENT = """
