@@ -3,9 +3,10 @@
 :func:`start_job` sends ``python -m airflow_ai_provider.runtime <args>`` to the server of that
 interpreter (:mod:`airflow_ai_provider.runtime.warm_server`), which forks the job, and returns a
 :class:`WarmJob`, a handle like :class:`subprocess.Popen`. One server serves every job of an
-interpreter, package build and import-time environment (:data:`IMPORT_TIME_ENV_PREFIXES`): its socket
-in the private folder ``root`` is named by their digest. The first job starts it (an ``flock`` makes
-concurrent shards start exactly one) and waits at most :data:`START_TIMEOUT_S` for it to listen.
+interpreter, package build, import-time environment (:data:`IMPORT_TIME_ENV_PREFIXES`) and working
+folder: its socket in the private folder ``root`` is named by their digest. The first job starts it
+(an ``flock`` makes concurrent shards start exactly one) and waits at most :data:`START_TIMEOUT_S`
+for it to listen.
 
 When the server cannot take the job (it cannot start, it refuses, it answers out of protocol),
 :class:`WarmRuntimeUnavailable` says why, before anything ran: the caller starts the job as a new
@@ -82,11 +83,13 @@ def import_time_env(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if name.startswith(IMPORT_TIME_ENV_PREFIXES)}
 
 
-def server_socket(python: str, env: Mapping[str, str], root: Path) -> Path:
-    """The socket of the server for ``python``, this package build and the import-time part of ``env``."""
+def server_socket(python: str, env: Mapping[str, str], cwd: str, root: Path) -> Path:
+    """The socket of the server for ``python``, this package build, the import-time part of ``env`` and
+    the working folder ``cwd`` (first on ``sys.path`` under ``python -m``)."""
     package_dir = os.path.dirname(airflow_ai_provider.__file__)
     key = [
         python,
+        cwd,
         airflow_ai_provider.__version__,
         protocol.files_fingerprint(protocol.package_files(package_dir)),
         sorted(import_time_env(env).items()),
@@ -113,11 +116,12 @@ def start_job(argv: Sequence[str], env: Mapping[str, str], *, root: Path, idle_s
         protocol.private_folder(root)
     except (OSError, protocol.WarmProtocolError) as err:
         raise WarmRuntimeUnavailable(f"folder {root} of the warm runtime cannot be used: {err}") from None
-    path = server_socket(argv[0], env, root)
+    cwd = os.getcwd()
+    path = server_socket(argv[0], env, cwd, root)
     if len(os.fsencode(path)) > _UNIX_PATH_MAX:
         raise WarmRuntimeUnavailable(f"socket path {path} is too long for a Unix socket")
     _reap_started()
-    request = protocol.job_request(argv[3:], env, os.getcwd())
+    request = protocol.job_request(argv[3:], env, cwd)
     stdin = os.open(os.devnull, os.O_RDONLY)
     read_fd, write_fd = os.pipe()
     try:
