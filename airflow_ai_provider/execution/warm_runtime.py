@@ -300,8 +300,14 @@ class WarmJob:
         """Read the exit reply; without one the server died, and the job with it (``PR_SET_PDEATHSIG``)."""
         code, usage = -signal.SIGKILL, None
         try:
+            gone_since: float | None = None
             while not select.select([self._conn], [], [], 1.0)[0]:
-                pass
+                # A server that stopped answering (stopped, hung) must not keep the task waiting
+                # for ever: once the job is gone, its exit reply gets REPLY_TIMEOUT_S to arrive.
+                if gone_since is None and not _running(self.pid):
+                    gone_since = time.monotonic()
+                if gone_since is not None and time.monotonic() - gone_since > REPLY_TIMEOUT_S:
+                    raise protocol.WarmProtocolError(f"no exit reply for job {self.pid}")
             self._conn.settimeout(REPLY_TIMEOUT_S)
             reply, _ = protocol.recv_message(self._conn)
             code = int(reply["exit_code"])
@@ -314,14 +320,17 @@ class WarmJob:
             self._done.set()
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     """Wait (at most ``timeout`` seconds) until ``pid`` no longer runs."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    return
-        except (OSError, IndexError):
-            return
+    while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -144,11 +144,12 @@ def package_files(package_dir: str | os.PathLike[str]) -> list[str]:
 
 
 def private_folder(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if needed and check that it is a folder of this user only.
+    """Create ``path`` (mode 0700, in an existing folder) if needed and check that it is a folder of
+    this user only.
 
     :raises WarmProtocolError: it is not a folder, or another user owns it.
     """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, exist_ok=True)
     info = path.lstat()
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         raise WarmProtocolError(f"{path} is not a folder owned by this user: remove it")
