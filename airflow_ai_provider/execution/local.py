@@ -172,12 +172,16 @@ class LocalJobRunner:
         else as a new process."""
         if self.warm and warm_runtime.is_runtime_command(self.argv):
             try:
-                return warm_runtime.start_job(
+                job = warm_runtime.start_job(
                     self.argv,
                     env,
                     root=self.scratch_root / warm_runtime.FOLDER,
                     idle_seconds=warm_runtime_idle_seconds(),
                 )
+                self.log.info(
+                    "Runtime forked by the warm runtime server %s as process %s", job.server_pid, job.pid
+                )
+                return job
             except warm_runtime.WarmRuntimeUnavailable as err:
                 self.log.warning("Warm runtime not used, starting the runtime as a new process: %s", err)
         try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 
 import mlflow.pyfunc
 import pandas as pd
@@ -327,3 +329,53 @@ def test_id_columns_rendered_to_one_name_is_one_column(
     assert dag_run.state == "success"
     (part,) = (tmp_path / "predictions" / dag_run.run_id).glob("part-*.parquet")
     assert pq.read_schema(part).names[:2] == ["customer_id", "prediction"]
+
+
+def test_sharded_inference_in_the_warm_runtime_scores_as_new_processes_do_and_records_cost(
+    airflow_env, registered_churn, mlflow_server, s3_server, monkeypatch, capfd
+):
+    """``[ai_provider] warm_runtime`` on: every shard of two DAG runs is forked by one warm runtime
+    server, and the outputs, MLflow runs and cost metrics are those of new runtime processes."""
+    import signal
+    import tempfile
+    from pathlib import Path
+
+    from airflow_ai_provider import cost
+    from airflow_ai_provider.execution import local
+    from tests.dags.ai_test_dags import s3_batch_inference
+    from tests.unit.execution.test_warm_runtime import servers_under
+
+    root = Path(tempfile.mkdtemp(prefix="aiw-", dir="/tmp"))  # a Unix socket path is short
+    monkeypatch.setattr(local, "default_scratch_root", lambda: root)
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "True")
+    try:
+        runs = [s3_batch_inference().test(), s3_batch_inference().test()]
+        servers = servers_under(root)
+    finally:
+        for pid in servers_under(root):
+            os.kill(pid, signal.SIGTERM)
+    assert [dag_run.state for dag_run in runs] == ["success", "success"]
+    log = capfd.readouterr().out
+    forked_by = set(re.findall(r"Runtime forked by the warm runtime server (\d+) as process \d+", log))
+    assert len(servers) == 1 and forked_by == {str(servers[0])}
+    assert log.count("Runtime forked by the warm runtime server") == 2 * SHARDS
+    assert "Warm runtime not used" not in log
+
+    expected = make_customers(ROWS, seed=7, with_label=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
+    model = mlflow.pyfunc.load_model(registered_churn["model_uri"])
+    for dag_run in runs:
+        _, predictions = _read_outputs(s3_server, airflow_env, dag_run.run_id)
+        merged = expected.merge(predictions, on="customer_id")
+        assert len(merged) == ROWS
+        features = merged[[c for c in expected.columns if c != "customer_id"]]
+        assert (model.predict(features) == merged["prediction"].to_numpy()).all()
+        tasks = dag_run_mlflow_runs(
+            mlflow_server.url, dag_run.run_id, experiment_name="airflow/s3_batch_inference", role="task"
+        )
+        assert len(tasks) == SHARDS
+        for task in tasks:
+            assert task.info.status == "FINISHED"
+            assert task.data.metrics["rows_out"] > 0
+            assert task.data.metrics[cost.CPU_SECONDS] > 0  # the usage the server reaped
+            assert task.data.metrics[cost.MEMORY_GB_SECONDS] > 0
