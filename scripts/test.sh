@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set up and run every check: ruff lint, ruff format, the import boundary between the control plane
-# and the runtime (lint-imports, contracts in pyproject.toml), and the whole pytest suite, twice:
+# and the runtime (lint-imports, contracts in pyproject.toml), and the pytest suite, in two passes:
 #   1. in .venv, the locked environment (uv.lock);
 #   2. as users install it (scripts/test_newest.sh): the built wheel pip-installed into a fresh venv
-#      with Airflow 3.3.2 and the newest releases the declared ranges allow (the runtime image the
-#      podman tests play stays pinned to uv.lock: it is what the image build installs).
+#      with Airflow 3.3.2 and the newest releases the declared ranges allow; tests/unit and
+#      tests/integration (the runtime image the podman tests play stays pinned to uv.lock, and the
+#      real scheduler of tests/e2e is Airflow 3.3.2 in both passes).
 # With pytest arguments (a subset), only the locked run is made, unless TEST_NEWEST=1; TEST_NEWEST=0
 # skips the second run. In CI (or as root without podman) podman is installed first, so the pod
 # manifests run for real (tests/podman); elsewhere those tests skip when podman is absent.
