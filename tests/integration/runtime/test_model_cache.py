@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from airflow_ai_provider.runtime.contract.model_reference import ModelReference
 from airflow_ai_provider.runtime.contract.spec import JobSpec, MlflowRef
 from airflow_ai_provider.runtime.models import cache, loading
 from tests._support.churn_sample import ID_COLUMN, make_customers, train_and_register
+from tests._support.system import run_at_once
 from tests.unit.runtime.conftest import write_parquet
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,21 +92,15 @@ def test_without_a_cache_the_model_is_downloaded_to_scratch_each_time(ref, mlflo
 def test_concurrent_loads_of_one_version_fill_the_cache_once(ref, mlflow_ref, churn, downloads, tmp_path):
     store = cache.ModelCache(cache.CacheSettings(tmp_path / "cache", 1 << 30))
     key = _key(ref, mlflow_ref, churn)
-    start = threading.Barrier(4)
     got: list[cache.CachedModel | None] = []
 
     def load() -> None:
-        start.wait()
         entry = store.get(key, _downloader(ref, mlflow_ref))
         got.append(entry)
         if entry is not None:
             entry.release()
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_at_once(load, 4)
 
     assert len(downloads) == 1
     assert sorted(entry.status for entry in got if entry) == ["hit", "hit", "hit", "miss"]

@@ -25,7 +25,7 @@ import pytest
 from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.runtime.contract import MARKER_ENV
-from tests._support.system import wait_for
+from tests._support.system import run_at_once, wait_for
 from tests.conftest import REPO_ROOT
 from tests.unit.runtime.conftest import customers, read_output, registry, write_parquet
 
@@ -288,18 +288,8 @@ def test_jobs_see_only_their_own_environment_and_temporary_folder(warm_root, tmp
 
 
 def test_concurrent_first_jobs_start_exactly_one_server(warm_root):
-    barrier = threading.Barrier(3)
     runs: list[tuple[LocalJobRunner, Any, list[logging.LogRecord]]] = []
-
-    def one() -> None:
-        barrier.wait()
-        runs.append(run_job(BAD_SPEC, warm_root))
-
-    threads = [threading.Thread(target=one) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    run_at_once(lambda: runs.append(run_job(BAD_SPEC, warm_root)), 3)
 
     assert len(runs) == 3
     assert all(result["status"] == "failed" for _, result, _ in runs)
