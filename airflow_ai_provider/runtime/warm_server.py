@@ -332,7 +332,8 @@ class WarmServer:
                 continue
             conn = self.jobs.pop(pid)
             self.last_activity = time.monotonic()
-            _kill_group(pid, signal.SIGKILL)  # what the job left in its group (it reaps its own)
+            with contextlib.suppress(ProcessLookupError, PermissionError):  # never the pid alone: reaped,
+                os.killpg(pid, signal.SIGKILL)  # it may be reused; what the job left in its group
             if conn is None:
                 continue
             with contextlib.suppress(KeyError, ValueError):

@@ -151,7 +151,9 @@ def test_a_job_through_the_warm_runtime_writes_the_result_of_a_new_process_and_s
         assert warm_result.get(key) == fresh_result.get(key), key
     assert read_output(tmp_path / "out-True").equals(read_output(tmp_path / "out-False"))
     messages = [record.getMessage() for record in warm_log]
-    assert [m.split(" ")[0] for m in messages] == [r.getMessage().split(" ")[0] for r in fresh_log]
+    forked_line = f"Runtime forked by the warm runtime server {forked.process.server_pid} as process {forked.process.pid}"
+    assert messages[0] == forked_line
+    assert [m.split(" ")[0] for m in messages[1:]] == [r.getMessage().split(" ")[0] for r in fresh_log]
     assert any(m.startswith("job infer succeeded") for m in messages), messages
     assert forked.rusage.ru_maxrss > 0 and forked.wall_seconds > 0
 
