@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import IO, Any
 
 import airflow_ai_provider
+from airflow_ai_provider.runtime.contract import processes
 from airflow_ai_provider.runtime.contract import warm_protocol as protocol
 
 RUNTIME_MODULE = "airflow_ai_provider.runtime"
@@ -304,7 +305,7 @@ class WarmJob:
             while not select.select([self._conn], [], [], 1.0)[0]:
                 # A server that stopped answering (stopped, hung) must not keep the task waiting
                 # for ever: once the job is gone, its exit reply gets REPLY_TIMEOUT_S to arrive.
-                if gone_since is None and not _running(self.pid):
+                if gone_since is None and not processes.running(self.pid):
                     gone_since = time.monotonic()
                 if gone_since is not None and time.monotonic() - gone_since > REPLY_TIMEOUT_S:
                     raise protocol.WarmProtocolError(f"no exit reply for job {self.pid}")
@@ -320,17 +321,8 @@ class WarmJob:
             self._done.set()
 
 
-def _running(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _wait_gone(pid: int, timeout: float = 10.0) -> None:
     """Wait (at most ``timeout`` seconds) until ``pid`` no longer runs."""
     deadline = time.monotonic() + timeout
-    while _running(pid) and time.monotonic() < deadline:
+    while processes.running(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -56,6 +56,12 @@ def _stat(pid: int) -> tuple[int, str] | None:
     return (int(fields[1]), fields[0]) if len(fields) > 1 else None
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie has ended)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] != "Z"
+
+
 def _pids() -> list[int]:
     try:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
