@@ -85,11 +85,17 @@ def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_vers
 # --- human approval ---------------------------------------------------------------------------
 
 
-def _answer_in_background(respond) -> threading.Thread:
-    """``dag.test()`` must own the main thread (signals); the human answers from another one."""
-    thread = threading.Thread(
-        target=lambda: respond(wait_awaiting_input("approve_then_promote")), daemon=True
-    )
+def _answer_in_background(respond, errors: list[BaseException]) -> threading.Thread:
+    """``dag.test()`` must own the main thread (signals); the human answers from another one. An
+    error there lands in ``errors``: the approval then ends at its response timeout, never hangs."""
+
+    def answer() -> None:
+        try:
+            respond(wait_awaiting_input("approve_then_promote"))
+        except BaseException as err:  # reported by the test, after dag.test() returns
+            errors.append(err)
+
+    thread = threading.Thread(target=answer, daemon=True)
     thread.start()
     return thread
 
@@ -106,10 +112,14 @@ def core_api(monkeypatch):
 
 
 @pytest.mark.parametrize("answer", ["Approve", "Reject"])
-def test_human_answer_through_the_api_decides_the_promotion(two_versions, mlflow_server, core_api, answer):
+def test_human_answer_through_the_api_decides_the_promotion(
+    two_versions, mlflow_server, core_api, answer, monkeypatch
+):
     from tests.dags.promotion_dags import approve_then_promote
 
-    responses = []
+    # Unanswered (the helper failed), the approval ends at this timeout and the test fails on it.
+    monkeypatch.setenv("AI_TEST_APPROVAL_TIMEOUT", "240")
+    responses, errors = [], []
 
     def respond(run_id: str) -> None:
         responses.append(
@@ -119,9 +129,10 @@ def test_human_answer_through_the_api_decides_the_promotion(two_versions, mlflow
             )
         )
 
-    helper = _answer_in_background(respond)
+    helper = _answer_in_background(respond, errors)
     dag_run = approve_then_promote().test()
     helper.join(timeout=30)
+    assert not errors, errors
     assert responses and responses[0].status_code == 200, responses and responses[0].text
     states = _states(dag_run)
     champion = str(_client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"])
@@ -148,9 +159,11 @@ def test_unanswered_approval_times_out_to_reject(two_versions, mlflow_server, mo
         time.sleep(1.5)
         SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()  # the scheduler's own sweep
 
-    helper = _answer_in_background(sweep)
+    errors: list[BaseException] = []
+    helper = _answer_in_background(sweep, errors)
     dag_run = approve_then_promote().test()
     helper.join(timeout=30)
+    assert not errors, errors
     assert _states(dag_run) == {"approve": "success", "promote": "skipped"}
     champion = _client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"]
     assert str(champion) == two_versions["champion"]
