@@ -6,16 +6,15 @@ Assets. The template runs as a deployment configures it (``tests/dags/adapted_te
 from __future__ import annotations
 
 import io
-import threading
-import time
 from urllib.parse import urlsplit
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from tests._support.airflow_records import asset_event, wait_awaiting_input
+from tests._support.airflow_records import asset_event
 from tests._support.churn_sample import train_and_register, write_customers
+from tests._support.human_input import HumanInput, timeout_sweep
 from tests.dags.adapted_template_dags import s3_batch_inference
 
 ROWS = 2_000
@@ -25,23 +24,6 @@ REVIEW_TIMEOUT_S = 1.5  # the adapted DAG's REVIEW_TIMEOUT
 @pytest.fixture(scope="module")
 def champion(mlflow_server) -> str:
     return str(train_and_register(mlflow_server.url, "churn", alias="champion", n_rows=3_000)["version"])
-
-
-def _time_out_the_review_in_background(dag_id: str) -> threading.Thread:
-    """No reviewer answers: once the review waits, past its timeout, the scheduler's own sweep picks
-    the default answer (``dag.test()`` owns the main thread and runs no scheduler)."""
-
-    def sweep() -> None:
-        from airflow.jobs.job import Job
-        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
-        wait_awaiting_input(dag_id, timeout=300)
-        time.sleep(REVIEW_TIMEOUT_S + 0.5)
-        SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()
-
-    thread = threading.Thread(target=sweep, daemon=True)
-    thread.start()
-    return thread
 
 
 def _objects(s3_server, bucket: str, prefix: str) -> dict[str, bytes]:
@@ -67,9 +49,10 @@ def test_batch_inference_on_an_s3_data_root_writes_predictions_and_review_to_s3(
         storage_options=s3_server.storage_options(),
     )
 
-    sweeper = _time_out_the_review_in_background(dag.dag_id)
+    # No reviewer answers: past the review's timeout the scheduler's own sweep picks the default.
+    human = HumanInput(dag.dag_id, timeout_sweep(REVIEW_TIMEOUT_S + 0.5), wait_s=300)
     dag_run = dag.test()
-    sweeper.join(timeout=30)
+    human.result()
 
     assert dag_run.state == "success"
     outcomes = {o.task_id: o for o in dag_run_outcomes(dag_run.dag_id, dag_run.run_id)}

@@ -4,15 +4,15 @@ HITL timeout sweep)."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 
 import pytest
 
 from airflow_ai_provider.exceptions import ConcurrentPromotionError
-from tests._support.airflow_records import dag_run_mlflow_runs, wait_awaiting_input
+from tests._support.airflow_records import dag_run_mlflow_runs
 from tests._support.churn_sample import train_and_register
+from tests._support.core_api import core_api_client, forget_api_auth
+from tests._support.human_input import HumanInput, timeout_sweep
 
 
 @pytest.fixture
@@ -85,55 +85,30 @@ def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_vers
 # --- human approval ---------------------------------------------------------------------------
 
 
-def _answer_in_background(respond, errors: list[BaseException]) -> threading.Thread:
-    """``dag.test()`` must own the main thread (signals); the human answers from another one. An
-    error there lands in ``errors``: the approval then ends at its response timeout, never hangs."""
-
-    def answer() -> None:
-        try:
-            respond(wait_awaiting_input("approve_then_promote"))
-        except BaseException as err:  # reported by the test, after dag.test() returns
-            errors.append(err)
-
-    thread = threading.Thread(target=answer, daemon=True)
-    thread.start()
-    return thread
-
-
 @pytest.fixture
 def core_api(monkeypatch):
-    """Airflow's own Core API app, in-process, as user ``alice`` (simple auth manager)."""
-    from fastapi.testclient import TestClient
-
+    """Airflow's own Core API app, in-process, everyone an admin (simple auth manager)."""
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    from airflow.api_fastapi.app import create_app
-
-    return TestClient(create_app())
+    yield core_api_client()
+    forget_api_auth()
 
 
 @pytest.mark.parametrize("answer", ["Approve", "Reject"])
-def test_human_answer_through_the_api_decides_the_promotion(
-    two_versions, mlflow_server, core_api, answer, monkeypatch
-):
+def test_human_answer_through_the_api_decides_the_promotion(two_versions, mlflow_server, core_api, answer):
     from tests.dags.promotion_dags import approve_then_promote
 
-    # Unanswered (the helper failed), the approval ends at this timeout and the test fails on it.
-    monkeypatch.setenv("AI_TEST_APPROVAL_TIMEOUT", "240")
-    responses, errors = [], []
-
     def respond(run_id: str) -> None:
-        responses.append(
-            core_api.patch(
-                f"/api/v2/dags/approve_then_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
-                json={"chosen_options": [answer], "params_input": {"comment": "looks good"}},
-            )
+        response = core_api.patch(
+            f"/api/v2/dags/approve_then_promote/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails",
+            json={"chosen_options": [answer], "params_input": {"comment": "looks good"}},
+        )
+        assert response.status_code == 200, (
+            f"the HITL answer was refused: {response.status_code} {response.text}"
         )
 
-    helper = _answer_in_background(respond, errors)
+    human = HumanInput("approve_then_promote", respond)
     dag_run = approve_then_promote().test()
-    helper.join(timeout=30)
-    assert not errors, errors
-    assert responses and responses[0].status_code == 200, responses and responses[0].text
+    human.result()
     states = _states(dag_run)
     champion = str(_client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"])
     if answer == "Approve":
@@ -148,22 +123,12 @@ def test_human_answer_through_the_api_decides_the_promotion(
 
 
 def test_unanswered_approval_times_out_to_reject(two_versions, mlflow_server, monkeypatch):
-    from airflow.jobs.job import Job
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
     from tests.dags.promotion_dags import approve_then_promote
 
     monkeypatch.setenv("AI_TEST_APPROVAL_TIMEOUT", "1")
-
-    def sweep(run_id: str) -> None:
-        time.sleep(1.5)
-        SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts()  # the scheduler's own sweep
-
-    errors: list[BaseException] = []
-    helper = _answer_in_background(sweep, errors)
+    human = HumanInput("approve_then_promote", timeout_sweep(1.5))
     dag_run = approve_then_promote().test()
-    helper.join(timeout=30)
-    assert not errors, errors
+    human.result()
     assert _states(dag_run) == {"approve": "success", "promote": "skipped"}
     champion = _client(mlflow_server).get_registered_model(two_versions["name"]).aliases["champion"]
     assert str(champion) == two_versions["champion"]

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests._support.airflow_records import dag_run_outcomes, task_tries, wait_awaiting_input
+from tests._support.airflow_records import dag_run_outcomes, task_tries
 from tests._support.churn_sample import train_and_register, write_customers
+from tests._support.core_api import core_api_client, forget_api_auth
+from tests._support.human_input import HumanInput
 from tests.dags.notified_template_dags import REVIEWER, notifications
 
 
@@ -36,20 +37,19 @@ def notification_log(tmp_path, monkeypatch) -> Path:
 def api_as(monkeypatch):
     """Airflow's Core API app, in-process, with the Simple auth manager (not everyone an admin's
     stand-in): ``api_as(user)`` answers requests as that user."""
-    from fastapi.testclient import TestClient
-
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,bob:admin")
-    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    client = TestClient(create_app())
+    client = core_api_client()
 
     def as_user(username: str) -> dict[str, str]:
         token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role="admin"))
         return {"Authorization": f"Bearer {token}"}
 
-    return client, as_user
+    yield client, as_user
+    forget_api_auth()
 
 
 def _hitl_assignees(dag_id: str, run_id: str, task_id: str) -> list[dict[str, str]] | None:
@@ -81,8 +81,7 @@ def test_review_notifies_when_it_waits_only_the_assigned_reviewer_answers_and_a_
     dag = notified_batch_inference()
     seen: dict = {}
 
-    def reviewer() -> None:
-        run_id = wait_awaiting_input(dag.dag_id, timeout=300)
+    def reviewer(run_id: str) -> None:
         seen["while_waiting"] = notifications(notification_log)
         seen["assignees"] = _hitl_assignees(dag.dag_id, run_id, "review_low_confidence")
         url = f"/api/v2/dags/{dag.dag_id}/dagRuns/{run_id}/taskInstances/review_low_confidence/-1/hitlDetails"
@@ -90,10 +89,9 @@ def test_review_notifies_when_it_waits_only_the_assigned_reviewer_answers_and_a_
         seen["bob"] = client.patch(url, json=answer, headers=as_user("bob"))
         seen["alice"] = client.patch(url, json=answer, headers=as_user("alice"))
 
-    thread = threading.Thread(target=reviewer, daemon=True)
-    thread.start()
+    human = HumanInput(dag.dag_id, reviewer, wait_s=300)
     dag_run = dag.test(run_conf={"confidence_threshold": 0.99})
-    thread.join(timeout=60)
+    human.result()
 
     # The review notifier ran once, with the review task's context, before anyone answered.
     (waiting,) = seen["while_waiting"]

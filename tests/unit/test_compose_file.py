@@ -23,6 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
+from tests._support.core_api import forget_api_auth
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 COMPOSE_DOC = REPO_ROOT / "docs" / "deploy" / "compose.md"
@@ -227,7 +229,7 @@ def test_the_documented_login_is_the_user_and_password_file_the_stack_configures
 
 @pytest.mark.parametrize("password", ["admin", 'pa"ss\\w0rd with spaces'])
 def test_the_passwords_file_the_stack_writes_lets_the_documented_user_log_in(
-    compose, airflow_env, monkeypatch, tmp_path, password
+    compose, airflow_env, monkeypatch, tmp_path, password, request
 ):
     """The stack's own snippet writes the file; the installed Simple auth manager checks a login.
 
@@ -257,7 +259,8 @@ def test_the_passwords_file_the_stack_writes_lets_the_documented_user_log_in(
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords_file))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
     monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", airflow_env["AIRFLOW__API_AUTH__JWT_SECRET"])
-    monkeypatch.setattr(api_app._AuthManagerState, "instance", None)
+    forget_api_auth()
+    request.addfinalizer(forget_api_auth)  # its JWT secret stays out of later apps
     manager = api_app.init_auth_manager()
     assert passwords_file.read_text() == written, "the auth manager generated a password of its own"
     client = TestClient(manager.get_fastapi_app())
