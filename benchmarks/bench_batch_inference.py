@@ -296,9 +296,10 @@ def render(figures: dict[str, Any], rounds: int) -> str:
         f"write {m1['write_s']:.2f} s.",
         f"- At 1x the data phase is one batch, every step of it a first call in a fresh process: "
         f"predicting takes {m1['predict_s']:.2f} s; raw's warm `predict_proba` takes {ROWS_1X / raw1:.2f} s. "
-        "Copying the features into the model's C-ordered "
-        "matrix (which `predict_proba` then runs about 20% faster on, in CPU time, than on the "
-        "F-ordered frame raw uses) takes 50-120 ms on first-touched memory against about 5 ms once "
+        "The features go into one C-ordered matrix per shard (which `predict_proba` runs about 20% "
+        "faster on, in CPU time, than on the F-ordered frame raw uses); the reader thread allocates "
+        "and writes it once while the model loads, as the first batch is read then, since a matrix "
+        "first touched in the data phase costs 50-120 ms of page faults against about 5 ms once "
         "warm; `prediction` and `confidence` come from whole-column passes over the one class-major "
         "copy of the probabilities (about 2 ms at 200k rows instead of 3.5 ms for `argmax` and fancy "
         "indexing). On this shared 2-core machine single 1x figures swing by +-20%.",

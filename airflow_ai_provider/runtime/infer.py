@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -66,7 +67,13 @@ from airflow_ai_provider.runtime.models import device
 from airflow_ai_provider.runtime.models.features import Features, check_columns
 from airflow_ai_provider.runtime.models.loading import LoadedModel, load_model
 from airflow_ai_provider.runtime.models.outputs import OutputNaming
-from airflow_ai_provider.runtime.models.predictors import ProbaPredictor, make_predictor, prediction_failure
+from airflow_ai_provider.runtime.models.predictors import (
+    NUMERIC,
+    ProbaPredictor,
+    make_predictor,
+    prediction_failure,
+    touched_matrix,
+)
 from airflow_ai_provider.runtime.storage import sizing
 from airflow_ai_provider.runtime.uniqueness import DuplicateFinder
 from airflow_ai_provider.runtime.vectors.previous import part_metadata
@@ -121,6 +128,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     writer = storage.PartWriter(spec.output, name, params.scratch_dir, part_metadata(spec, params))
     stats = _Stats()
     early = _early_reader(metas, units, params, stats, log)
+    matrix = _early_matrix(early, metas[units[0].file_index].schema, params, stats) if early else None
     try:
         with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
             load_started = time.perf_counter()
@@ -132,7 +140,20 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
             stream_started = time.perf_counter()
             if units:
                 with unique_ids(params, model_dir) as unique:
-                    _stream(metas, units, features, model, params, writer, stats, log, unique, early, scorer)
+                    _stream(
+                        metas,
+                        units,
+                        features,
+                        model,
+                        params,
+                        writer,
+                        stats,
+                        log,
+                        unique,
+                        early,
+                        scorer,
+                        matrix,
+                    )
                     if unique is not None:
                         check_unique(unique, metas, units, params, spec, log, stats.batch_rows)
             publish_started = time.perf_counter()
@@ -238,19 +259,25 @@ def _stream(
     unique: DuplicateFinder | None = None,
     early: storage.ReadAhead | None = None,
     scorer: RowScorer | None = None,
+    matrix: Future | None = None,
 ) -> None:
     """Read, predict and write the shard batch by batch, with the next batch read in the background.
 
     Writing stays in this thread: measured on 2 cores, a writer thread gained nothing once floats are
     written without dictionary encoding (0.2 s of 5.7 s for 2M rows), while reading ahead hides the
     latency of object storage. ``early`` is the reader :func:`_early_reader` started before the model
-    loaded; it is used when it reads the columns needed, its batches cast here.
+    loaded; it is used when it reads the columns needed, its batches cast here, with the feature
+    matrix :func:`_early_matrix` prepared alongside.
     """
     first = metas[units[0].file_index].schema
     naming = OutputNaming.of(params)
-    predictor = make_predictor(model, features.names, first, params.predict_proba, naming, features.tensor)
-    log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     columns = list(dict.fromkeys([*params.id_columns, *params.content_columns, *features.names]))
+    use_early = early is not None and sorted(early.columns) == sorted(columns)
+    prepared = matrix.result() if use_early and matrix is not None else None
+    predictor = make_predictor(
+        model, features.names, first, params.predict_proba, naming, features.tensor, prepared
+    )
+    log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     scorer = scorer or RowScorer(params)
 
     def predict(part: pa.RecordBatch) -> Columns:
@@ -262,7 +289,7 @@ def _stream(
         finally:
             stats.predict_s += time.perf_counter() - begin
 
-    if early is not None and sorted(early.columns) == sorted(columns):
+    if use_early:
         reader, cast = early, features.types
     else:
         if early is not None:
@@ -308,6 +335,19 @@ def _early_reader(
     columns = list(metas[units[0].file_index].schema.names)
     stats.batch_rows = batch_rows(metas, units, columns, params, log)
     return storage.ReadAhead(storage.iter_batches(metas, units, columns, {}, stats.batch_rows), columns)
+
+
+def _early_matrix(
+    early: storage.ReadAhead, schema: pa.Schema, params: InferParams, stats: _Stats
+) -> Future | None:
+    """The first batch's feature matrix (every column but the ids), made in the reader thread after
+    that batch's read, while the model loads; when every such column is numeric, as the
+    ``predict_proba`` path needs. An error making it is raised where it is used."""
+    ids = set(params.id_columns)
+    kinds = [field.type for field in schema if field.name not in ids]
+    if not kinds or any(kind not in NUMERIC for kind in kinds):
+        return None
+    return early.then(lambda: touched_matrix(stats.batch_rows, len(kinds)))
 
 
 def batch_rows(

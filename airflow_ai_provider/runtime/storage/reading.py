@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,11 @@ class ReadAhead:
             return next(self._batches, self._done)
         finally:
             self.seconds += time.perf_counter() - begin
+
+    def then(self, work: Callable[[], Any]) -> Future:
+        """Run ``work`` in the reader thread once the read in flight is done, before the next read
+        (which starts when that batch is taken); closing the reader first cancels it."""
+        return self._pool.submit(work)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         while not self._closed:

@@ -49,3 +49,39 @@ def test_predicted_columns_equal_the_estimators_own_predict_proba() -> None:
     assert columns["confidence"].equals(pa.array(confidence))
     for index, label in enumerate(estimator.classes_):
         assert columns[f"proba_{label}"].equals(pa.array(proba[:, index]))
+
+
+def test_a_prepared_matrix_takes_the_features_and_grows_for_a_larger_batch() -> None:
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((300, 3))
+    estimator = LogisticRegression().fit(features, rng.integers(0, 2, 300))
+    prepared = np.full((100, 3), np.nan)
+    predictor = ProbaPredictor(estimator, ["a", "b", "c"], prepared)
+
+    for rows in (100, 60, 300):  # the shard's one matrix, then a larger one for the last batch
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(features[:rows, i]) for i in range(3)], names=["a", "b", "c"]
+        )
+        columns = dict(predictor.predict(batch))
+        assert columns["proba_1"].equals(pa.array(estimator.predict_proba(features[:rows])[:, 1]))
+        if rows <= 100:
+            np.testing.assert_array_equal(prepared[:rows], features[:rows])
+    np.testing.assert_array_equal(prepared[60:], features[60:100])  # not written past the first batch
+
+
+@pytest.mark.parametrize(
+    "prepared",
+    [np.zeros((10, 2)), np.zeros((10, 3), dtype=np.float32), np.asfortranarray(np.zeros((10, 3)))],
+    ids=["other-width", "float32", "fortran-ordered"],
+)
+def test_a_prepared_matrix_that_does_not_fit_the_model_is_left_alone(prepared: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((10, 3))
+    estimator = LogisticRegression().fit(features, [0, 1] * 5)
+    before = prepared.copy()
+    batch = pa.RecordBatch.from_arrays([pa.array(features[:, i]) for i in range(3)], names=["a", "b", "c"])
+
+    columns = dict(ProbaPredictor(estimator, ["a", "b", "c"], prepared).predict(batch))
+
+    assert columns["proba_0"].equals(pa.array(estimator.predict_proba(features)[:, 0]))
+    np.testing.assert_array_equal(prepared, before)

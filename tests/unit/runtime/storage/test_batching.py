@@ -27,6 +27,28 @@ def test_read_ahead_reads_the_first_batch_before_it_is_asked_for():
         reader.close()
 
 
+def test_work_given_to_read_ahead_runs_in_its_thread_after_the_read_in_flight():
+    order = []
+    release = threading.Event()
+
+    def batches():
+        release.wait(10)
+        order.append("read 1")
+        yield pa.record_batch({"x": [1]})
+        order.append("read 2")
+        yield pa.record_batch({"x": [2]})
+
+    reader = storage.ReadAhead(batches(), ["x"])
+    try:
+        done = reader.then(lambda: order.append("work") or threading.current_thread().name)
+        release.set()
+        assert done.result(10).startswith("reader")
+        assert [batch.num_rows for batch in reader] == [1, 1]
+        assert order == ["read 1", "work", "read 2"]
+    finally:
+        reader.close()
+
+
 def test_read_ahead_raises_a_reading_error_where_that_batch_is_taken():
     def batches():
         yield pa.record_batch({"x": [1]})
