@@ -44,8 +44,9 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -128,7 +129,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
     writer = storage.PartWriter(spec.output, name, params.scratch_dir, part_metadata(spec, params))
     stats = _Stats()
     early = _early_reader(metas, units, params, stats, log)
-    matrix = _early_matrix(early, metas[units[0].file_index].schema, params, stats) if early else None
+    take_matrix = _early_matrix(early, metas[units[0].file_index].schema, params, stats) if early else None
     try:
         with tempfile.TemporaryDirectory(prefix="ai-model-", dir=params.scratch_dir) as model_dir:
             load_started = time.perf_counter()
@@ -152,7 +153,7 @@ def run(spec: JobSpec, log: Log = log_line) -> JobResult:
                         unique,
                         early,
                         scorer,
-                        matrix,
+                        take_matrix,
                     )
                     if unique is not None:
                         check_unique(unique, metas, units, params, spec, log, stats.batch_rows)
@@ -259,7 +260,7 @@ def _stream(
     unique: DuplicateFinder | None = None,
     early: storage.ReadAhead | None = None,
     scorer: RowScorer | None = None,
-    matrix: Future | None = None,
+    take_matrix: Callable[[], Any] | None = None,
 ) -> None:
     """Read, predict and write the shard batch by batch, with the next batch read in the background.
 
@@ -267,16 +268,23 @@ def _stream(
     written without dictionary encoding (0.2 s of 5.7 s for 2M rows), while reading ahead hides the
     latency of object storage. ``early`` is the reader :func:`_early_reader` started before the model
     loaded; it is used when it reads the columns needed, its batches cast here, with the feature
-    matrix :func:`_early_matrix` prepared alongside.
+    matrix ``take_matrix`` (:func:`_early_matrix`) hands over.
     """
     first = metas[units[0].file_index].schema
     naming = OutputNaming.of(params)
     columns = list(dict.fromkeys([*params.id_columns, *params.content_columns, *features.names]))
     use_early = early is not None and sorted(early.columns) == sorted(columns)
-    prepared = matrix.result() if use_early and matrix is not None else None
+    prepared = take_matrix() if take_matrix is not None else None
     predictor = make_predictor(
-        model, features.names, first, params.predict_proba, naming, features.tensor, prepared
+        model,
+        features.names,
+        first,
+        params.predict_proba,
+        naming,
+        features.tensor,
+        prepared if use_early else None,
     )
+    del prepared  # held by the predictor that uses it, else freed now
     log(f"predicting with {type(predictor).__name__} on {len(features.names)} feature columns")
     scorer = scorer or RowScorer(params)
 
@@ -339,15 +347,23 @@ def _early_reader(
 
 def _early_matrix(
     early: storage.ReadAhead, schema: pa.Schema, params: InferParams, stats: _Stats
-) -> Future | None:
+) -> Callable[[], Any] | None:
     """The first batch's feature matrix (every column but the ids), made in the reader thread after
-    that batch's read, while the model loads; when every such column is numeric, as the
-    ``predict_proba`` path needs. An error making it is raised where it is used."""
+    that batch's read, while the model loads, when every such column is numeric, as the
+    ``predict_proba`` path needs; returned is what hands it over, once (an error making it is
+    raised there), so that no one else keeps it."""
     ids = set(params.id_columns)
     kinds = [field.type for field in schema if field.name not in ids]
     if not kinds or any(kind not in NUMERIC for kind in kinds):
         return None
-    return early.then(lambda: touched_matrix(stats.batch_rows, len(kinds)))
+    made: list[Any] = []
+    done = early.then(lambda: made.append(touched_matrix(stats.batch_rows, len(kinds))))
+
+    def take() -> Any:
+        done.result()
+        return made.pop() if made else None
+
+    return take
 
 
 def batch_rows(

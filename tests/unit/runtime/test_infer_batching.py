@@ -196,6 +196,36 @@ def test_first_batch_of_a_parquet_input_is_read_while_the_model_loads(registry, 
     assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
 
 
+def test_the_feature_matrix_is_made_while_the_model_loads_and_handed_to_the_fast_predictor(
+    registry, tmp_path, monkeypatch
+):
+    frame = customers(3000, seed=28)
+    source = write_parquet(tmp_path / "in.parquet", frame)
+    made: list[tuple[int, int, str]] = []
+    handed: list[object] = []
+    real_touched, real_init = infer.touched_matrix, predictors.ProbaPredictor.__init__
+
+    def watched_touched(rows: int, columns: int):
+        matrix = real_touched(rows, columns)
+        made.append((rows, columns, threading.current_thread().name))
+        handed.append(matrix)
+        return matrix
+
+    def watched_init(self, estimator, features, matrix=None):
+        real_init(self, estimator, features, matrix)
+        handed.append(self._matrix)
+
+    monkeypatch.setattr(infer, "touched_matrix", watched_touched)
+    monkeypatch.setattr(predictors.ProbaPredictor, "__init__", watched_init)
+
+    infer.run(registry.spec("churn", str(source), tmp_path / "out"), log=print)
+
+    ((rows, columns, thread),) = made
+    assert (rows, columns) == (3000, 3) and thread.startswith("reader")
+    assert len(handed) == 2 and handed[0] is handed[1]  # the predictor got that very matrix
+    assert_same_predictions(read_output(tmp_path / "out"), expected(registry, "churn", frame))
+
+
 def openmp_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
