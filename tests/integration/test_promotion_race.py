@@ -97,7 +97,8 @@ def _race(
 def _claim_held(url: str, monkeypatch, move: AliasMove) -> Iterator[list[BaseException | None]]:
     """Run ``move`` in a thread whose claim (the experiment it creates) the proxy holds until the
     body has run; yield the list that receives its outcome (None = moved) once the thread ends."""
-    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60)
+    # Every try is held: a body that outlasts the client's request timeout must not let its retry through.
+    hold = Rule("POST", f"{API}/experiments/create", "hold", seconds=60, times=20)
     outcome: list[BaseException | None] = []
 
     def racer(hook: MlflowHook) -> None:
