@@ -8,6 +8,8 @@ settings would leave them behind for the next app: its own tokens then fail the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -21,10 +23,15 @@ def forget_api_auth() -> None:
     purge_cached_app()
 
 
-def core_api_client() -> Any:
-    """A ``TestClient`` of a new Core API app (``create_app()``) under the settings in force now."""
+@contextmanager
+def in_process_core_api() -> Iterator[Any]:
+    """A ``TestClient`` of a new Core API app (``create_app()``) under the settings in force now;
+    what it cached is dropped again afterwards."""
     from airflow.api_fastapi.app import create_app
     from fastapi.testclient import TestClient
 
     forget_api_auth()
-    return TestClient(create_app())
+    try:
+        yield TestClient(create_app())
+    finally:
+        forget_api_auth()

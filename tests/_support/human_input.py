@@ -14,39 +14,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests._support.airflow_records import wait_awaiting_input
+from tests._support.airflow_records import awaiting_input_runs, fail_awaiting_input, wait_awaiting_input
 
 #: How long the task may still wait for input once the answer was given.
 MOVED_ON_S = 60.0
-
-
-def _awaiting_task_instances(dag_id: str, run_id: str | None = None) -> list[Any]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
-
-    with create_session() as session:
-        query = select(TaskInstance).where(
-            TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT
-        )
-        if run_id is not None:
-            query = query.where(TaskInstance.run_id == run_id)
-        return list(session.scalars(query))
-
-
-def _fail_awaiting(dag_id: str) -> None:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import update
-
-    with create_session() as session:
-        session.execute(
-            update(TaskInstance)
-            .where(TaskInstance.dag_id == dag_id, TaskInstance.state == TaskInstanceState.AWAITING_INPUT)
-            .values(state=TaskInstanceState.FAILED)
-        )
 
 
 class HumanInput:
@@ -73,13 +44,13 @@ class HumanInput:
             run_id = wait_awaiting_input(self.dag_id, timeout=self._wait_s)
             self._value = self._respond(run_id)
             deadline = time.monotonic() + MOVED_ON_S
-            while _awaiting_task_instances(self.dag_id, run_id):
+            while run_id in awaiting_input_runs(self.dag_id):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{self.dag_id}/{run_id} still waits for input after the answer")
                 time.sleep(0.5)
         except BaseException as err:  # raised by result(), once dag.test() has returned
             self._error = err
-            _fail_awaiting(self.dag_id)
+            fail_awaiting_input(self.dag_id)
 
     def result(self, timeout: float = 60.0) -> Any:
         """What ``respond`` returned; raises what went wrong in the background thread."""

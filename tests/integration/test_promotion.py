@@ -11,7 +11,7 @@ import pytest
 from airflow_ai_provider.exceptions import ConcurrentPromotionError
 from tests._support.airflow_records import dag_run_mlflow_runs
 from tests._support.churn_sample import train_and_register
-from tests._support.core_api import core_api_client, forget_api_auth
+from tests._support.core_api import in_process_core_api
 from tests._support.human_input import HumanInput, timeout_sweep
 
 
@@ -89,8 +89,8 @@ def test_promotion_refuses_when_champion_moved_since_the_dag_run_saw_it(two_vers
 def core_api(monkeypatch):
     """Airflow's own Core API app, in-process, everyone an admin (simple auth manager)."""
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "True")
-    yield core_api_client()
-    forget_api_auth()
+    with in_process_core_api() as client:
+        yield client
 
 
 @pytest.mark.parametrize("answer", ["Approve", "Reject"])

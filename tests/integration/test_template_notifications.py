@@ -13,7 +13,7 @@ import pytest
 
 from tests._support.airflow_records import dag_run_outcomes, task_tries
 from tests._support.churn_sample import train_and_register, write_customers
-from tests._support.core_api import core_api_client, forget_api_auth
+from tests._support.core_api import in_process_core_api
 from tests._support.human_input import HumanInput
 from tests.dags.notified_template_dags import REVIEWER, notifications
 
@@ -42,14 +42,12 @@ def api_as(monkeypatch):
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 
-    client = core_api_client()
-
     def as_user(username: str) -> dict[str, str]:
         token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=username, role="admin"))
         return {"Authorization": f"Bearer {token}"}
 
-    yield client, as_user
-    forget_api_auth()
+    with in_process_core_api() as client:
+        yield client, as_user
 
 
 def _hitl_assignees(dag_id: str, run_id: str, task_id: str) -> list[dict[str, str]] | None:
