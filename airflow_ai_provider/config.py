@@ -127,12 +127,12 @@ def model_cache_env(folder: str | None = None) -> dict[str, str]:
 
 def warm_runtime_enabled() -> bool:
     """Whether local runtimes start in the warm runtime server (``[ai_provider] warm_runtime``, env
-    ``AIRFLOW__AI_PROVIDER__WARM_RUNTIME``, default ``False``): one process per worker and interpreter
+    ``AIRFLOW__AI_PROVIDER__WARM_RUNTIME``, default ``True``): one process per worker and interpreter
     that imported the heavy libraries once and forks one child per job.
 
     :raises AiProviderConfigError: the value is not a boolean.
     """
-    raw = _conf_get("warm_runtime", "False").strip().lower()
+    raw = _conf_get("warm_runtime", "True").strip().lower()
     if raw in _TRUE:
         return True
     if raw in _FALSE:

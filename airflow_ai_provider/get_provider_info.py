@@ -203,12 +203,13 @@ def get_provider_info() -> dict[str, Any]:
                             "interpreter and package build that imported numpy, pyarrow, pandas and "
                             "scikit-learn once and forks one child per job (its own process group, "
                             "environment, scratch folder and exit code), so a job does not pay those "
-                            "imports. A job falls back to a new process when the server cannot be used."
+                            "imports. A job falls back to a new process when the server cannot be used, "
+                            "and an interpreter that is a script (a wrapper) runs every job itself."
                         ),
                         "version_added": "0.1.0",
                         "type": "boolean",
-                        "example": "True",
-                        "default": "False",
+                        "example": "False",
+                        "default": "True",
                     },
                     "warm_runtime_idle_seconds": {
                         "description": "Seconds the warm runtime server stays up without a job before it exits.",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         folder = path.relative_to(tests_dir).parts[0] if path.is_relative_to(tests_dir) else None
         if folder in FOLDER_MARKERS:
             item.add_marker(getattr(pytest.mark, folder))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_warm_runtime_servers() -> Iterator[None]:
+    """Local jobs fork from warm runtime servers (the default), which run in their own sessions and
+    outlive the tests that started them: the session stops them when it ends."""
+    yield
+    from airflow_ai_provider.execution.local import default_scratch_root
+    from tests._support.warm_servers import stop_servers_under
+
+    stop_servers_under(default_scratch_root())
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,6 +78,17 @@ class WarmRuntimeUnavailable(Exception):
 def is_runtime_command(argv: Sequence[str]) -> bool:
     """Whether ``argv`` is ``[python, "-m", "airflow_ai_provider.runtime", ...]``."""
     return len(argv) >= 3 and argv[1] == "-m" and argv[2] == RUNTIME_MODULE
+
+
+def is_script(python: str) -> bool:
+    """Whether the interpreter ``python`` is a script (``#!``): a wrapper that does its work for every
+    job it starts, so a server started through it could not do that for the jobs it forks."""
+    found = python if os.sep in python else shutil.which(python)
+    try:
+        with open(found or python, "rb") as handle:
+            return handle.read(2) == b"#!"
+    except OSError:
+        return False
 
 
 def import_time_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -85,7 +85,12 @@ class Stack:
         return Path(uri.removeprefix("file://")).read_bytes()
 
     def stop(self) -> None:
+        from airflow_ai_provider.execution.local import default_scratch_root
+        from tests._support.warm_servers import stop_servers_under
+
         self.airflow.stop()
+        # The tasks' warm runtime servers run in their own sessions, out of Airflow's process group.
+        stop_servers_under(default_scratch_root())
         self.mlflow.stop()
         if self.s3:
             self.s3.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 
 import mlflow.pyfunc
@@ -334,26 +333,25 @@ def test_id_columns_rendered_to_one_name_is_one_column(
 def test_sharded_inference_in_the_warm_runtime_scores_as_new_processes_do_and_records_cost(
     airflow_env, registered_churn, mlflow_server, s3_server, monkeypatch, capfd
 ):
-    """``[ai_provider] warm_runtime`` on: every shard of two DAG runs is forked by one warm runtime
-    server, and the outputs, MLflow runs and cost metrics are those of new runtime processes."""
-    import signal
+    """With ``[ai_provider] warm_runtime`` as it is by default (on), every shard of two DAG runs is
+    forked by one warm runtime server, and the outputs, MLflow runs and cost metrics are those of new
+    runtime processes."""
     import tempfile
     from pathlib import Path
 
     from airflow_ai_provider import cost
     from airflow_ai_provider.execution import local
+    from tests._support.warm_servers import servers_under, stop_servers_under
     from tests.dags.ai_test_dags import s3_batch_inference
-    from tests.unit.execution.test_warm_runtime import servers_under
 
     root = Path(tempfile.mkdtemp(prefix="aiw-", dir="/tmp"))  # a Unix socket path is short
     monkeypatch.setattr(local, "default_scratch_root", lambda: root)
-    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "True")
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", raising=False)
     try:
         runs = [s3_batch_inference().test(), s3_batch_inference().test()]
         servers = servers_under(root)
     finally:
-        for pid in servers_under(root):
-            os.kill(pid, signal.SIGTERM)
+        stop_servers_under(root)
     assert [dag_run.state for dag_run in runs] == ["success", "success"]
     log = capfd.readouterr().out
     forked_by = set(re.findall(r"Runtime forked by the warm runtime server (\d+) as process \d+", log))

@@ -50,14 +50,16 @@ def test_templated_mode_is_checked_when_the_task_runs():
         _ = op.resolved_execution_mode
 
 
-def test_warm_runtime_is_off_by_default_and_turned_on_by_its_option(monkeypatch):
+def test_warm_runtime_is_on_by_default_and_turned_off_by_its_option(monkeypatch):
     from airflow_ai_provider.config import warm_runtime_enabled, warm_runtime_idle_seconds
 
-    assert warm_runtime_enabled() is False
-    assert warm_runtime_idle_seconds() == 600
-    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "True")
-    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS", "30")
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", raising=False)
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS", raising=False)
     assert warm_runtime_enabled() is True
+    assert warm_runtime_idle_seconds() == 600
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", "False")
+    monkeypatch.setenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME_IDLE_SECONDS", "30")
+    assert warm_runtime_enabled() is False
     assert warm_runtime_idle_seconds() == 30
 
 

@@ -5,7 +5,6 @@ the server cannot be used. Real processes throughout; every server a test starts
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.runtime.contract import MARKER_ENV
 from tests._support.system import run_at_once, wait_for
+from tests._support.warm_servers import alive, servers_under, stop_servers_under
 from tests.conftest import REPO_ROOT
 from tests.unit.runtime.conftest import customers, read_output, registry, write_parquet
 
@@ -46,28 +46,6 @@ class _Lines(logging.Handler):
         self.records.append(record)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
-def servers_under(root: Path) -> list[int]:
-    """Live warm runtime servers whose socket is under ``root``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-            ours = warm_runtime.SERVER_MODULE.encode() in cmdline and str(root).encode() in cmdline
-            if ours and _alive(int(name)):
-                found.append(int(name))
-    return found
-
-
 @pytest.fixture
 def warm_root() -> Iterator[Path]:
     """A short scratch root (a Unix socket path is at most 107 bytes); its servers are stopped after."""
@@ -75,14 +53,7 @@ def warm_root() -> Iterator[Path]:
     try:
         yield root
     finally:
-        for pid in servers_under(root):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(pid), signal.SIGTERM)
-        with contextlib.suppress(AssertionError):
-            wait_for(lambda: not servers_under(root), timeout=15, what="the servers to stop")
-        for pid in servers_under(root):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        stop_servers_under(root)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -180,12 +151,12 @@ def test_kill_ends_the_forked_job_and_a_grandchild_it_started(warm_root, tmp_pat
     runner, thread, outcome = _start_sleeper(tmp_path, warm_root, "sleeper")
     seen = report(tmp_path, "sleeper")
     assert isinstance(runner.process, warm_runtime.WarmJob) and seen["pid"] == runner.process.pid
-    assert _alive(seen["pid"]) and _alive(seen["grandchild"])
+    assert alive(seen["pid"]) and alive(seen["grandchild"])
 
     runner.kill()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert not _alive(seen["pid"]) and not _alive(seen["grandchild"])
+    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
     (result,) = outcome
     assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
     assert runner.process.returncode == 128 + signal.SIGTERM
@@ -221,8 +192,8 @@ def test_a_server_stopped_with_sigterm_stops_its_job_retryably_and_removes_its_s
     assert not thread.is_alive()
     (result,) = outcome
     assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
-    assert not _alive(seen["pid"]) and not _alive(seen["grandchild"])
-    wait_for(lambda: not _alive(runner.process.server_pid), timeout=15, what="the server to exit")
+    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
+    wait_for(lambda: not alive(runner.process.server_pid), timeout=15, what="the server to exit")
     assert not socket_path.exists()
 
 
@@ -237,7 +208,7 @@ def test_a_job_dies_with_its_server_and_the_try_fails_retryably(warm_root, tmp_p
     assert not thread.is_alive()
     (error,) = outcome
     assert isinstance(error, JobFailedError) and "code -9 without writing a result" in str(error)
-    assert not _alive(seen["pid"]) and not _alive(seen["grandchild"])
+    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
 
 
 _CLIENT = """
@@ -260,11 +231,11 @@ def test_a_job_ends_when_its_client_is_killed_with_sigkill(warm_root, tmp_path):
     try:
         job_pid = int(client.stdout.readline())
         seen = report(tmp_path, "orphan")
-        assert seen["pid"] == job_pid and _alive(seen["grandchild"])
+        assert seen["pid"] == job_pid and alive(seen["grandchild"])
         client.kill()
         client.wait(timeout=10)
         wait_for(
-            lambda: not _alive(job_pid) and not _alive(seen["grandchild"]), timeout=15, what="the job to end"
+            lambda: not alive(job_pid) and not alive(seen["grandchild"]), timeout=15, what="the job to end"
         )
     finally:
         client.kill()
@@ -313,7 +284,7 @@ def test_a_server_whose_imported_files_changed_is_replaced(warm_root, tmp_path):
     assert new.process.server_pid != old.process.server_pid
     assert result["status"] == "failed" and result["error"] == BAD_SPEC_ERROR
     assert not [r for r in log if r.levelno >= logging.WARNING]
-    wait_for(lambda: not _alive(old.process.server_pid), timeout=15, what="the stale server to exit")
+    wait_for(lambda: not alive(old.process.server_pid), timeout=15, what="the stale server to exit")
     assert servers_under(warm_root) == [new.process.server_pid]
 
 
@@ -326,7 +297,7 @@ def test_an_idle_server_exits_and_removes_its_socket(warm_root, monkeypatch):
     (socket_path,) = folder.glob("*.sock")
     assert socket_path.stat().st_mode & 0o777 == 0o600
 
-    wait_for(lambda: not _alive(runner.process.server_pid), timeout=30, what="the idle server to exit")
+    wait_for(lambda: not alive(runner.process.server_pid), timeout=30, what="the idle server to exit")
     assert not socket_path.exists()
 
 
@@ -342,17 +313,33 @@ def test_bad_input_through_the_warm_runtime_is_exit_code_2_with_one_error_line_a
 
 
 def test_a_job_runs_as_a_new_process_with_one_warning_when_the_server_cannot_start(warm_root, tmp_path):
-    python = tmp_path / "python-without-warm-server"
-    python.write_text(
-        "#!/bin/bash\n"
-        f'if [ "$2" = "{warm_runtime.SERVER_MODULE}" ]; then echo "no warm server in this image" >&2; exit 1; fi\n'
-        f'exec {sys.executable} "$@"\n'
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"if {warm_runtime.SERVER_MODULE!r} in sys.orig_argv:\n"
+        "    sys.exit('no warm server in this image')\n"
     )
-    python.chmod(0o755)
-    runner, result, log = run_job([str(python), *BAD_SPEC[1:]], warm_root)
+    runner, result, log = run_job(BAD_SPEC, warm_root, {"PYTHONPATH": f"{site}:{REPO_ROOT}"})
 
     assert isinstance(runner.process, subprocess.Popen)
     assert result["status"] == "failed" and result["error"] == BAD_SPEC_ERROR
     warnings = [r.getMessage() for r in log if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "no warm server in this image" in warnings[0], warnings
     assert warnings[0].startswith("Warm runtime not used, starting the runtime as a new process")
+
+
+def test_an_interpreter_that_is_a_script_runs_every_job_itself_without_a_server(warm_root, tmp_path):
+    python = tmp_path / "wrapped-python"
+    python.write_text(
+        f'#!/bin/bash\necho "wrapper ran for $3" >> {tmp_path}/wrapper.log\nexec {sys.executable} "$@"\n'
+    )
+    python.chmod(0o755)
+    for _ in range(2):
+        runner, result, log = run_job([str(python), *BAD_SPEC[1:]], warm_root)
+        assert isinstance(runner.process, subprocess.Popen)
+        assert result["status"] == "failed" and result["error"] == BAD_SPEC_ERROR
+        assert not [r for r in log if r.levelno >= logging.WARNING]
+
+    assert (tmp_path / "wrapper.log").read_text().splitlines() == ["wrapper ran for infer"] * 2
+    assert servers_under(warm_root) == []
