@@ -9,7 +9,7 @@ Each round starts fresh ``python -m airflow_ai_provider.runtime infer`` processe
 - ``warm, full exit``: the same with ``AI_PROVIDER_RUNTIME_FULL_EXIT=1`` (the interpreter's normal
   teardown instead of ``os._exit``), to compare the exit time in the same run;
 - ``warm runtime, cold cache`` and ``warm runtime, warm cache``: the job forked by the warm runtime
-  server (``[ai_provider] warm_runtime``, :mod:`airflow_ai_provider.execution.warm_runtime`), which
+  server (``[ai_provider] warm_runtime``, on by default; :mod:`airflow_ai_provider.execution.warm_runtime`), which
   imported numpy, pyarrow, pandas and scikit-learn once when it started, with an empty cache folder
   and with the filled one. The second is what a second shard on the same worker pays.
 
@@ -246,14 +246,15 @@ def report(
             f"({rounds} interleaved rounds, medians; a real `mlflow server` on loopback, a registered "
             "HistGradientBoosting churn model saved with cloudpickle, a one-batch input of 5,000 rows). "
             "Each figure is one job: a new runtime process (`off`, `cold`, `warm`), or a job forked by "
-            "the warm runtime server (`[ai_provider] warm_runtime`, started once before the rounds).",
+            "the warm runtime server (`[ai_provider] warm_runtime`, on by default, so what a local job "
+            "gets; started once before the rounds).",
             "",
             machine_line() + f" Machine load (1/5/15 min): {loads} after.",
             "",
             *rows,
             "",
             f"- **Must reach: a second shard's model load with a warm cache at most 1/5 of a cold load: "
-            f"{met}.** In the warm runtime with the cache filled {forked_warm:.3f} s, against a cold load "
+            f"{met}.** In the warm runtime (the default) with the cache filled {forked_warm:.3f} s, against a cold load "
             f"(a new process, empty cache) of {cold:.2f} s: {ratio:.2f}x.",
             f"- The cache alone, in a new process: {warm:.2f} s warm against {cold:.2f} s cold "
             f"({warm / cold:.2f}x; no cache {off:.2f} s). What is left there is scikit-learn's own import "
