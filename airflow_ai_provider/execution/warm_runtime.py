@@ -63,6 +63,9 @@ IMPORT_TIME_ENV_PREFIXES = (
     "LD_",
     "LANG",
     "LC_",
+    "MLFLOW_CONFIGURE_LOGGING",
+    "MLFLOW_LOGGING_LEVEL",
+    "GX_",
 )
 #: Worker variables a server gets as they are (a job gets its whole environment from the request).
 _SERVER_BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TMP", "TEMP")

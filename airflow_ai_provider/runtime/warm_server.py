@@ -1,8 +1,8 @@
 """The warm runtime's server: one process that imported the heavy libraries once forks one job per request.
 
 ``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N`` preloads numpy,
-pyarrow, pandas, scikit-learn and the runtime's job modules (never MLflow or Great Expectations: an
-import of either is refused while preloading), then listens on the Unix socket ``PATH`` (mode 0600 in
+pyarrow, pandas, scikit-learn, MLflow, Great Expectations and the runtime's job modules (none of
+them starts a thread when imported: a server whose preload did refuses to fork), then listens on the Unix socket ``PATH`` (mode 0600 in
 a 0700 folder). Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
 ``python -m airflow_ai_provider.runtime <argv>`` (:mod:`.warm_job`): its own session and process
 group, the request's environment, working folder and standard fds. The server replies with the
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.abc
 import os
 import selectors
 import signal
@@ -45,12 +44,14 @@ PRELOADS = (
     "yaml",
     "cloudpickle",
     "skops.io",
+    "mlflow",
+    "mlflow.pyfunc",
+    "mlflow.sklearn",
+    "great_expectations",
     "airflow_ai_provider.runtime.__main__",
     "airflow_ai_provider.runtime.tracking",
     "airflow_ai_provider.runtime.models.loading",
 )
-#: Packages the server never imports: they start threads or are large, and only some jobs need them.
-NOT_PRELOADED = ("mlflow", "great_expectations")
 #: Seconds the jobs get between the server's SIGTERM and SIGKILL (the runtime stops within 7 s).
 STOP_GRACE_S = 10.0
 #: Seconds a client may take to send its request, and a reply may take to go out.
@@ -64,31 +65,14 @@ def log(message: str) -> None:
     print(f"warm runtime server {os.getpid()}: {message}", file=sys.stderr, flush=True)
 
 
-class _RefuseImports(importlib.abc.MetaPathFinder):
-    """Makes an import of the named top-level packages fail, so a preload that needs one is skipped."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
-        if fullname.partition(".")[0] in self.names:
-            raise ImportError(f"{fullname} is not imported by the warm runtime server")
-        return None
-
-
 def preload() -> list[str]:
     """Import :data:`PRELOADS` and the runtime's job modules; return the files of every module imported."""
-    blocker = _RefuseImports(NOT_PRELOADED)
-    sys.meta_path.insert(0, blocker)
-    try:
-        for name in PRELOADS:
-            _try_import(name)
-        from airflow_ai_provider.runtime.__main__ import JOB_MODULES
+    for name in PRELOADS:
+        _try_import(name)
+    from airflow_ai_provider.runtime.__main__ import JOB_MODULES
 
-        for name in JOB_MODULES.values():
-            _try_import(name)
-    finally:
-        sys.meta_path.remove(blocker)
+    for name in JOB_MODULES.values():
+        _try_import(name)
     return imported_files()
 
 
