@@ -19,8 +19,12 @@ The task logs add a finer split where their lines are found (Airflow's ``Worker 
 complete`` with ``dag_file_parse_ms``, the operator's ``Job spec:`` line just before the runtime is
 spawned, and ``Runtime exited``).
 
-Run: ``.venv/bin/python benchmarks/bench_main_job.py`` (several minutes; state in
-``benchmarks/.work/main_job``, removed at the start of each run).
+The baseline of the chain times is a second fresh deployment in the same run with the warm runtime
+off (``AIRFLOW__AI_PROVIDER__WARM_RUNTIME=False``: every job a new interpreter); ``--no-baseline``
+skips it.
+
+Run: ``.venv/bin/python benchmarks/bench_main_job.py`` (about 10 minutes; state in
+``benchmarks/.work/main_job``, removed at the start of each deployment).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import shutil
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +152,16 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _to_predictions(chains: list[dict[str, float | None]]) -> list[float]:
+    """Seconds from trigger to predictions of each chain that has both."""
+    return [m["predictions"] - m["trigger"] for m in chains if m["trigger"] and m["predictions"]]
+
+
+def _orchestration(rows: list[dict[str, Any]]) -> float:
+    """Median pre + post of the AI tasks that ran a runtime."""
+    return statistics.median(row["pre"] + row["post"] for row in rows if "pre" in row and "post" in row)
+
+
 def _render(
     phases: dict[str, float],
     reports: list[Any],
@@ -243,7 +258,7 @@ def _render(
     post = [row["post"] for row in ai_rows if "post" in row]
     plain = [row["duration"] for row in plain_rows]
     if pre and post and plain:
-        overhead = statistics.median([a + b for a, b in zip(pre, post, strict=True)])
+        overhead = _orchestration(rows)
         out += [
             "",
             f"Median over {len(pre)} AI tasks: pre {statistics.median(pre):.2f} s + post "
@@ -274,11 +289,7 @@ def _render(
             f" The promotion tasks run no runtime (alias compare-and-set and tags from the worker): "
             f"{durations}, against the plain median {statistics.median(plain):.2f} s."
         )
-    predictions = [
-        marks["predictions"] - marks["trigger"]
-        for marks in chains
-        if marks["trigger"] and marks["predictions"]
-    ]
+    predictions = _to_predictions(chains)
     if predictions:
         verdict = "met" if max(predictions) <= 40 else "not met"
         out += [
@@ -298,43 +309,95 @@ def _task_line(row: dict[str, Any], cells: list[float | None]) -> str:
     return f"| {row['chain']} | {row['dag']} | {row['task']} | " + " | ".join(_fmt(c) for c in cells) + " |"
 
 
+@dataclass
+class Deployment:
+    """What one deployment's chains produced."""
+
+    phases: dict[str, float]
+    reports: list[Any]
+    chains: list[dict[str, float | None]]
+    rows: list[dict[str, Any]]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.reports) and all(
+            len(report.runs) == len(DAGS) and all(r["state"] == "success" for r in report.runs.values())
+            for report in self.reports
+        )
+
+
+def measure(args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> Deployment:
+    """Start a fresh deployment (``extra_env`` for Airflow and its tasks), run the chains, stop it."""
+    shutil.rmtree(HOME, ignore_errors=True)
+    HOME.mkdir(parents=True)
+    done = Deployment({}, [], [], [])
+    begin = time.monotonic()
+    stack = start_stack(HOME, extra_env=extra_env)
+    done.phases["start MLflow + Airflow, DAGs parsed and unpaused"] = time.monotonic() - begin
+    try:
+        begin = time.monotonic()
+        write_sample_data(stack, rows=args.rows, scoring_rows=args.scoring_rows)
+        done.phases[f"write holdout and {args.scoring_rows:,} rows to score"] = time.monotonic() - begin
+        for number in range(1, args.chains + 1):
+            report = run_chain(stack, rows=args.rows, seed=10 + number)
+            done.reports.append(report)
+            done.phases[f"chain {number}: landing {args.rows:,} rows -> last DAG run finished"] = (
+                report.seconds
+            )
+            chain_rows = [{**row, "chain": number} for row in _task_rows(stack, report)]
+            done.rows += chain_rows
+            done.chains.append(_chain_marks(stack, report, chain_rows))
+    finally:
+        begin = time.monotonic()
+        stack.stop()
+        done.phases["stop"] = time.monotonic() - begin
+    return done
+
+
+def _baseline_lines(measured: Deployment, baseline: Deployment) -> list[str]:
+    """The same chains in a deployment with the warm runtime off, against the default, in one table."""
+
+    def runtime(deployment: Deployment) -> float:
+        return statistics.median(row["runtime"] for row in deployment.rows if "runtime" in row)
+
+    out = [
+        "",
+        "Baseline in the same run: a second fresh deployment with the warm runtime off "
+        "(`AIRFLOW__AI_PROVIDER__WARM_RUNTIME=False`: every job a new interpreter, as before it), "
+        "the same chains after the default one.",
+        "",
+        "| deployment | trigger -> predictions, per chain (s) | median runtime phase per AI task (s) "
+        "| median pre + post per AI task (s) |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    for name, deployment in (("warm runtime on (default)", measured), ("warm runtime off", baseline)):
+        chains = ", ".join(f"{x:.1f}" for x in _to_predictions(deployment.chains))
+        out.append(
+            f"| {name} | {chains} | {runtime(deployment):.2f} | {_orchestration(deployment.rows):.2f} |"
+        )
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="new labelled customers to ingest")
     parser.add_argument("--scoring-rows", type=int, default=100_000, help="customers to score")
     parser.add_argument("--chains", type=int, default=2, help="chains run one after the other")
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the deployment with the warm runtime off"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md")
     args = parser.parse_args()
     command = ".venv/bin/python benchmarks/bench_main_job.py"
     if (args.rows, args.scoring_rows, args.chains) != (20_000, 100_000, 2):
         command += f" --rows {args.rows} --scoring-rows {args.scoring_rows} --chains {args.chains}"
-    shutil.rmtree(HOME, ignore_errors=True)
-    HOME.mkdir(parents=True)
-    phases: dict[str, float] = {}
-    begin = time.monotonic()
-    stack = start_stack(HOME)
-    phases["start MLflow + Airflow, DAGs parsed and unpaused"] = time.monotonic() - begin
-    reports, rows, chains = [], [], []
-    try:
-        begin = time.monotonic()
-        write_sample_data(stack, rows=args.rows, scoring_rows=args.scoring_rows)
-        phases[f"write holdout and {args.scoring_rows:,} rows to score"] = time.monotonic() - begin
-        for number in range(1, args.chains + 1):
-            report = run_chain(stack, rows=args.rows, seed=10 + number)
-            reports.append(report)
-            phases[f"chain {number}: landing {args.rows:,} rows -> last DAG run finished"] = report.seconds
-            chain_rows = [{**row, "chain": number} for row in _task_rows(stack, report)]
-            rows += chain_rows
-            chains.append(_chain_marks(stack, report, chain_rows))
-    finally:
-        begin = time.monotonic()
-        stack.stop()
-        phases["stop"] = time.monotonic() - begin
-    complete = bool(reports) and all(
-        len(report.runs) == len(DAGS) and all(r["state"] == "success" for r in report.runs.values())
-        for report in reports
-    )
-    body = _render(phases, reports, chains, rows, command)
+    measured = measure(args)
+    body = _render(measured.phases, measured.reports, measured.chains, measured.rows, command)
+    complete = measured.complete
+    if complete and not args.no_baseline:
+        baseline = measure(args, {"AIRFLOW__AI_PROVIDER__WARM_RUNTIME": "False"})
+        complete = baseline.complete
+        body += "\n" + "\n".join(_baseline_lines(measured, baseline))
     print(body)
     if not complete:
         print(f"\nthe chain did not complete: see the task logs under {HOME / 'airflow' / 'logs'}")
