@@ -375,6 +375,15 @@ def _baseline_lines(measured: Deployment, baseline: Deployment) -> list[str]:
         out.append(
             f"| {name} | {chains} | {runtime(deployment):.2f} | {_orchestration(deployment.rows):.2f} |"
         )
+    first = next((row for row in measured.rows if "spawn_to_runtime" in row), None)
+    if first is not None:
+        out += [
+            "",
+            f"The first AI task of the deployment ({first['dag']}.{first['task']}) started the worker's warm "
+            f"runtime server and waited for its preload: spawn {first['spawn_to_runtime']:.2f} s, against "
+            "the spawn median above for the tasks forked by the running server. That server start is in "
+            "chain 1 only (and again after `[ai_provider] warm_runtime_idle_seconds` without a job).",
+        ]
     return out
 
 
