@@ -2,8 +2,8 @@
 
 ``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N`` preloads numpy,
 pyarrow, pandas, scikit-learn, MLflow, Great Expectations and the runtime's job modules (none of
-them starts a thread when imported: a server whose preload did refuses to fork), then listens on the Unix socket ``PATH`` (mode 0600 in
-a 0700 folder). Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
+them starts a thread when imported: a server whose preload did refuses to fork), then listens on
+the Unix socket ``PATH`` (mode 0600 in a 0700 folder). Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
 ``python -m airflow_ai_provider.runtime <argv>`` (:mod:`.warm_job`): its own session and process
 group, the request's environment, working folder and standard fds. The server replies with the
 child's pid, reaps it on SIGCHLD and replies with its exit code and resource usage.
