@@ -39,6 +39,10 @@ class TaskRun:
     url: str | None
 
 
+#: Elections of a DAG run's parent run a task holds before it gives up (each lost one was deleted).
+_ELECTIONS = 5
+
+
 def find_runs(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> list[Any]:
     """The runs (at most 50) carrying ``tags``, oldest first: the first is the elected one."""
     filter_string = " and ".join(f"tags.`{key}` = {filter_value(value)}" for key, value in tags.items())
@@ -80,6 +84,25 @@ def _elect_parent_run(client: MlflowClient, experiment_id: str, who: RunIdentity
     return _get_or_create_run(client, experiment_id, dag_run_tags(who), tags)
 
 
+def _open_parent_run(client: MlflowClient, experiment_id: str, who: RunIdentity) -> str:
+    """Elect the DAG run's parent run and mark it running; return its id.
+
+    A parent elected a moment ago can still lose the election to an older run that a racing task
+    created, and be deleted by that task: then the election runs again.
+    """
+    for _ in range(_ELECTIONS):
+        parent_id = _elect_parent_run(client, experiment_id, who)
+        try:
+            client.update_run(parent_id, status="RUNNING")
+            return parent_id
+        except MlflowApiError:
+            if client.get_run(parent_id).info.lifecycle_stage != "deleted":
+                raise
+    raise MlflowApiError(
+        f"the parent run of DAG run {who.dag_id}/{who.run_id} was deleted {_ELECTIONS} times while booked"
+    )
+
+
 def start_task_run(hook: MlflowHook, who: RunIdentity, experiment_name: str) -> TaskRun:
     """Book (or, on a retry, reopen) the task's nested run under the DAG run's parent run.
 
@@ -90,8 +113,7 @@ def start_task_run(hook: MlflowHook, who: RunIdentity, experiment_name: str) -> 
     hook.ask_again()  # a new try asks again
     experiment_id = hook.get_or_create_experiment(experiment_name)
     with hook.client() as client:
-        parent_id = _elect_parent_run(client, experiment_id, who)
-        client.update_run(parent_id, status="RUNNING")
+        parent_id = _open_parent_run(client, experiment_id, who)
         keys = {
             Tag.ROLE: "task",
             Tag.DAG_ID: who.dag_id,

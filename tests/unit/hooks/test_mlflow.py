@@ -170,6 +170,36 @@ def test_concurrent_tasks_converge_on_one_parent_run(store):
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parents[0].info.run_id}
 
 
+def test_a_parent_run_deleted_by_a_racing_task_right_after_its_election_is_elected_again(store, monkeypatch):
+    """The race that concurrent tasks hit at random, made certain: right after this task elects the
+    DAG run's parent, a racing task's older parent run appears and the racer deletes the elected one
+    (the interleaving is injected around the real election; the store is real)."""
+    import mlflow
+
+    from airflow_ai_provider import mlflow_runs
+
+    real_election = mlflow_runs._elect_parent_run
+    rivals: list[str] = []
+
+    def election_then_a_racer(client, experiment_id, who):
+        elected = real_election(client, experiment_id, who)
+        if not rivals:
+            racer = mlflow.MlflowClient(store)
+            older = racer.get_run(elected).info.start_time - 1000
+            tags = {**mlflow_runs.dag_run_tags(who), "mlflow.runName": f"{who.dag_id}/{who.run_id}"}
+            rivals.append(racer.create_run(experiment_id, start_time=older, tags=tags).info.run_id)
+            racer.delete_run(elected)
+        return elected
+
+    monkeypatch.setattr(mlflow_runs, "_elect_parent_run", election_then_a_racer)
+    run = start_task_run(MlflowHook(), _who(), "exp")
+
+    assert run.parent_run_id == rivals[0]
+    with MlflowHook().client() as client:
+        assert client.get_run(rivals[0]).info.status == "RUNNING"
+        assert client.get_run(run.run_id).data.tags["mlflow.parentRunId"] == rivals[0]
+
+
 def test_alias_is_pinned_once_per_dag_run(registered):
     hook = registered
     run = start_task_run(hook, _who(), "exp")
