@@ -13,29 +13,16 @@ import signal
 from pathlib import Path
 
 from airflow_ai_provider.execution import warm_runtime
-from tests._support.system import wait_for
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+from tests._support.system import wait_for, with_marker
 
 
 def servers_under(root: Path) -> list[int]:
     """Live warm runtime servers whose socket is under ``root``."""
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in with_marker(warm_runtime.SERVER_MODULE):
         with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-            ours = warm_runtime.SERVER_MODULE.encode() in cmdline and str(root).encode() in cmdline
-            if ours and alive(int(name)):
-                found.append(int(name))
+            if str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
     return found
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from airflow_ai_provider.exceptions import JobFailedError
 from airflow_ai_provider.execution.local import LocalJobRunner
+from airflow_ai_provider.runtime.contract.processes import running
 from tests._support.system import helper_argv, new_marker, no_leftover, with_marker
 
 FAKE_RUNTIME = """#!/bin/bash
@@ -31,16 +32,6 @@ def _fake_python(tmp_path: Path, body: str) -> str:
     script.write_text(FAKE_RUNTIME.format(body=body))
     script.chmod(0o755)
     return str(script)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is dead for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def test_output_is_streamed_and_result_returned(tmp_path, caplog):
@@ -90,11 +81,11 @@ def test_kill_stops_the_runtime_and_everything_it_started(tmp_path):
         assert time.monotonic() < deadline, "fake runtime did not start"
         time.sleep(0.05)
     grandchild = int(pid_file.read_text())
-    assert _alive(grandchild)
+    assert running(grandchild)
     runner.kill()
     thread.join(timeout=15)
     assert not thread.is_alive()
-    assert not _alive(grandchild)
+    assert not running(grandchild)
     assert errors and isinstance(errors[0], JobFailedError)
 
 
@@ -122,7 +113,7 @@ def test_task_timeout_in_airflow_kills_the_job_and_fails_the_mlflow_run(airflow_
     dag = local_timeout()
     dag_run = dag.test()
     assert dag_run.state == "failed"
-    assert not _alive(int(pid_file.read_text()))
+    assert not running(int(pid_file.read_text()))
     with MlflowHook().client() as client:
         (run,) = client.search_runs(
             [client.get_experiment_by_name("airflow/local_timeout").experiment_id],

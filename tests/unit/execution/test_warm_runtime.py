@@ -24,8 +24,9 @@ import pytest
 from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.execution.local import LocalJobRunner
 from airflow_ai_provider.runtime.contract import MARKER_ENV
+from airflow_ai_provider.runtime.contract.processes import running
 from tests._support.system import run_at_once, wait_for
-from tests._support.warm_servers import alive, servers_under, stop_servers_under
+from tests._support.warm_servers import servers_under, stop_servers_under
 from tests.conftest import REPO_ROOT
 from tests.unit.runtime.conftest import customers, read_output, registry, write_parquet
 
@@ -151,12 +152,12 @@ def test_kill_ends_the_forked_job_and_a_grandchild_it_started(warm_root, tmp_pat
     runner, thread, outcome = _start_sleeper(tmp_path, warm_root, "sleeper")
     seen = report(tmp_path, "sleeper")
     assert isinstance(runner.process, warm_runtime.WarmJob) and seen["pid"] == runner.process.pid
-    assert alive(seen["pid"]) and alive(seen["grandchild"])
+    assert running(seen["pid"]) and running(seen["grandchild"])
 
     runner.kill()
     thread.join(timeout=30)
     assert not thread.is_alive()
-    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
+    assert not running(seen["pid"]) and not running(seen["grandchild"])
     (result,) = outcome
     assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
     assert runner.process.returncode == 128 + signal.SIGTERM
@@ -192,8 +193,8 @@ def test_a_server_stopped_with_sigterm_stops_its_job_retryably_and_removes_its_s
     assert not thread.is_alive()
     (result,) = outcome
     assert result["status"] == "failed" and result["retryable"] and "SIGTERM" in result["error"]
-    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
-    wait_for(lambda: not alive(runner.process.server_pid), timeout=15, what="the server to exit")
+    assert not running(seen["pid"]) and not running(seen["grandchild"])
+    wait_for(lambda: not running(runner.process.server_pid), timeout=15, what="the server to exit")
     assert not socket_path.exists()
 
 
@@ -208,7 +209,7 @@ def test_a_job_dies_with_its_server_and_the_try_fails_retryably(warm_root, tmp_p
     assert not thread.is_alive()
     (error,) = outcome
     assert isinstance(error, JobFailedError) and "code -9 without writing a result" in str(error)
-    assert not alive(seen["pid"]) and not alive(seen["grandchild"])
+    assert not running(seen["pid"]) and not running(seen["grandchild"])
 
 
 _CLIENT = """
@@ -231,11 +232,13 @@ def test_a_job_ends_when_its_client_is_killed_with_sigkill(warm_root, tmp_path):
     try:
         job_pid = int(client.stdout.readline())
         seen = report(tmp_path, "orphan")
-        assert seen["pid"] == job_pid and alive(seen["grandchild"])
+        assert seen["pid"] == job_pid and running(seen["grandchild"])
         client.kill()
         client.wait(timeout=10)
         wait_for(
-            lambda: not alive(job_pid) and not alive(seen["grandchild"]), timeout=15, what="the job to end"
+            lambda: not running(job_pid) and not running(seen["grandchild"]),
+            timeout=15,
+            what="the job to end",
         )
     finally:
         client.kill()
@@ -284,7 +287,7 @@ def test_a_server_whose_imported_files_changed_is_replaced(warm_root, tmp_path):
     assert new.process.server_pid != old.process.server_pid
     assert result["status"] == "failed" and result["error"] == BAD_SPEC_ERROR
     assert not [r for r in log if r.levelno >= logging.WARNING]
-    wait_for(lambda: not alive(old.process.server_pid), timeout=15, what="the stale server to exit")
+    wait_for(lambda: not running(old.process.server_pid), timeout=15, what="the stale server to exit")
     assert servers_under(warm_root) == [new.process.server_pid]
 
 
@@ -297,7 +300,7 @@ def test_an_idle_server_exits_and_removes_its_socket(warm_root, monkeypatch):
     (socket_path,) = folder.glob("*.sock")
     assert socket_path.stat().st_mode & 0o777 == 0o600
 
-    wait_for(lambda: not alive(runner.process.server_pid), timeout=30, what="the idle server to exit")
+    wait_for(lambda: not running(runner.process.server_pid), timeout=30, what="the idle server to exit")
     assert not socket_path.exists()
 
 
