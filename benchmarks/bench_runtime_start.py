@@ -9,9 +9,10 @@ Each round starts fresh ``python -m airflow_ai_provider.runtime infer`` processe
 - ``warm, full exit``: the same with ``AI_PROVIDER_RUNTIME_FULL_EXIT=1`` (the interpreter's normal
   teardown instead of ``os._exit``), to compare the exit time in the same run;
 - ``warm runtime, cold cache`` and ``warm runtime, warm cache``: the job forked by the warm runtime
-  server (``[ai_provider] warm_runtime``, on by default; :mod:`airflow_ai_provider.execution.warm_runtime`), which
-  imported numpy, pyarrow, pandas and scikit-learn once when it started, with an empty cache folder
-  and with the filled one. The second is what a second shard on the same worker pays.
+  server (``[ai_provider] warm_runtime``, on by default;
+  :mod:`airflow_ai_provider.execution.warm_runtime`), which imported numpy, pyarrow, pandas,
+  scikit-learn, MLflow and Great Expectations once when it started, with an empty cache folder and
+  with the filled one. The second is what a second shard on the same worker pays.
 
 The server is started once, before the rounds, by its first job; that job's time from the request to
 the job's pid is reported as the server's start.
@@ -254,8 +255,8 @@ def report(
             *rows,
             "",
             f"- **Must reach: a second shard's model load with a warm cache at most 1/5 of a cold load: "
-            f"{met}.** In the warm runtime (the default) with the cache filled {forked_warm:.3f} s, against a cold load "
-            f"(a new process, empty cache) of {cold:.2f} s: {ratio:.2f}x.",
+            f"{met}.** In the warm runtime (the default) with the cache filled {forked_warm:.3f} s, "
+            f"against a cold load (a new process, empty cache) of {cold:.2f} s: {ratio:.2f}x.",
             f"- The cache alone, in a new process: {warm:.2f} s warm against {cold:.2f} s cold "
             f"({warm / cold:.2f}x; no cache {off:.2f} s). What is left there is scikit-learn's own import "
             "(`import sklearn.ensemble`, scipy and scikit-learn modules) and the unpickling: with "

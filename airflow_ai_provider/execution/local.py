@@ -170,9 +170,10 @@ class LocalJobRunner:
     def _start(self, env: dict[str, str]) -> subprocess.Popen | warm_runtime.WarmJob:
         """Start the runtime: forked by the warm runtime server when it is on and can take the job,
         else as a new process (always for an interpreter that is a wrapper script)."""
-        if self.warm and warm_runtime.is_runtime_command(self.argv) and warm_runtime.is_script(self.argv[0]):
+        forkable = self.warm and warm_runtime.is_runtime_command(self.argv)
+        if forkable and warm_runtime.is_script(self.argv[0]):
             self.log.debug("Runtime started as a new process: its interpreter %s is a script", self.argv[0])
-        elif self.warm and warm_runtime.is_runtime_command(self.argv):
+        elif forkable:
             try:
                 job = warm_runtime.start_job(
                     self.argv,
