@@ -96,6 +96,40 @@ def terminate_process_group(
     process.wait()
 
 
+def _runtime_env(extra: Mapping[str, str], result_path: Path, marker: str, temp_dir: Path) -> dict[str, str]:
+    """The whole environment of a local runtime: the worker's, the model cache's, ``extra``, and the
+    try's result file, process marker and temporary folder."""
+    return {
+        **os.environ,
+        **model_cache_env(),
+        **extra,
+        RESULT_PATH_ENV: str(result_path),
+        "PYTHONUNBUFFERED": "1",
+        MARKER_ENV: marker,
+        **dict.fromkeys(("TMPDIR", "TMP", "TEMP"), str(temp_dir)),
+    }
+
+
+def prestart_warm_runtime(python: str, scratch_root: str | os.PathLike[str] | None = None) -> bool:
+    """Start the warm runtime server that forks this process's local jobs with interpreter ``python``,
+    in the background (:func:`.warm_runtime.prestart`), so that the first job need not wait for its
+    preload; return whether one was started. Nothing happens when the warm runtime is off or
+    ``python`` is a wrapper script.
+
+    :param python: the jobs' interpreter.
+    :param scratch_root: as for :class:`LocalJobRunner`.
+    :raises warm_runtime.WarmRuntimeUnavailable: the server cannot be started here.
+    """
+    if not warm_runtime_enabled() or warm_runtime.is_script(python):
+        return False
+    root = Path(scratch_root) if scratch_root else default_scratch_root()
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = _runtime_env({}, root / "return.json", "", root)  # only its import-time part names the server
+    return warm_runtime.prestart(
+        python, env, root=root / warm_runtime.FOLDER, idle_seconds=warm_runtime_idle_seconds()
+    )
+
+
 class LocalJobRunner:
     """Start one runtime command, stream its output, and return its JSON result.
 
@@ -139,15 +173,7 @@ class LocalJobRunner:
         self.clean_up("an earlier try")
         temp_dir = self._make_scratch()
         result_path = self.scratch / "return.json"
-        env = {
-            **os.environ,
-            **model_cache_env(),
-            **self.env,
-            RESULT_PATH_ENV: str(result_path),
-            "PYTHONUNBUFFERED": "1",
-            MARKER_ENV: self.marker,
-            **dict.fromkeys(("TMPDIR", "TMP", "TEMP"), str(temp_dir)),
-        }
+        env = _runtime_env(self.env, result_path, self.marker, temp_dir)
         started = time.monotonic()
         reader: threading.Thread | None = None
         try:

@@ -6,7 +6,8 @@ interpreter (:mod:`airflow_ai_provider.runtime.warm_server`), which forks the jo
 interpreter, package build, import-time environment (:data:`IMPORT_TIME_ENV_PREFIXES`) and working
 folder: its socket in the private folder ``root`` is named by their digest. The first job starts it
 (an ``flock`` makes concurrent shards start exactly one) and waits at most :data:`START_TIMEOUT_S`
-for it to listen.
+for it to listen. :func:`prestart` starts it in the background, before the first job needs it: the
+server holds the start lock until it listens, so a job started meanwhile waits for that server.
 
 When the server cannot take the job (it cannot start, it refuses, it answers out of protocol),
 :class:`WarmRuntimeUnavailable` says why, before anything ran: the caller starts the job as a new
@@ -128,16 +129,9 @@ def start_job(argv: Sequence[str], env: Mapping[str, str], *, root: Path, idle_s
     """
     if not is_runtime_command(argv):
         raise WarmRuntimeUnavailable(f"{list(argv[:3])} is not a runtime command")
-    try:
-        protocol.private_folder(root)
-    except (OSError, protocol.WarmProtocolError) as err:
-        raise WarmRuntimeUnavailable(f"folder {root} of the warm runtime cannot be used: {err}") from None
-    cwd = os.getcwd()
-    path = server_socket(argv[0], env, cwd, root)
-    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
-        raise WarmRuntimeUnavailable(f"socket path {path} is too long for a Unix socket")
+    path = _socket_for(argv[0], env, root)
     _reap_started()
-    request = protocol.job_request(argv[3:], env, cwd)
+    request = protocol.job_request(argv[3:], env, os.getcwd())
     stdin = os.open(os.devnull, os.O_RDONLY)
     read_fd, write_fd = os.pipe()
     try:
@@ -199,17 +193,67 @@ def _connect(path: Path) -> socket.socket | None:
     return conn
 
 
+def prestart(python: str, env: Mapping[str, str], *, root: Path, idle_seconds: int) -> bool:
+    """Start the server that a job with interpreter ``python`` and environment ``env`` will use, in the
+    background: return at once, without waiting for its preload. Nothing happens when one listens or
+    another process is starting it. Return whether a server was started.
+
+    :param python: the jobs' interpreter.
+    :param env: the jobs' whole environment (its import-time part names the server).
+    :param root: the private folder of the servers' sockets (created 0700).
+    :param idle_seconds: how long the server stays up without a job.
+    :raises WarmRuntimeUnavailable: the server cannot be started here.
+    """
+    path = _socket_for(python, env, root)
+    conn = _connect(path)
+    if conn is not None:
+        conn.close()
+        return False
+    with open(path.with_suffix(".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                return False  # a job or another prestart is starting it
+            raise WarmRuntimeUnavailable(f"cannot take the start lock of {path}: {err}") from None
+        try:
+            conn = _connect(path)
+            if conn is not None:
+                conn.close()
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # a socket that refuses connections: its server is gone
+            _start_server(path, python, env, idle_seconds, start_lock=handle.fileno())
+        except BaseException:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            raise
+    # Closing this descriptor leaves the lock to the server's copy of it, released once it listens.
+    return True
+
+
+def _socket_for(python: str, env: Mapping[str, str], root: Path) -> Path:
+    """The socket of the server for ``python``, ``env`` and this working folder, in the private ``root``."""
+    try:
+        protocol.private_folder(root)
+    except (OSError, protocol.WarmProtocolError) as err:
+        raise WarmRuntimeUnavailable(f"folder {root} of the warm runtime cannot be used: {err}") from None
+    path = server_socket(python, env, os.getcwd(), root)
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
+        raise WarmRuntimeUnavailable(f"socket path {path} is too long for a Unix socket")
+    return path
+
+
 def _connect_or_start(path: Path, python: str, env: Mapping[str, str], idle_seconds: int) -> socket.socket:
     conn = _connect(path)
     if conn is not None:
         return conn
-    with _start_lock(path.with_suffix(".lock")):
-        conn = _connect(path)  # another shard may have started it meanwhile
+    with _start_lock(path.with_suffix(".lock")) as start_lock:
+        conn = _connect(path)  # another shard (or a prestart) may have started it meanwhile
         if conn is not None:
             return conn
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a socket that refuses connections: its server is gone
-        server = _start_server(path, python, env, idle_seconds)
+        server = _start_server(path, python, env, idle_seconds, start_lock=start_lock)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             conn = _connect(path)
@@ -228,8 +272,9 @@ def _connect_or_start(path: Path, python: str, env: Mapping[str, str], idle_seco
 
 
 @contextlib.contextmanager
-def _start_lock(lock_path: Path) -> Iterator[None]:
-    """Hold the start lock of one server (bounded: a starter holds it at most :data:`START_TIMEOUT_S`)."""
+def _start_lock(lock_path: Path) -> Iterator[int]:
+    """Hold the start lock of one server and yield its fd (bounded: a starter holds it at most
+    :data:`START_TIMEOUT_S`, a starting server until it listens)."""
     with open(lock_path, "a") as handle:
         deadline = time.monotonic() + START_TIMEOUT_S + 10
         while True:
@@ -241,16 +286,20 @@ def _start_lock(lock_path: Path) -> Iterator[None]:
                     raise WarmRuntimeUnavailable(f"cannot take the start lock {lock_path}: {err}") from None
                 time.sleep(0.05)
         try:
-            yield
+            yield handle.fileno()
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _start_server(path: Path, python: str, env: Mapping[str, str], idle_seconds: int) -> subprocess.Popen:
-    """Start a server in its own session, its output in ``<socket>.log``."""
+def _start_server(
+    path: Path, python: str, env: Mapping[str, str], idle_seconds: int, *, start_lock: int
+) -> subprocess.Popen:
+    """Start a server in its own session, its output in ``<socket>.log``; it gets a copy of the start
+    lock's fd ``start_lock`` and holds the lock until it listens."""
     server_env = {name: os.environ[name] for name in _SERVER_BASE_ENV if name in os.environ}
     server_env.update(import_time_env(env))
     command = [python, "-m", SERVER_MODULE, "--socket", str(path), "--idle-seconds", str(idle_seconds)]
+    command += ["--start-lock-fd", str(start_lock)]
     with open(path.with_suffix(".log"), "w") as log:
         try:
             server = subprocess.Popen(
@@ -260,6 +309,7 @@ def _start_server(path: Path, python: str, env: Mapping[str, str], idle_seconds:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=(start_lock,),
             )
         except OSError as err:
             raise WarmRuntimeUnavailable(f"cannot start {python}: {err}") from None

@@ -1,9 +1,11 @@
 """The warm runtime's server: one process that imported the heavy libraries once forks one job per request.
 
-``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N`` preloads numpy,
-pyarrow, pandas, scikit-learn, MLflow, Great Expectations and the runtime's job modules (none of
-them starts a thread when imported: a server whose preload did refuses to fork), then listens on
-the Unix socket ``PATH`` (mode 0600 in a 0700 folder). Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
+``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N --start-lock-fd FD``
+preloads numpy, pyarrow, pandas, scikit-learn, MLflow, Great Expectations and the runtime's job
+modules (none of them starts a thread when imported: a server whose preload did refuses to fork),
+then listens on the Unix socket ``PATH`` (mode 0600 in a 0700 folder) and closes ``FD``, its copy of
+the start lock its starter took: until then a client waits for this server instead of starting
+another. Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
 ``python -m airflow_ai_provider.runtime <argv>`` (:mod:`.warm_job`): its own session and process
 group, the request's environment, working folder and standard fds. The server replies with the
 child's pid, reaps it on SIGCHLD and replies with its exit code and resource usage.
@@ -95,10 +97,18 @@ class WarmServer:
     :param socket_path: where to listen.
     :param idle_seconds: exit after this long without a running job or a new connection.
     :param module_files: the files the server imported; a request finds them unchanged or is refused.
+    :param start_lock_fd: the server's copy of its start lock, closed once it listens.
     """
 
-    def __init__(self, socket_path: Path, idle_seconds: float, module_files: list[str]) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        idle_seconds: float,
+        module_files: list[str],
+        start_lock_fd: int | None = None,
+    ) -> None:
         self.path = socket_path
+        self.start_lock_fd = start_lock_fd
         self.idle_seconds = idle_seconds
         self.module_files = module_files
         self.fingerprint = protocol.files_fingerprint(module_files)
@@ -123,6 +133,9 @@ class WarmServer:
         self.selector.register(self.wake_read, selectors.EVENT_READ, "signals")
         try:
             self._listen()
+            if self.start_lock_fd is not None:
+                os.close(self.start_lock_fd)  # clients waiting for the start lock now find it listening
+                self.start_lock_fd = None
             log(f"listening on {self.path} ({len(self.module_files)} module files preloaded)")
             while not (self.draining and not self.jobs):
                 timeout = self._timeout()
@@ -357,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m airflow_ai_provider.runtime.warm_server")
     parser.add_argument("--socket", required=True, help="path of the Unix socket to listen on")
     parser.add_argument("--idle-seconds", type=float, default=600.0, help="exit after this long idle")
+    parser.add_argument("--start-lock-fd", type=int, help="the start lock's fd, held until listening")
     args = parser.parse_args(argv)
     started = time.monotonic()
     files = preload()
@@ -364,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"preloading started {threading.active_count() - 1} thread(s): cannot fork jobs safely")
         return 1
     log(f"preloaded in {time.monotonic() - started:.1f} s")
-    return WarmServer(Path(args.socket), args.idle_seconds, files).serve()
+    return WarmServer(Path(args.socket), args.idle_seconds, files, args.start_lock_fd).serve()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG, Asset, task
 
 from airflow_ai_provider.operators.inference import BatchInferenceOperator
 
@@ -51,6 +51,32 @@ def s3_batch_inference() -> DAG:
     return dag
 
 
+def warm_started_inference() -> DAG:
+    """A plain first task that reports the warm runtime servers running under the worker's scratch
+    root, then local batch inference from S3 to S3."""
+    bucket = os.environ.get("AI_TEST_BUCKET", "bucket")
+    with DAG("warm_started_inference", schedule=None) as dag:
+
+        @task
+        def servers_running() -> list[int]:
+            from airflow_ai_provider.execution.local import default_scratch_root
+            from tests._support.warm_servers import servers_under
+
+            return servers_under(default_scratch_root())
+
+        servers_running() >> BatchInferenceOperator(
+            task_id="score",
+            model=os.environ.get("AI_TEST_MODEL", "churn@champion"),
+            input_uri=f"s3://{bucket}/scoring/",
+            output_uri=f"s3://{bucket}/predictions/{{{{ run_id }}}}",
+            id_columns=["customer_id"],
+            aws_conn_id="aws_test",
+            execution_mode="local",
+            retries=0,
+        )
+    return dag
+
+
 def retried_inference(
     dag_id: str = "retried_inference", *, retries: int = 1, batch_size: int | None = None
 ) -> DAG:
@@ -76,5 +102,6 @@ def retried_inference(
 
 local_timeout()
 s3_batch_inference()
+warm_started_inference()
 retried_inference()
 retried_inference("observed_inference", retries=0, batch_size=1000)

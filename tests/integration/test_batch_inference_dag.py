@@ -377,3 +377,35 @@ def test_sharded_inference_in_the_warm_runtime_scores_as_new_processes_do_and_re
             assert task.data.metrics["rows_out"] > 0
             assert task.data.metrics[cost.CPU_SECONDS] > 0  # the usage the server reaped
             assert task.data.metrics[cost.MEMORY_GB_SECONDS] > 0
+
+
+def test_the_first_task_of_a_dag_run_starts_the_warm_runtime_server_its_ai_task_is_forked_by(
+    airflow_env, registered_churn, s3_server, monkeypatch, capfd
+):
+    """The provider's plugin (loaded by Airflow from its entry point) starts the server when the
+    DAG's plain first task starts running; the AI task after it is forked by that server."""
+    import tempfile
+    from pathlib import Path
+
+    from airflow_ai_provider.execution import local
+    from tests._support.airflow_records import dag_run_outcomes
+    from tests._support.warm_servers import servers_under, stop_servers_under
+    from tests.dags.ai_test_dags import warm_started_inference
+
+    root = Path(tempfile.mkdtemp(prefix="aiw-", dir="/tmp"))  # a Unix socket path is short
+    monkeypatch.setattr(local, "default_scratch_root", lambda: root)
+    monkeypatch.delenv("AIRFLOW__AI_PROVIDER__WARM_RUNTIME", raising=False)
+    try:
+        dag_run = warm_started_inference().test()
+        servers = servers_under(root)
+    finally:
+        stop_servers_under(root)
+
+    assert dag_run.state == "success"
+    outcomes = {o.task_id: o for o in dag_run_outcomes("warm_started_inference", dag_run.run_id)}
+    assert outcomes["score"].result["status"] == "success"
+    seen_by_first_task = outcomes["servers_running"].result  # before any AI task ran
+    assert len(servers) == 1 and seen_by_first_task == servers
+    log = capfd.readouterr().out
+    assert f"Runtime forked by the warm runtime server {servers[0]} as process" in log
+    assert "Warm runtime not used" not in log
