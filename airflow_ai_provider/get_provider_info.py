@@ -203,8 +203,10 @@ def get_provider_info() -> dict[str, Any]:
                             "interpreter and package build that imported numpy, pyarrow, pandas, "
                             "scikit-learn, MLflow and Great Expectations once and forks one child per "
                             "job (its own process group, environment, scratch folder and exit code), so "
-                            "a job does not pay those imports. A job falls back to a new process when the server cannot be used, "
-                            "and an interpreter that is a script (a wrapper) runs every job itself."
+                            "a job does not pay those imports. The first task of a DAG with local AI "
+                            "tasks starts the server in the background. A job falls back to a new process "
+                            "when the server cannot be used, and an interpreter that is a script (a "
+                            "wrapper) runs every job itself."
                         ),
                         "version_added": "0.1.0",
                         "type": "boolean",

@@ -379,10 +379,11 @@ def _baseline_lines(measured: Deployment, baseline: Deployment) -> list[str]:
     if first is not None:
         out += [
             "",
-            f"The first AI task of the deployment ({first['dag']}.{first['task']}) started the worker's warm "
-            f"runtime server and waited for its preload: spawn {first['spawn_to_runtime']:.2f} s, against "
-            "the spawn median above for the tasks forked by the running server. That server start is in "
-            "chain 1 only (and again after `[ai_provider] warm_runtime_idle_seconds` without a job).",
+            f"The first AI task of the deployment ({first['dag']}.{first['task']}) waited for the rest of the "
+            "preload of the worker's warm runtime server, which the provider's plugin started in the "
+            f"background when the first task of {first['dag']} started: spawn {first['spawn_to_runtime']:.2f} "
+            "s, against the spawn median above for the tasks forked by the running server. That server start "
+            "is in chain 1 only (and again after `[ai_provider] warm_runtime_idle_seconds` without a job).",
         ]
     return out
 
