@@ -42,7 +42,8 @@ RUNTIME_MODULE = "airflow_ai_provider.runtime"
 SERVER_MODULE = "airflow_ai_provider.runtime.warm_server"
 #: The folder under the worker's scratch root that holds the servers' sockets, locks and logs.
 FOLDER = "warm-runtime"
-#: Seconds a new server gets to preload and listen (a few seconds on a busy machine).
+#: Seconds a job waits for a new server to preload and listen (a few seconds on a busy machine). A
+#: server not listening after twice as long ends itself (a hung start), freeing the start lock.
 START_TIMEOUT_S = 30.0
 #: Seconds a connection, a request or the pid reply may take.
 REPLY_TIMEOUT_S = 20.0
@@ -295,11 +296,12 @@ def _start_server(
     path: Path, python: str, env: Mapping[str, str], idle_seconds: int, *, start_lock: int
 ) -> subprocess.Popen:
     """Start a server in its own session, its output in ``<socket>.log``; it gets a copy of the start
-    lock's fd ``start_lock`` and holds the lock until it listens."""
+    lock's fd ``start_lock`` and holds the lock until it listens, or ends itself after twice
+    :data:`START_TIMEOUT_S` without listening."""
     server_env = {name: os.environ[name] for name in _SERVER_BASE_ENV if name in os.environ}
     server_env.update(import_time_env(env))
     command = [python, "-m", SERVER_MODULE, "--socket", str(path), "--idle-seconds", str(idle_seconds)]
-    command += ["--start-lock-fd", str(start_lock)]
+    command += ["--start-lock-fd", str(start_lock), "--start-limit-seconds", str(round(2 * START_TIMEOUT_S))]
     with open(path.with_suffix(".log"), "w") as log:
         try:
             server = subprocess.Popen(

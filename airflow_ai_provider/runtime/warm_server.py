@@ -1,13 +1,15 @@
 """The warm runtime's server: one process that imported the heavy libraries once forks one job per request.
 
-``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N --start-lock-fd FD``
-preloads numpy, pyarrow, pandas, scikit-learn, MLflow, Great Expectations and the runtime's job
-modules (none of them starts a thread when imported: a server whose preload did refuses to fork),
-then listens on the Unix socket ``PATH`` (mode 0600 in a 0700 folder) and closes ``FD``, its copy of
-the start lock its starter took: until then a client waits for this server instead of starting
-another. Each request (:mod:`~.contract.warm_protocol`) becomes a forked child that turns into
-``python -m airflow_ai_provider.runtime <argv>`` (:mod:`.warm_job`): its own session and process
-group, the request's environment, working folder and standard fds. The server replies with the
+``python -m airflow_ai_provider.runtime.warm_server --socket PATH --idle-seconds N --start-lock-fd FD
+--start-limit-seconds L`` preloads numpy, pyarrow, pandas, scikit-learn, MLflow, Great Expectations
+and the runtime's job modules (none of them starts a thread when imported: a server whose preload
+did refuses to fork), then listens on the Unix socket ``PATH`` (mode 0600 in a 0700 folder) and
+closes ``FD``, its copy of the start lock its starter took: until then a client waits for this
+server instead of starting another. A server that is not listening ``L`` seconds after it started
+(a hung import) is killed by its ``SIGALRM``, and the start lock is free again. Each request
+(:mod:`~.contract.warm_protocol`) becomes a forked child that turns into ``python -m
+airflow_ai_provider.runtime <argv>`` (:mod:`.warm_job`): its own session and process group, the
+request's environment, working folder and standard fds. The server replies with the
 child's pid, reaps it on SIGCHLD and replies with its exit code and resource usage.
 
 A single-threaded poll loop, so no Python thread is running when it forks. When a client's connection
@@ -133,6 +135,7 @@ class WarmServer:
         self.selector.register(self.wake_read, selectors.EVENT_READ, "signals")
         try:
             self._listen()
+            signal.alarm(0)  # started in time
             if self.start_lock_fd is not None:
                 os.close(self.start_lock_fd)  # clients waiting for the start lock now find it listening
                 self.start_lock_fd = None
@@ -371,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket", required=True, help="path of the Unix socket to listen on")
     parser.add_argument("--idle-seconds", type=float, default=600.0, help="exit after this long idle")
     parser.add_argument("--start-lock-fd", type=int, help="the start lock's fd, held until listening")
+    parser.add_argument("--start-limit-seconds", type=int, default=0, help="die unless listening by then")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    if args.start_limit_seconds > 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)  # its default action ends the process, even in C code
+        signal.alarm(args.start_limit_seconds)
     files = preload()
     if threading.active_count() != 1:
         log(f"preloading started {threading.active_count() - 1} thread(s): cannot fork jobs safely")

@@ -53,15 +53,20 @@ def s3_batch_inference() -> DAG:
 
 def warm_started_inference() -> DAG:
     """A plain first task that reports the warm runtime servers running under the worker's scratch
-    root, then local batch inference from S3 to S3."""
+    root (waiting up to 10 s for one), then local batch inference from S3 to S3."""
     bucket = os.environ.get("AI_TEST_BUCKET", "bucket")
     with DAG("warm_started_inference", schedule=None) as dag:
 
         @task
         def servers_running() -> list[int]:
+            import time
+
             from airflow_ai_provider.execution.local import default_scratch_root
             from tests._support.warm_servers import servers_under
 
+            deadline = time.monotonic() + 10  # a new process shows its command line once it has started
+            while not servers_under(default_scratch_root()) and time.monotonic() < deadline:
+                time.sleep(0.05)
             return servers_under(default_scratch_root())
 
         servers_running() >> BatchInferenceOperator(

@@ -13,6 +13,7 @@ import pytest
 
 from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.execution.local import prestart_warm_runtime
+from tests._support.system import wait_for
 from tests._support.warm_servers import servers_under
 from tests.conftest import REPO_ROOT
 from tests.unit.execution.test_warm_runtime import BAD_SPEC, BAD_SPEC_ERROR, run_job, warm_root
@@ -31,6 +32,14 @@ def _lock_is_held(root: Path) -> bool:
         return False
 
 
+def _started_server(root: Path) -> int:
+    """The one server under ``root``, once the kernel shows its command line (it is set while the
+    new program starts, after ``Popen`` has returned)."""
+    wait_for(lambda: servers_under(root), timeout=10, what="the started server's command line")
+    (server,) = servers_under(root)
+    return server
+
+
 @pytest.fixture
 def slow_server_start(tmp_path, monkeypatch) -> None:
     """Servers (only they) take 3 s more to start: a prestarted one is still starting when the test looks."""
@@ -46,7 +55,7 @@ def test_a_prestarted_server_holds_the_start_lock_until_it_listens_and_takes_the
     warm_root, slow_server_start
 ):
     assert prestart_warm_runtime(sys.executable, warm_root) is True
-    (server,) = servers_under(warm_root)
+    server = _started_server(warm_root)
     assert not list((warm_root / warm_runtime.FOLDER).glob("*.sock"))  # returned before it listens
     assert _lock_is_held(warm_root)
     assert prestart_warm_runtime(sys.executable, warm_root) is False  # it is being started
@@ -87,13 +96,50 @@ def test_a_job_starts_its_own_server_when_a_prestarted_one_dies_while_starting(
     )
     monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_ROOT}")
     assert prestart_warm_runtime(sys.executable, warm_root) is True
-    (doomed,) = servers_under(warm_root)
+    doomed = _started_server(warm_root)
 
     runner, result, log = run_job(BAD_SPEC, warm_root)
 
     assert isinstance(runner.process, warm_runtime.WarmJob)
     assert runner.process.server_pid != doomed
     assert servers_under(warm_root) == [runner.process.server_pid]
+    assert result["error"] == BAD_SPEC_ERROR
+    assert not [r for r in log if r.levelno >= logging.WARNING]
+
+
+def test_a_prestarted_server_that_hangs_while_starting_ends_itself_and_frees_the_start_lock(
+    warm_root, tmp_path, monkeypatch
+):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # the first server's preload hangs for good, the next starts
+        "import os, sys, time\n"
+        "class HangOnYaml:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'yaml':\n"
+        "            time.sleep(600)\n"
+        f"if {warm_runtime.SERVER_MODULE!r} in sys.orig_argv:\n"
+        "    try:\n"
+        f"        os.close(os.open({str(tmp_path / 'first')!r}, os.O_CREAT | os.O_EXCL))\n"
+        "    except FileExistsError:\n"
+        "        pass\n"
+        "    else:\n"
+        "        sys.meta_path.insert(0, HangOnYaml())\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_ROOT}")
+    start_timeout = warm_runtime.START_TIMEOUT_S
+    monkeypatch.setattr(warm_runtime, "START_TIMEOUT_S", 2.0)  # the server ends itself after 4 s
+    assert prestart_warm_runtime(sys.executable, warm_root) is True
+    hung = _started_server(warm_root)
+    assert _lock_is_held(warm_root)
+
+    wait_for(lambda: not _lock_is_held(warm_root), timeout=30, what="the hung server to end itself")
+    assert not servers_under(warm_root)
+    monkeypatch.setattr(warm_runtime, "START_TIMEOUT_S", start_timeout)  # the next server may take its time
+    runner, result, log = run_job(BAD_SPEC, warm_root)
+
+    assert isinstance(runner.process, warm_runtime.WarmJob)
+    assert runner.process.server_pid != hung
     assert result["error"] == BAD_SPEC_ERROR
     assert not [r for r in log if r.levelno >= logging.WARNING]
 
