@@ -40,6 +40,23 @@ def _started_server(root: Path) -> int:
     return server
 
 
+def _first_server_only(tmp_path: Path, monkeypatch, *lines: str) -> None:
+    """Servers started from here on run ``lines`` (Python, at interpreter start), the first one only."""
+    site = tmp_path / "site"
+    site.mkdir()
+    body = "".join(f"        {line}\n" for line in lines)
+    (site / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        f"if {warm_runtime.SERVER_MODULE!r} in sys.orig_argv:\n"
+        "    try:\n"
+        f"        os.close(os.open({str(tmp_path / 'first')!r}, os.O_CREAT | os.O_EXCL))\n"
+        "    except FileExistsError:\n"
+        "        pass\n"
+        "    else:\n" + body
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_ROOT}")
+
+
 @pytest.fixture
 def slow_server_start(tmp_path, monkeypatch) -> None:
     """Servers (only they) take 3 s more to start: a prestarted one is still starting when the test looks."""
@@ -81,20 +98,7 @@ def test_prestart_starts_nothing_when_the_server_listens(warm_root):
 def test_a_job_starts_its_own_server_when_a_prestarted_one_dies_while_starting(
     warm_root, tmp_path, monkeypatch
 ):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(  # the first server dies 2 s into its start, the next lives
-        "import os, sys, time\n"
-        f"if {warm_runtime.SERVER_MODULE!r} in sys.orig_argv:\n"
-        "    try:\n"
-        f"        os.close(os.open({str(tmp_path / 'first')!r}, os.O_CREAT | os.O_EXCL))\n"
-        "    except FileExistsError:\n"
-        "        pass\n"
-        "    else:\n"
-        "        time.sleep(2)\n"
-        "        sys.exit('this server dies while starting')\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_ROOT}")
+    _first_server_only(tmp_path, monkeypatch, "time.sleep(2)", "sys.exit('this server dies while starting')")
     assert prestart_warm_runtime(sys.executable, warm_root) is True
     doomed = _started_server(warm_root)
 
@@ -110,23 +114,15 @@ def test_a_job_starts_its_own_server_when_a_prestarted_one_dies_while_starting(
 def test_a_prestarted_server_that_hangs_while_starting_ends_itself_and_frees_the_start_lock(
     warm_root, tmp_path, monkeypatch
 ):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(  # the first server's preload hangs for good, the next starts
-        "import os, sys, time\n"
-        "class HangOnYaml:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'yaml':\n"
-        "            time.sleep(600)\n"
-        f"if {warm_runtime.SERVER_MODULE!r} in sys.orig_argv:\n"
-        "    try:\n"
-        f"        os.close(os.open({str(tmp_path / 'first')!r}, os.O_CREAT | os.O_EXCL))\n"
-        "    except FileExistsError:\n"
-        "        pass\n"
-        "    else:\n"
-        "        sys.meta_path.insert(0, HangOnYaml())\n"
+    _first_server_only(  # its preload hangs for good
+        tmp_path,
+        monkeypatch,
+        "class HangOnYaml:",
+        "    def find_spec(self, name, path=None, target=None):",
+        "        if name == 'yaml':",
+        "            time.sleep(600)",
+        "sys.meta_path.insert(0, HangOnYaml())",
     )
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{REPO_ROOT}")
     start_timeout = warm_runtime.START_TIMEOUT_S
     monkeypatch.setattr(warm_runtime, "START_TIMEOUT_S", 2.0)  # the server ends itself after 4 s
     assert prestart_warm_runtime(sys.executable, warm_root) is True
