@@ -33,6 +33,7 @@ def local_interpreters(tasks: list[Any]) -> set[str]:
     if base is None:
         return set()
     from airflow_ai_provider.config import ExecutionMode, resolve_execution_mode
+    from airflow_ai_provider.operators.arguments import is_templated
 
     found = set()
     for task in tasks:
@@ -43,7 +44,7 @@ def local_interpreters(tasks: list[Any]) -> set[str]:
         arguments = getattr(task, "partial_kwargs", None)  # a mapped task: its partial() arguments
         mode = arguments.get("execution_mode") if arguments is not None else task.execution_mode
         python = arguments.get("python") if arguments is not None else task.python
-        if any(isinstance(value, str) and "{{" in value for value in (mode, python)):
+        if is_templated(mode) or is_templated(python):
             continue
         if resolve_execution_mode(mode) is ExecutionMode.LOCAL:
             found.add(python or sys.executable)

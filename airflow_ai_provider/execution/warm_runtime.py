@@ -206,30 +206,16 @@ def prestart(python: str, env: Mapping[str, str], *, root: Path, idle_seconds: i
     :raises WarmRuntimeUnavailable: the server cannot be started here.
     """
     path = _socket_for(python, env, root)
-    conn = _connect(path)
-    if conn is not None:
-        conn.close()
-        return False
-    with open(path.with_suffix(".lock"), "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EAGAIN, errno.EACCES):
+    found: socket.socket | subprocess.Popen | None = _connect(path)
+    if found is None:
+        with _start_lock(path.with_suffix(".lock"), background=True) as start_lock:
+            if start_lock is None:
                 return False  # a job or another prestart is starting it
-            raise WarmRuntimeUnavailable(f"cannot take the start lock of {path}: {err}") from None
-        try:
-            conn = _connect(path)
-            if conn is not None:
-                conn.close()
-                return False
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # a socket that refuses connections: its server is gone
-            _start_server(path, python, env, idle_seconds, start_lock=handle.fileno())
-        except BaseException:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            raise
-    # Closing this descriptor leaves the lock to the server's copy of it, released once it listens.
-    return True
+            found = _connect_or_spawn(path, python, env, idle_seconds, start_lock)
+    if isinstance(found, subprocess.Popen):
+        return True
+    found.close()
+    return False
 
 
 def _socket_for(python: str, env: Mapping[str, str], root: Path) -> Path:
@@ -249,12 +235,10 @@ def _connect_or_start(path: Path, python: str, env: Mapping[str, str], idle_seco
     if conn is not None:
         return conn
     with _start_lock(path.with_suffix(".lock")) as start_lock:
-        conn = _connect(path)  # another shard (or a prestart) may have started it meanwhile
-        if conn is not None:
-            return conn
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a socket that refuses connections: its server is gone
-        server = _start_server(path, python, env, idle_seconds, start_lock=start_lock)
+        assert start_lock is not None
+        server = _connect_or_spawn(path, python, env, idle_seconds, start_lock)
+        if isinstance(server, socket.socket):
+            return server  # another shard (or a prestart) started it meanwhile
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             conn = _connect(path)
@@ -272,10 +256,26 @@ def _connect_or_start(path: Path, python: str, env: Mapping[str, str], idle_seco
             time.sleep(0.05)
 
 
+def _connect_or_spawn(
+    path: Path, python: str, env: Mapping[str, str], idle_seconds: int, start_lock: int
+) -> socket.socket | subprocess.Popen:
+    """Under the start lock: a connection to the server listening at ``path``, else a new server."""
+    conn = _connect(path)
+    if conn is not None:
+        return conn
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a socket that refuses connections: its server is gone
+    return _start_server(path, python, env, idle_seconds, start_lock=start_lock)
+
+
 @contextlib.contextmanager
-def _start_lock(lock_path: Path) -> Iterator[int]:
+def _start_lock(lock_path: Path, *, background: bool = False) -> Iterator[int | None]:
     """Hold the start lock of one server and yield its fd (bounded: a starter holds it at most
-    :data:`START_TIMEOUT_S`, a starting server until it listens)."""
+    :data:`START_TIMEOUT_S`, a starting server until it listens).
+
+    :param background: do not wait (yield ``None`` when another process holds the lock), and leave
+        the lock to the server started under it: closing this fd keeps the server's copy locked.
+    """
     with open(lock_path, "a") as handle:
         deadline = time.monotonic() + START_TIMEOUT_S + 10
         while True:
@@ -283,13 +283,18 @@ def _start_lock(lock_path: Path) -> Iterator[int]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                busy = err.errno in (errno.EAGAIN, errno.EACCES)
+                if busy and background:
+                    yield None
+                    return
+                if not busy or time.monotonic() > deadline:
                     raise WarmRuntimeUnavailable(f"cannot take the start lock {lock_path}: {err}") from None
                 time.sleep(0.05)
         try:
             yield handle.fileno()
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if not background:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _start_server(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 from airflow_ai_provider.execution import warm_runtime
@@ -24,6 +25,15 @@ def servers_under(root: Path) -> list[int]:
             if str(root).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                 found.append(pid)
     return found
+
+
+def started_servers_under(root: Path, timeout: float = 10.0) -> list[int]:
+    """:func:`servers_under`, waiting up to ``timeout`` for one: the kernel sets a new process's
+    command line while its program starts, after ``Popen`` has returned."""
+    deadline = time.monotonic() + timeout
+    while not servers_under(root) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return servers_under(root)
 
 
 def stop_servers_under(root: Path, timeout: float = 15.0) -> None:

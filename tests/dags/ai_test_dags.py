@@ -59,15 +59,10 @@ def warm_started_inference() -> DAG:
 
         @task
         def servers_running() -> list[int]:
-            import time
-
             from airflow_ai_provider.execution.local import default_scratch_root
-            from tests._support.warm_servers import servers_under
+            from tests._support.warm_servers import started_servers_under
 
-            deadline = time.monotonic() + 10  # a new process shows its command line once it has started
-            while not servers_under(default_scratch_root()) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            return servers_under(default_scratch_root())
+            return started_servers_under(default_scratch_root())
 
         servers_running() >> BatchInferenceOperator(
             task_id="score",

@@ -14,7 +14,7 @@ import pytest
 from airflow_ai_provider.execution import warm_runtime
 from airflow_ai_provider.execution.local import prestart_warm_runtime
 from tests._support.system import wait_for
-from tests._support.warm_servers import servers_under
+from tests._support.warm_servers import servers_under, started_servers_under
 from tests.conftest import REPO_ROOT
 from tests.unit.execution.test_warm_runtime import BAD_SPEC, BAD_SPEC_ERROR, run_job, warm_root
 
@@ -33,10 +33,8 @@ def _lock_is_held(root: Path) -> bool:
 
 
 def _started_server(root: Path) -> int:
-    """The one server under ``root``, once the kernel shows its command line (it is set while the
-    new program starts, after ``Popen`` has returned)."""
-    wait_for(lambda: servers_under(root), timeout=10, what="the started server's command line")
-    (server,) = servers_under(root)
+    """The one server started under ``root``."""
+    (server,) = started_servers_under(root)
     return server
 
 
